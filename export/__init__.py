@@ -1,0 +1,5 @@
+"""export: subnets as plain, deployable checkpoints."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,15 @@
+"""Subcommands of the ``ofa`` CLI: each module has ``add_parser(subparsers) -> (name, parser)``.
+
+Modules import their heavy dependencies (and ``search`` / ``export``) inside ``run`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ofa.commands import convert, quickstart
+
+__all__ = ["COMMANDS"]
+
+COMMANDS: list[Callable[[Any], Any]] = [quickstart.add_parser, convert.add_parser]

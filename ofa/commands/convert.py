@@ -1,0 +1,50 @@
+"""``ofa convert``: a transformers checkpoint directory into a saved supernet."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+EXAMPLE = """example:
+  ofa convert --model path/to/bert --out runs/supernet --importance taylor --text-csv data.csv
+  ofa convert --model path/to/bert --out runs/supernet --importance l1"""
+
+
+def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a BERT-family checkpoint into a supernet (reordered by importance)",
+        description="Convert a transformers BERT / RoBERTa / ELECTRA checkpoint into a supernet, "
+        "score its heads, neurons and channels, reorder them and save it.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="transformers checkpoint directory")
+    parser.add_argument("--out", required=True, help="directory to write the supernet to")
+    parser.add_argument("--space", help="search-space JSON file (default: derived from the model)")
+    parser.add_argument("--importance", choices=("taylor", "l1", "l2", "none"), default="l1")
+    parser.add_argument("--text-csv", help="CSV with a 'text' column, for taylor scores")
+    parser.add_argument("--batches", type=int, default=8, help="batches for taylor scores")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.set_defaults(func=run)
+    return "convert", parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ofa.pipeline import convert_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists: pass --overwrite or pick another --out")
+    supernet = convert_checkpoint(
+        args.model,
+        space_file=args.space,
+        importance_metric=args.importance,
+        text_csv=args.text_csv,
+        num_batches=args.batches,
+    )
+    supernet.save(out)
+    print(f"supernet saved to {out}")
+    return 0

@@ -1,0 +1,195 @@
+"""The supernet: a converted model plus its search space, and its save / load."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic
+from ofa.convert import family_for, family_named
+from ofa.convert.bert import SUPPORTED_CLASSES
+from ofa.groups import UnitGroup
+from ofa.space import SearchSpace, Subnet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Supernet", "convert", "load_supernet", "set_subnet_"]
+
+_FORMAT = "ofa-supernet"
+_WEIGHTS, _CONFIG, _META = "model.safetensors", "config.json", "supernet.json"
+
+
+class Supernet(nn.Module):
+    """A model whose elastic modules run any subnet of ``space`` with shared weights.
+
+    Calling the supernet calls the wrapped model with the same inputs and outputs, running the
+    active subnet. Build one with :func:`convert`.
+    """
+
+    def __init__(self, model: nn.Module, space: SearchSpace, *, family: str) -> None:
+        super().__init__()
+        self.model = model
+        self.space = space
+        self.family_name = family
+        self._family = family_named(family)
+        self._active = space.max_subnet()
+        self._family.set_subnet_(model, space, self._active)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def active_subnet(self) -> Subnet:
+        return self._active
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def set_subnet(self, subnet: Subnet) -> None:
+        """Make ``subnet`` the one every later call runs.
+
+        Raises:
+            ValueError: ``subnet`` is outside this supernet's space.
+        """
+        if not isinstance(subnet, Subnet):
+            raise TypeError(f"set_subnet takes an ofa.Subnet, got {type(subnet).__name__}")
+        self.space.check(subnet)
+        self._family.set_subnet_(self.model, self.space, subnet)
+        self._active = subnet
+
+    @contextlib.contextmanager
+    def using(self, subnet: Subnet) -> Iterator[Supernet]:
+        """Run ``subnet`` inside the block, then restore the subnet that was active."""
+        previous = self._active
+        self.set_subnet(subnet)
+        try:
+            yield self
+        finally:
+            self.set_subnet(previous)
+
+    def extract(self, subnet: Subnet | None = None) -> nn.Module:
+        """A plain model of the wrapped class holding copies of ``subnet``'s weights."""
+        subnet = self._active if subnet is None else subnet
+        self.space.check(subnet)
+        return self._family.extract(self.model, self.space, subnet)
+
+    def flops(self, subnet: Subnet | None = None, *, batch_size: int = 1, seq_len: int = 128) -> int:
+        """Matrix-multiply FLOPs of one forward pass of ``subnet`` (default: the active one)."""
+        subnet = self._active if subnet is None else subnet
+        self.space.check(subnet)
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError("batch_size and seq_len must be positive")
+        return self._family.flops(
+            self.model, self.space, subnet, batch_size=batch_size, seq_len=seq_len
+        )
+
+    def num_params(self, subnet: Subnet | None = None) -> int:
+        """Parameters of the model ``extract(subnet)`` returns."""
+        subnet = self._active if subnet is None else subnet
+        self.space.check(subnet)
+        return self._family.num_params(self.model, self.space, subnet)
+
+    def unit_groups(self) -> list[UnitGroup]:
+        """The coupled units (heads, neurons, channels) that importance scores and reorders."""
+        return self._family.unit_groups(self.model, self.space)
+
+    def hidden_is_internal(self) -> bool:
+        return self._family.hidden_is_internal(self.model)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write weights (safetensors), the model config and the space (JSON), atomically."""
+        directory = Path(directory)
+        with atomic_dir(directory) as tmp:
+            safetensors.torch.save_model(self.model, str(tmp / _WEIGHTS))
+            write_json_atomic(tmp / _CONFIG, self.model.config.to_dict())
+            meta = {
+                "format": _FORMAT,
+                "version": 1,
+                "family": self.family_name,
+                "model_class": type(self.model).__name__,
+                "space": self.space.to_dict(),
+                "active_subnet": self._active.to_dict(),
+                "sha256": {name: sha256_file(tmp / name) for name in (_WEIGHTS, _CONFIG)},
+            }
+            write_json_atomic(tmp / _META, meta)
+        logger.info("saved supernet to %s", directory)
+        return directory
+
+
+def set_subnet_(supernet: Supernet, subnet: Subnet) -> None:
+    """Functional spelling of :meth:`Supernet.set_subnet`."""
+    supernet.set_subnet(subnet)
+
+
+def convert(model: nn.Module, space: SearchSpace | None = None, *, inplace: bool = False) -> Supernet:
+    """Turn a trained model into a supernet whose subnets are leading slices of its weights.
+
+    The given model is **not modified**: it is deep-copied first, unless ``inplace=True``, which
+    saves memory for large models and turns ``model``'s own modules elastic.
+
+    Args:
+        model: a transformers BERT, RoBERTa, XLM-RoBERTa or ELECTRA encoder, bare or with a
+            sequence-classification head.
+        space: the search space; derived from the model's shape when ``None``.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> bert = BertForSequenceClassification(BertConfig(hidden_size=32,
+        ...     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+        >>> supernet = ofa.convert(bert)
+        >>> small = supernet.extract(supernet.space.min_subnet())
+    """
+    family = family_for(model)
+    family.check_supported(model)
+    if space is None:
+        space = family.default_space(model)
+    elif not isinstance(space, SearchSpace):
+        raise TypeError(f"space must be an ofa.SearchSpace, got {type(space).__name__}")
+    family.check_space(model, space)
+    if not inplace:
+        model = copy.deepcopy(model)
+    family.make_elastic_(model)
+    logger.info("converted %s into a supernet", type(model).__name__)
+    return Supernet(model, space, family=family.name)
+
+
+def load_supernet(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> Supernet:
+    """Load a supernet written by :meth:`Supernet.save`; checks every file's sha256."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory; save one with Supernet.save(dir)")
+    meta = read_json(directory / _META, what="not a supernet directory")
+    if meta.get("format") != _FORMAT or meta.get("version") != 1:
+        raise ValueError(f"{directory / _META} is not an ofa supernet (format/version mismatch)")
+    for name, digest in meta["sha256"].items():
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"supernet file {directory / name} is missing")
+        if sha256_file(directory / name) != digest:
+            raise ValueError(
+                f"{directory / name} is corrupted (sha256 mismatch); save the supernet again"
+            )
+    class_name = meta["model_class"]
+    if class_name not in SUPPORTED_CLASSES:
+        raise ValueError(f"{class_name} is not a supported model class")
+    model_class = SUPPORTED_CLASSES[class_name]
+    config = model_class.config_class.from_dict(read_json(directory / _CONFIG, what="config"))
+    with torch.device(device):
+        model = model_class(config)
+    supernet = convert(model, SearchSpace.from_dict(meta["space"]), inplace=True)
+    missing, unexpected = safetensors.torch.load_model(
+        supernet.model, str(directory / _WEIGHTS), strict=True, device=str(device)
+    )
+    supernet.set_subnet(Subnet.from_dict(meta["active_subnet"]))
+    supernet.eval()
+    return supernet
