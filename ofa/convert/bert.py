@@ -198,6 +198,10 @@ class BertFamily:
         config.ofa_subnet = subnet.to_dict()
         reference = next(model.parameters())
         small = type(model)(config).to(dtype=reference.dtype, device=reference.device)
+        project = self._project(model)
+        if project is not None and self._project(small) is None:
+            # ELECTRA builds no projection when embedding_size == hidden_size; the subnet has one
+            small.base_model.embeddings_project = nn.Linear(project.in_features, hidden)
         for layer, heads, ffn_dim in zip(small.base_model.encoder.layer, subnet.num_heads, subnet.ffn_dims):
             reshape_layer_(layer, hidden=hidden, num_heads=heads, head_dim=head_dim, ffn_dim=ffn_dim)
         small.to(dtype=reference.dtype, device=reference.device)
