@@ -1,5 +1,26 @@
-"""export: subnets as plain, deployable checkpoints."""
+"""export: subnets as plain, deployable checkpoints (safetensors, config, manifest, ONNX, 2:4).
+
+Example:
+    >>> import export
+    >>> export.save(supernet, subnet, "out/small", tokenizer=tokenizer, onnx=True)
+    >>> model = export.load("out/small")
+    >>> export.verify("out/small", supernet, subnet)
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from export.checkpoint import load, read_manifest, save
+from export.extract import extract, fits_vanilla
+from export.sparsity import SparsityConfig
+from export.verify import VerifyResult, verify
+
+__all__ = [
+    "SparsityConfig",
+    "VerifyResult",
+    "extract",
+    "fits_vanilla",
+    "load",
+    "read_manifest",
+    "save",
+    "verify",
+]

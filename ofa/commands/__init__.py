@@ -9,7 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ofa.commands import convert, quickstart
+from ofa.commands import export as export_command
 
 __all__ = ["COMMANDS"]
 
-COMMANDS: list[Callable[[Any], Any]] = [quickstart.add_parser, convert.add_parser]
+COMMANDS: list[Callable[[Any], Any]] = [
+    quickstart.add_parser,
+    convert.add_parser,
+    export_command.add_parser,
+]
