@@ -1,0 +1,332 @@
+"""Measured latency: one model, or several interleaved, on a named device, dtype and input shape.
+
+Every figure carries where it was measured (device name, dtype, batch size, sequence length, torch
+version, threads), so a number is never read without its conditions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ofa.space import Subnet
+from ofa.supernet import Supernet
+
+__all__ = [
+    "LatencyResult",
+    "LatencyTarget",
+    "MeasuredLatency",
+    "compare_latency",
+    "device_name",
+    "example_inputs",
+    "measure_latency",
+]
+
+DType = Literal["float32", "float16", "bfloat16"]
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+Inputs = Mapping[str, torch.Tensor] | torch.Tensor
+
+
+def device_name(device: str | torch.device) -> str:
+    """A human name of the device: the GPU's product name, or the CPU model and core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    return f"CPU {cpu}"
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyTarget:
+    """Where and on what a latency is measured: device, dtype, input shape and CPU threads.
+
+    Attributes:
+        device: a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        batch_size: sequences per forward pass.
+        seq_len: tokens per sequence.
+        num_threads: torch intra-op threads on CPU (fixed while measuring).
+    """
+
+    device: str = "cpu"
+    dtype: DType = "float32"
+    batch_size: int = 1
+    seq_len: int = 128
+    num_threads: int = 2
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        _dtype(self.dtype)
+        torch.device(self.device)  # raises on a malformed device string
+        if self.batch_size < 1 or self.seq_len < 1 or self.num_threads < 1:
+            raise ValueError("batch_size, seq_len and num_threads must be positive")
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but CUDA is not available here")
+
+    def describe(self) -> str:
+        return f"{self.device} {self.dtype} batch {self.batch_size} seq {self.seq_len}" + (
+            f" {self.num_threads} threads" if torch.device(self.device).type == "cpu" else ""
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyTarget:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown LatencyTarget fields {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyResult:
+    """Median and spread of repeated timings of one forward pass, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    min_ms: float
+    max_ms: float
+    times_ms: tuple[float, ...]
+    device: str
+    device_name: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    num_threads: int
+    torch_version: str
+
+    @property
+    def relative_spread(self) -> float:
+        """Interquartile range over the median: the noise of this measurement."""
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def example_inputs(
+    *, batch_size: int, seq_len: int, vocab_size: int, device: str = "cpu", seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Random token ids and a full attention mask of the given shape."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(vocab_size, (batch_size, seq_len), generator=generator)
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def _shape(inputs: Inputs) -> tuple[int, int]:
+    tensor = inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))
+    return int(tensor.shape[0]), int(tensor.shape[1]) if tensor.dim() > 1 else 1
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _prepare(model: nn.Module, inputs: Inputs, device: torch.device, dtype: torch.dtype):
+    """The model on ``device``/``dtype`` (a copy if it has to move) and a call that runs it."""
+    first = next(model.parameters(), None)
+    if first is not None and (first.device != device or first.dtype != dtype):
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    model.eval()
+    if isinstance(inputs, torch.Tensor):
+        moved: Any = inputs.to(device)
+        return lambda: model(moved)
+    kwargs = {k: v.to(device) for k, v in inputs.items()}
+    return lambda: model(**kwargs)
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
+    """Times one call in ms: CUDA events with synchronisation on GPU, perf_counter on CPU."""
+    if device.type == "cuda":
+
+        def cuda_time(call: Callable[[], Any]) -> float:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            call()
+            end.record()
+            torch.cuda.synchronize(device)
+            return float(start.elapsed_time(end))
+
+        return cuda_time
+
+    def cpu_time(call: Callable[[], Any]) -> float:
+        begin = time.perf_counter()
+        call()
+        return (time.perf_counter() - begin) * 1000.0
+
+    return cpu_time
+
+
+def _result(times: list[float], inputs: Inputs, target: LatencyTarget) -> LatencyResult:
+    ordered = sorted(times)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
+    batch_size, seq_len = _shape(inputs)
+    return LatencyResult(
+        median_ms=statistics.median(ordered),
+        iqr_ms=quartiles[2] - quartiles[0],
+        min_ms=ordered[0],
+        max_ms=ordered[-1],
+        times_ms=tuple(times),
+        device=target.device,
+        device_name=device_name(target.device),
+        dtype=target.dtype,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        num_threads=target.num_threads,
+        torch_version=torch.__version__,
+    )
+
+
+def _check_counts(warmup: int, rounds: int) -> None:
+    if warmup < 0 or rounds < 1:
+        raise ValueError(f"warmup={warmup} and rounds={rounds}: need warmup >= 0 and rounds >= 1")
+
+
+def measure_latency(
+    model: nn.Module,
+    example_inputs: Inputs,
+    *,
+    device: str = "cpu",
+    dtype: DType = "float32",
+    warmup: int = 3,
+    rounds: int = 10,
+    num_threads: int = 2,
+) -> LatencyResult:
+    """Time ``model(**example_inputs)`` on a device: warmup, then ``rounds`` timed calls.
+
+    The model is copied when it has to move to ``device``/``dtype``; the given one is unchanged.
+
+    Example:
+        >>> inputs = example_inputs(batch_size=1, seq_len=128, vocab_size=30522)
+        >>> result = measure_latency(bert, inputs, device="cpu", rounds=10)
+        >>> result.median_ms, result.relative_spread
+    """
+    _check_counts(warmup, rounds)
+    target = LatencyTarget(device=device, dtype=dtype, num_threads=num_threads)
+    torch_device = torch.device(device)
+    time_one = _timer(torch_device)
+    with _threads(num_threads), torch.inference_mode():
+        call = _prepare(model, example_inputs, torch_device, _dtype(dtype))
+        for _ in range(warmup):
+            call()
+        times = [time_one(call) for _ in range(rounds)]
+    return _result(times, example_inputs, target)
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    example_inputs: Inputs,
+    *,
+    device: str = "cpu",
+    dtype: DType = "float32",
+    warmup: int = 3,
+    rounds: int = 10,
+    num_threads: int = 2,
+) -> dict[str, LatencyResult]:
+    """Time several models interleaved (one call of each per round, order rotating).
+
+    Drift of a shared machine then hits every candidate alike, so their ratios are fair.
+
+    Example:
+        >>> results = compare_latency({"big": big, "small": small}, inputs, rounds=20)
+        >>> results["small"].median_ms / results["big"].median_ms
+    """
+    _check_counts(warmup, rounds)
+    if not models:
+        raise ValueError("compare_latency needs at least one model")
+    target = LatencyTarget(device=device, dtype=dtype, num_threads=num_threads)
+    torch_device = torch.device(device)
+    time_one = _timer(torch_device)
+    names = list(models)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with _threads(num_threads), torch.inference_mode():
+        calls = {
+            n: _prepare(models[n], example_inputs, torch_device, _dtype(dtype)) for n in names
+        }
+        for _ in range(warmup):
+            for name in names:
+                calls[name]()
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(time_one(calls[name]))
+    return {name: _result(times[name], example_inputs, target) for name in names}
+
+
+class MeasuredLatency:
+    """Latency of a subnet measured on its extracted model (no latency model in between).
+
+    Example:
+        >>> latency = MeasuredLatency(supernet, LatencyTarget(device="cpu", seq_len=64))
+        >>> latency(supernet.space.min_subnet())   # milliseconds
+    """
+
+    def __init__(
+        self, supernet: Supernet, target: LatencyTarget, *, warmup: int = 2, rounds: int = 5
+    ) -> None:
+        _check_counts(warmup, rounds)
+        self.supernet = supernet
+        self.target = target
+        self.warmup = warmup
+        self.rounds = rounds
+
+    def measure(self, subnet: Subnet) -> LatencyResult:
+        """Extract ``subnet`` and time it on the target."""
+        model = self.supernet.extract(subnet)
+        inputs = example_inputs(
+            batch_size=self.target.batch_size,
+            seq_len=self.target.seq_len,
+            vocab_size=int(self.supernet.config.vocab_size),
+        )
+        return measure_latency(
+            model,
+            inputs,
+            device=self.target.device,
+            dtype=self.target.dtype,
+            warmup=self.warmup,
+            rounds=self.rounds,
+            num_threads=self.target.num_threads,
+        )
+
+    def predict(self, subnet: Subnet) -> float:
+        return self.measure(subnet).median_ms
+
+    def __call__(self, subnet: Subnet) -> float:
+        return self.predict(subnet)

@@ -1,0 +1,130 @@
+"""search.run: constraints, seeds, resume, outputs, best under a measured budget, bad input."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import optuna
+import pytest
+import torch
+
+import search
+from search import LatencyModel
+from tests.search._tiny import neg_loss
+
+
+def _budget(latency_model, supernet) -> float:
+    """A budget that about half the random subnets miss."""
+    generator = torch.Generator().manual_seed(3)
+    return statistics.median(latency_model(supernet.space.sample(generator)) for _ in range(40))
+
+
+def test_infeasible_trials_are_never_chosen_and_seeds_go_first(supernet, latency_model, tmp_path):
+    budget = _budget(latency_model, supernet)
+    result = search.run(
+        supernet, evaluate=neg_loss, latency=latency_model, budget_ms=budget, trials=16,
+        out_dir=tmp_path, remeasure=False,
+    )
+    study = optuna.load_study(study_name="ofa-search", storage=search.open_storage(
+        tmp_path / "study.journal", None))
+    trials = study.trials
+    assert len(trials) == result.num_trials == 16
+    infeasible = [t for t in trials if t.constraints["latency_budget"] > 0]
+    assert infeasible, "the budget should make some trials infeasible"
+    assert all(t.user_attrs["predicted_ms"] > budget for t in infeasible)
+    chosen = {p.trial_number for p in result.pareto}
+    assert chosen and not chosen & {t.number for t in infeasible}
+    assert all(p.predicted_ms <= budget for p in result.pareto)
+    assert result.best is not None and result.best.predicted_ms <= budget
+    assert result.best.accuracy == max(p.accuracy for p in result.pareto)
+    # trial 1 is the min subnet; trial 0 the largest uniform subnet within the budget
+    space = supernet.space
+    assert trials[1].user_attrs["subnet"] == json.loads(space.min_subnet().to_json())
+    largest = trials[0].user_attrs["subnet"]
+    assert trials[0].user_attrs["predicted_ms"] <= budget
+    assert len(set(largest["num_heads"])) == 1 and len(set(largest["ffn_dims"])) == 1
+
+
+def test_outputs_and_resume_add_trials_to_the_same_study(supernet, latency_model, tmp_path):
+    budget = _budget(latency_model, supernet)
+    kwargs = dict(evaluate=neg_loss, latency=latency_model, budget_ms=budget, out_dir=tmp_path,
+                  study_name="resume", sampler="nsga2", remeasure=False)
+    first = search.run(supernet, trials=5, **kwargs)
+    second = search.run(supernet, trials=4, **kwargs)
+    assert (first.num_trials, second.num_trials) == (5, 9)
+    storage = search.open_storage(tmp_path / "study.journal", None)
+    summaries = optuna.get_all_study_summaries(storage)
+    assert [s.study_name for s in summaries] == ["resume"]
+    numbers = [t.number for t in optuna.load_study(study_name="resume", storage=storage).trials]
+    assert numbers == list(range(9))
+    saved = json.loads((tmp_path / "pareto.json").read_text())
+    assert saved["num_trials"] == 9 and len(saved["pareto"]) == len(second.pareto)
+    lines = (tmp_path / "pareto.csv").read_text().splitlines()
+    assert lines[0].startswith("trial_number,accuracy,predicted_ms,measured_ms")
+    assert len(lines) == 1 + len(second.pareto)
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    assert "plotly" in (tmp_path / "pareto.html").read_text()[:100000].lower()
+    with pytest.raises(ValueError, match="another budget_ms"):
+        search.run(supernet, trials=1, **{**kwargs, "budget_ms": budget * 2})
+
+
+def test_best_is_chosen_by_measured_latency(supernet, latency_model):
+    """Re-measured on the device: the best subnet's measured latency fits the budget."""
+    budget = 3 * latency_model(supernet.space.max_subnet())
+    result = search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=budget,
+                        trials=6, remeasure_warmup=1, remeasure_rounds=3)
+    assert all(p.measured_ms is not None and p.measured_ms > 0 for p in result.pareto)
+    assert result.best is not None and result.best.measured_ms <= budget
+    assert "measured" in result.message
+
+
+def test_says_clearly_when_no_measured_latency_fits(supernet, latency_model):
+    """A latency model that predicts 100x too fast: nothing measured fits, best is None."""
+    data = latency_model.to_dict()
+    data["method"] = "table"
+    data["table"] = [[h, f, d, ms / 100] for h, f, d, ms in data["table"]]
+    data["fixed_ms"] = {k: 0.0 for k in data["fixed_ms"]}
+    optimistic = LatencyModel.from_dict(data)
+    budget = optimistic(supernet.space.max_subnet()) * 1.01
+    result = search.run(supernet, evaluate=neg_loss, latency=optimistic, budget_ms=budget,
+                        trials=3, remeasure_warmup=0, remeasure_rounds=2)
+    assert result.best is None
+    assert result.message.startswith("NO subnet fits") and "re-profile" in result.message
+
+
+def test_budget_below_the_smallest_subnet_names_it(supernet, latency_model):
+    smallest = latency_model(supernet.space.min_subnet())
+    with pytest.raises(ValueError, match=rf"smallest subnet's latency {smallest:.3g} ms") as error:
+        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=smallest / 2,
+                   trials=1)
+    assert "raise the budget to at least" in str(error.value)
+
+
+def test_unknown_sampler(supernet, latency_model):
+    with pytest.raises(ValueError, match="unknown sampler 'cmaes': use one of tpe, nsga2, random"):
+        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
+                   sampler="cmaes")
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://user@host/db", "postgresql://u:secret@127.0.0.1:9/x"])
+def test_bad_storage_url(supernet, latency_model, url):
+    with pytest.raises(ValueError, match="could not be opened") as error:
+        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
+                   storage=url)
+    assert "secret" not in str(error.value)
+
+
+def test_refuses_a_latency_model_of_another_target(supernet, latency_model):
+    other = search.LatencyTarget(**{**latency_model.target.to_dict(), "seq_len": 128})
+    with pytest.raises(ValueError, match="profiled for cpu float32 batch 2 seq 16"):
+        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
+                   target=other)
+
+
+def test_measured_latency_search(supernet):
+    target = search.LatencyTarget(batch_size=1, seq_len=8, num_threads=1)
+    latency = search.MeasuredLatency(supernet, target, warmup=0, rounds=2)
+    result = search.run(supernet, evaluate=neg_loss, latency=latency, budget_ms=1e6, trials=3,
+                        sampler="random", remeasure_warmup=0, remeasure_rounds=2)
+    assert result.num_trials == 3 and result.best is not None
