@@ -74,25 +74,41 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, parsers
 
 
-def _apply_config(
-    parser: argparse.ArgumentParser, subparser: argparse.ArgumentParser, argv: Sequence[str],
-    config_path: str,
-) -> argparse.Namespace:
+def _apply_config(subparser: argparse.ArgumentParser, config_path: str) -> None:
+    """Make the file's values the subcommand's defaults; flags given on the line still win."""
     values = _load_config(config_path)
     known = {action.dest for action in subparser._actions}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - known - {"config", "debug", "verbose"})
     if unknown:
         raise UsageError(f"config file {config_path} has unknown keys {unknown}")
     subparser.set_defaults(**values)
     for action in subparser._actions:  # a value from the file satisfies a required flag
         if action.dest in values:
             action.required = False
-    return parser.parse_args(argv)
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, parsers = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    config_path = _config_path(argv)
+    if command in parsers and config_path is not None:
+        try:
+            _apply_config(parsers[command], config_path)
+        except UsageError as error:
+            if "--debug" in argv:
+                raise
+            print(f"ofa {command}: error: {error}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -102,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.config:
-            args = _apply_config(parser, parsers[args.command], argv, args.config)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"ofa {args.command}: interrupted", file=sys.stderr)
