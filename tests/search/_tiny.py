@@ -14,8 +14,13 @@ VOCAB = 100
 def tiny_supernet(seed: int = 0) -> ofa.Supernet:
     torch.manual_seed(seed)
     config = BertConfig(
-        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-        vocab_size=VOCAB, max_position_embeddings=64, num_labels=2,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=VOCAB,
+        max_position_embeddings=64,
+        num_labels=2,
     )
     supernet = ofa.convert(BertForSequenceClassification(config))
     return supernet.eval()

@@ -24,7 +24,10 @@ def test_measure_latency_records_conditions_and_restores_threads(supernet):
 
 def test_compare_interleaves_and_small_is_not_slower(supernet):
     space = supernet.space
-    models = {"max": supernet.extract(space.max_subnet()), "min": supernet.extract(space.min_subnet())}
+    models = {
+        "max": supernet.extract(space.max_subnet()),
+        "min": supernet.extract(space.min_subnet()),
+    }
     inputs = example_inputs(batch_size=4, seq_len=32, vocab_size=100)
     results = compare_latency(models, inputs, warmup=1, rounds=6, num_threads=1)
     assert set(results) == {"max", "min"}
@@ -42,7 +45,11 @@ def test_measure_does_not_change_the_model_dtype(supernet):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"rounds": 0}, "rounds"), ({"dtype": "float8"}, "unknown dtype"), ({"warmup": -1}, "warmup")],
+    [
+        ({"rounds": 0}, "rounds"),
+        ({"dtype": "float8"}, "unknown dtype"),
+        ({"warmup": -1}, "warmup"),
+    ],
 )
 def test_bad_measurement_settings(supernet, kwargs, match):
     model = supernet.extract(supernet.space.min_subnet())

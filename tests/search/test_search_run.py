@@ -23,11 +23,17 @@ def _budget(latency_model, supernet) -> float:
 def test_infeasible_trials_are_never_chosen_and_seeds_go_first(supernet, latency_model, tmp_path):
     budget = _budget(latency_model, supernet)
     result = search.run(
-        supernet, evaluate=neg_loss, latency=latency_model, budget_ms=budget, trials=16,
-        out_dir=tmp_path, remeasure=False,
+        supernet,
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_ms=budget,
+        trials=16,
+        out_dir=tmp_path,
+        remeasure=False,
     )
-    study = optuna.load_study(study_name="ofa-search", storage=search.open_storage(
-        tmp_path / "study.journal", None))
+    study = optuna.load_study(
+        study_name="ofa-search", storage=search.open_storage(tmp_path / "study.journal", None)
+    )
     trials = study.trials
     assert len(trials) == result.num_trials == 16
     infeasible = [t for t in trials if t.constraints["latency_budget"] > 0]
@@ -48,8 +54,15 @@ def test_infeasible_trials_are_never_chosen_and_seeds_go_first(supernet, latency
 
 def test_outputs_and_resume_add_trials_to_the_same_study(supernet, latency_model, tmp_path):
     budget = _budget(latency_model, supernet)
-    kwargs = dict(evaluate=neg_loss, latency=latency_model, budget_ms=budget, out_dir=tmp_path,
-                  study_name="resume", sampler="nsga2", remeasure=False)
+    kwargs = dict(
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_ms=budget,
+        out_dir=tmp_path,
+        study_name="resume",
+        sampler="nsga2",
+        remeasure=False,
+    )
     first = search.run(supernet, trials=5, **kwargs)
     second = search.run(supernet, trials=4, **kwargs)
     assert (first.num_trials, second.num_trials) == (5, 9)
@@ -72,8 +85,15 @@ def test_outputs_and_resume_add_trials_to_the_same_study(supernet, latency_model
 def test_best_is_chosen_by_measured_latency(supernet, latency_model):
     """Re-measured on the device: the best subnet's measured latency fits the budget."""
     budget = 3 * latency_model(supernet.space.max_subnet())
-    result = search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=budget,
-                        trials=6, remeasure_warmup=1, remeasure_rounds=3)
+    result = search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_ms=budget,
+        trials=6,
+        remeasure_warmup=1,
+        remeasure_rounds=3,
+    )
     assert all(p.measured_ms is not None and p.measured_ms > 0 for p in result.pareto)
     assert result.best is not None and result.best.measured_ms <= budget
     assert "measured" in result.message
@@ -87,8 +107,15 @@ def test_says_clearly_when_no_measured_latency_fits(supernet, latency_model):
     data["fixed_ms"] = {k: 0.0 for k in data["fixed_ms"]}
     optimistic = LatencyModel.from_dict(data)
     budget = optimistic(supernet.space.max_subnet()) * 1.01
-    result = search.run(supernet, evaluate=neg_loss, latency=optimistic, budget_ms=budget,
-                        trials=3, remeasure_warmup=0, remeasure_rounds=2)
+    result = search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=optimistic,
+        budget_ms=budget,
+        trials=3,
+        remeasure_warmup=0,
+        remeasure_rounds=2,
+    )
     assert result.best is None
     assert result.message.startswith("NO subnet fits") and "re-profile" in result.message
 
@@ -96,35 +123,62 @@ def test_says_clearly_when_no_measured_latency_fits(supernet, latency_model):
 def test_budget_below_the_smallest_subnet_names_it(supernet, latency_model):
     smallest = latency_model(supernet.space.min_subnet())
     with pytest.raises(ValueError, match=rf"smallest subnet's latency {smallest:.3g} ms") as error:
-        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=smallest / 2,
-                   trials=1)
+        search.run(
+            supernet, evaluate=neg_loss, latency=latency_model, budget_ms=smallest / 2, trials=1
+        )
     assert "raise the budget to at least" in str(error.value)
 
 
 def test_unknown_sampler(supernet, latency_model):
     with pytest.raises(ValueError, match="unknown sampler 'cmaes': use one of tpe, nsga2, random"):
-        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
-                   sampler="cmaes")
+        search.run(
+            supernet,
+            evaluate=neg_loss,
+            latency=latency_model,
+            budget_ms=1e6,
+            trials=1,
+            sampler="cmaes",
+        )
 
 
 @pytest.mark.parametrize("url", ["nosuchdb://user@host/db", "postgresql://u:secret@127.0.0.1:9/x"])
 def test_bad_storage_url(supernet, latency_model, url):
     with pytest.raises(ValueError, match="could not be opened") as error:
-        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
-                   storage=url)
+        search.run(
+            supernet,
+            evaluate=neg_loss,
+            latency=latency_model,
+            budget_ms=1e6,
+            trials=1,
+            storage=url,
+        )
     assert "secret" not in str(error.value)
 
 
 def test_refuses_a_latency_model_of_another_target(supernet, latency_model):
     other = search.LatencyTarget(**{**latency_model.target.to_dict(), "seq_len": 128})
     with pytest.raises(ValueError, match="profiled for cpu float32 batch 2 seq 16"):
-        search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
-                   target=other)
+        search.run(
+            supernet,
+            evaluate=neg_loss,
+            latency=latency_model,
+            budget_ms=1e6,
+            trials=1,
+            target=other,
+        )
 
 
 def test_measured_latency_search(supernet):
     target = search.LatencyTarget(batch_size=1, seq_len=8, num_threads=1)
     latency = search.MeasuredLatency(supernet, target, warmup=0, rounds=2)
-    result = search.run(supernet, evaluate=neg_loss, latency=latency, budget_ms=1e6, trials=3,
-                        sampler="random", remeasure_warmup=0, remeasure_rounds=2)
+    result = search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=latency,
+        budget_ms=1e6,
+        trials=3,
+        sampler="random",
+        remeasure_warmup=0,
+        remeasure_rounds=2,
+    )
     assert result.num_trials == 3 and result.best is not None
