@@ -19,9 +19,15 @@ class UnitGroup:
         size: number of units.
         block: elements per unit along each member's dimension.
         members: ``(parameter name, dim)`` pairs; one parameter may appear once per dim.
+        buffers: ``(buffer name, dim)`` pairs permuted with the units but never scored
+            (batch-norm running statistics).
+        scales: parameters whose absolute value is the units' scale (batch-norm weights), for
+            the ``"bn_scale"`` importance metric.
     """
 
     name: str
     size: int
     block: int
     members: tuple[tuple[str, int], ...]
+    buffers: tuple[tuple[str, int], ...] = ()
+    scales: tuple[str, ...] = ()

@@ -4,7 +4,10 @@ Metrics:
     ``"taylor"``: first-order Taylor, ``sum |w * dL/dw|`` over each unit's weights, summed over
     batches (DynaBERT, NNI's TaylorPruner). ``"l1"`` / ``"l2"``: the L1 / L2 norm of each
     unit's weights (NNI's L1NormPruner / L2NormPruner). Scores of a unit sum over every
-    parameter coupled to it (see :class:`ofa.groups.UnitGroup`).
+    parameter coupled to it (see :class:`ofa.groups.UnitGroup`). ``"bn_scale"``: the absolute
+    batch-norm scale of each channel (Network Slimming, NNI's SlimPruner); groups with no batch
+    norm fall back to L1. ``"fpgm"``: each unit's summed distance to the others (filter pruning
+    via geometric median, NNI's FPGMPruner): units near the median are the most replaceable.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METRICS", "score", "default_loss"]
 
-Metric = Literal["taylor", "l1", "l2"]
-METRICS: tuple[str, ...] = ("taylor", "l1", "l2")
+Metric = Literal["taylor", "l1", "l2", "bn_scale", "fpgm"]
+METRICS: tuple[str, ...] = ("taylor", "l1", "l2", "bn_scale", "fpgm")
 LossFn = Callable[[Any, Mapping[str, Tensor]], Tensor]
 
 
@@ -37,6 +40,10 @@ def default_loss(outputs: Any, batch: Mapping[str, Tensor]) -> Tensor:
     argmax) and a bare encoder by the mean squared output, so a unit matters when removing it
     changes what the model outputs.
     """
+    if isinstance(outputs, Tensor):  # a CNN's logits
+        labels = batch.get("labels")
+        target = labels if labels is not None else outputs.argmax(-1).detach()
+        return F.cross_entropy(outputs, target)
     loss = getattr(outputs, "loss", None)
     if loss is not None:
         return loss
@@ -92,7 +99,7 @@ def score(
         supernet: an :class:`ofa.Supernet`.
         batches: dicts of model inputs (``input_ids``, ``attention_mask``, optional ``labels``);
             needed for ``"taylor"`` only.
-        metric: ``"taylor"``, ``"l1"`` or ``"l2"``.
+        metric: ``"taylor"``, ``"l1"``, ``"l2"``, ``"bn_scale"`` or ``"fpgm"``.
         loss_fn: ``(outputs, batch) -> loss``; :func:`default_loss` when ``None``.
         max_batches: stop after this many batches.
 
@@ -114,9 +121,28 @@ def score(
             stats = {n: p.abs() if metric == "l1" else p.pow(2) for n, p in params.items()}
             _accumulate(totals, groups, stats)
         return {k: v.sqrt() if metric == "l2" else v for k, v in totals.items()}
+    if metric in ("bn_scale", "fpgm"):
+        with torch.no_grad():
+            return {g.name: _weight_metric(metric, g, params) for g in groups}
     if batches is None:
         raise ValueError('metric "taylor" needs batches: pass an iterable of model-input dicts')
     return _taylor(supernet, groups, params, totals, batches, loss_fn or default_loss, max_batches)
+
+
+def _weight_metric(metric: str, group: UnitGroup, params: Mapping[str, Tensor]) -> Tensor:
+    if metric == "bn_scale" and group.scales:
+        return sum(params[n].detach().abs().view(group.size, -1).sum(1).double().cpu() for n in group.scales)
+    if metric == "bn_scale":
+        logger.info("group %s has no batch norm: bn_scale falls back to L1", group.name)
+        total = torch.zeros(group.size, dtype=torch.float64)
+        _accumulate({group.name: total}, [group], {n: params[n].abs() for n, _ in group.members})
+        return total
+    rows = [  # (units, elements of one unit in this member)
+        params[n].detach().transpose(0, dim).reshape(group.size, -1).double().cpu()
+        for n, dim in group.members
+    ]
+    units = torch.cat(rows, dim=1)
+    return torch.cdist(units, units).sum(1)
 
 
 def _taylor(

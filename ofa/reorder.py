@@ -43,6 +43,7 @@ def reorder_(
     if reorder_hidden is None:
         reorder_hidden = supernet.hidden_is_internal()
     params = dict(supernet.model.named_parameters())
+    params.update(supernet.model.named_buffers())
     applied = {}
     with torch.no_grad():
         for name, values in scores.items():
@@ -55,7 +56,7 @@ def reorder_(
                     f"scores[{name!r}] has shape {tuple(values.shape)}, expected ({group.size},)"
                 )
             perm = permutation(values.detach().cpu())
-            for param_name, dim in group.members:
+            for param_name, dim in group.members + group.buffers:
                 param = params[param_name]
                 index = (perm[:, None] * group.block + torch.arange(group.block)).flatten()
                 param.copy_(param.index_select(dim, index.to(param.device)))

@@ -62,8 +62,11 @@ class Supernet(nn.Module):
         Raises:
             ValueError: ``subnet`` is outside this supernet's space.
         """
-        if not isinstance(subnet, Subnet):
-            raise TypeError(f"set_subnet takes an ofa.Subnet, got {type(subnet).__name__}")
+        subnet_type = getattr(self._family, "subnet_type", Subnet)
+        if not isinstance(subnet, subnet_type):
+            raise TypeError(
+                f"set_subnet takes an ofa.{subnet_type.__name__}, got {type(subnet).__name__}"
+            )
         self.space.check(subnet)
         self._family.set_subnet_(self.model, self.space, subnet)
         self._active = subnet
@@ -84,14 +87,25 @@ class Supernet(nn.Module):
         self.space.check(subnet)
         return self._family.extract(self.model, self.space, subnet)
 
-    def flops(self, subnet: Subnet | None = None, *, batch_size: int = 1, seq_len: int = 128) -> int:
-        """Matrix-multiply FLOPs of one forward pass of ``subnet`` (default: the active one)."""
+    def flops(
+        self,
+        subnet: Subnet | None = None,
+        *,
+        batch_size: int = 1,
+        seq_len: int = 128,
+        image_size: int | tuple[int, int] | None = None,
+    ) -> int:
+        """Matrix-multiply FLOPs of one forward pass of ``subnet`` (default: the active one).
+
+        ``seq_len`` is for BERT-family models; ``image_size`` for CNNs (default: the space's).
+        """
         subnet = self._active if subnet is None else subnet
         self.space.check(subnet)
         if batch_size < 1 or seq_len < 1:
             raise ValueError("batch_size and seq_len must be positive")
+        shape = {} if image_size is None else {"image_size": image_size}
         return self._family.flops(
-            self.model, self.space, subnet, batch_size=batch_size, seq_len=seq_len
+            self.model, self.space, subnet, batch_size=batch_size, seq_len=seq_len, **shape
         )
 
     def num_params(self, subnet: Subnet | None = None) -> int:
@@ -112,12 +126,17 @@ class Supernet(nn.Module):
         directory = Path(directory)
         with atomic_dir(directory) as tmp:
             safetensors.torch.save_model(self.model, str(tmp / _WEIGHTS))
-            write_json_atomic(tmp / _CONFIG, self.model.config.to_dict())
+            config_dict = getattr(self._family, "config_dict", None)
+            config = config_dict(self.model) if config_dict else self.model.config.to_dict()
+            write_json_atomic(tmp / _CONFIG, config)
             meta = {
                 "format": _FORMAT,
                 "version": 1,
                 "family": self.family_name,
                 "model_class": type(self.model).__name__,
+                "attn_implementation": getattr(
+                    getattr(self.model, "config", None), "_attn_implementation", None
+                ),
                 "space": self.space.to_dict(),
                 "active_subnet": self._active.to_dict(),
                 "sha256": {name: sha256_file(tmp / name) for name in (_WEIGHTS, _CONFIG)},
@@ -154,12 +173,17 @@ def convert(model: nn.Module, space: SearchSpace | None = None, *, inplace: bool
     family.check_supported(model)
     if space is None:
         space = family.default_space(model)
-    elif not isinstance(space, SearchSpace):
-        raise TypeError(f"space must be an ofa.SearchSpace, got {type(space).__name__}")
+    elif not isinstance(space, getattr(family, "space_type", SearchSpace)):
+        raise TypeError(
+            f"space must be an ofa.{getattr(family, 'space_type', SearchSpace).__name__}, "
+            f"got {type(space).__name__}"
+        )
     family.check_space(model, space)
     if not inplace:
         model = copy.deepcopy(model)
-    family.make_elastic_(model)
+    rebuilt = family.make_elastic_(model)
+    if rebuilt is not None:  # families that wrap the model in a new module (CNNs: a graph)
+        model = rebuilt
     logger.info("converted %s into a supernet", type(model).__name__)
     return Supernet(model, space, family=family.name)
 
@@ -179,17 +203,28 @@ def load_supernet(directory: str | os.PathLike, *, device: str | torch.device = 
             raise ValueError(
                 f"{directory / name} is corrupted (sha256 mismatch); save the supernet again"
             )
+    family = family_named(meta.get("family", "bert"))
     class_name = meta["model_class"]
-    if class_name not in SUPPORTED_CLASSES:
-        raise ValueError(f"{class_name} is not a supported model class")
-    model_class = SUPPORTED_CLASSES[class_name]
-    config = model_class.config_class.from_dict(read_json(directory / _CONFIG, what="config"))
-    with torch.device(device):
-        model = model_class(config)
-    supernet = convert(model, SearchSpace.from_dict(meta["space"]), inplace=True)
+    config_dict = read_json(directory / _CONFIG, what="config")
+    if hasattr(family, "build_model"):  # rebuilt from its architecture JSON, nothing imported
+        with torch.device(device):
+            model = family.build_model(class_name, config_dict)
+        space = family.space_from_dict(meta["space"])
+        subnet = family.subnet_from_dict(meta["active_subnet"])
+    else:
+        if class_name not in SUPPORTED_CLASSES:
+            raise ValueError(f"{class_name} is not a supported model class")
+        model_class = SUPPORTED_CLASSES[class_name]
+        config = model_class.config_class.from_dict(config_dict)
+        if meta.get("attn_implementation"):
+            config._attn_implementation = meta["attn_implementation"]
+        with torch.device(device):
+            model = model_class(config)
+        space, subnet = SearchSpace.from_dict(meta["space"]), Subnet.from_dict(meta["active_subnet"])
+    supernet = convert(model, space, inplace=True)
     missing, unexpected = safetensors.torch.load_model(
         supernet.model, str(directory / _WEIGHTS), strict=True, device=str(device)
     )
-    supernet.set_subnet(Subnet.from_dict(meta["active_subnet"]))
+    supernet.set_subnet(subnet)
     supernet.eval()
     return supernet

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from ofa.convert.bert import SUPPORTED_CLASSES as BERT_CLASSES
 from ofa.convert.bert import BertFamily
+from ofa.convert.cnn import CnnFamily
 
 __all__ = ["FAMILIES", "family_for", "family_named", "supported_names"]
 
 # family name -> adapter; filled here at import time and never changed afterwards
-FAMILIES: dict[str, BertFamily] = {BertFamily.name: BertFamily()}
+# (BERT first: a CNN is any other model with a Conv2d)
+FAMILIES: dict[str, BertFamily | CnnFamily] = {
+    BertFamily.name: BertFamily(),
+    CnnFamily.name: CnnFamily(),
+}
 
 
 def supported_names() -> list[str]:
-    return sorted(BERT_CLASSES)
+    return sorted(BERT_CLASSES) + ["CNNs of Conv2d/BatchNorm2d/Linear (torchvision ResNet, MobileNet)"]
 
 
-def family_for(model: object) -> BertFamily:
+def family_for(model: object) -> BertFamily | CnnFamily:
     for family in FAMILIES.values():
         if family.supports(model):
             return family
@@ -25,7 +30,7 @@ def family_for(model: object) -> BertFamily:
     )
 
 
-def family_named(name: str) -> BertFamily:
+def family_named(name: str) -> BertFamily | CnnFamily:
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
     return FAMILIES[name]
