@@ -230,7 +230,7 @@ def finetune_masked_(
                 with torch.no_grad():  # the pruned weights stay zero
                     for name, mask in masks.items():
                         modules[name].weight.mul_(mask)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if len(losses) >= config.finetune_steps:
                     break
             if len(losses) == seen:
