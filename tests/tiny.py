@@ -34,18 +34,19 @@ def make_model(kind: str = "bert-cls", *, attn: str = "eager", seed: int = 0, **
     """A tiny random model of ``kind`` in eval mode."""
     torch.manual_seed(seed)
     settings = {**_COMMON, **overrides}
+    num_labels = settings.pop("num_labels", 3)
     if kind in ("bert", "bert-cls"):
-        config = BertConfig(**settings, num_labels=3)
+        config = BertConfig(**settings, num_labels=num_labels)
         cls = BertModel if kind == "bert" else BertForSequenceClassification
     elif kind in ("roberta", "roberta-cls"):
-        config = RobertaConfig(**settings, num_labels=3, pad_token_id=1)
+        config = RobertaConfig(**settings, num_labels=num_labels, pad_token_id=1)
         cls = RobertaModel if kind == "roberta" else RobertaForSequenceClassification
     elif kind == "xlmr-cls":
-        config = XLMRobertaConfig(**settings, num_labels=3, pad_token_id=1)
+        config = XLMRobertaConfig(**settings, num_labels=num_labels, pad_token_id=1)
         cls = XLMRobertaForSequenceClassification
     elif kind in ("electra", "electra-cls", "electra-project"):
         embedding = 16 if kind == "electra-project" else settings["hidden_size"]
-        config = ElectraConfig(**settings, embedding_size=embedding, num_labels=3)
+        config = ElectraConfig(**settings, embedding_size=embedding, num_labels=num_labels)
         cls = ElectraModel if kind == "electra" else ElectraForSequenceClassification
     else:
         raise ValueError(kind)

@@ -118,41 +118,43 @@ def test_bad_scores_are_refused():
         ofa.importance.score(supernet, [], metric="taylor")
 
 
-def _synthetic_task(n, generator):
-    """Label = which of three marker tokens appears in the sequence."""
+def _counting_task(n, generator):
+    """Label = how many marker tokens (id 2) the sequence holds, 0..3: needs heads and FFN."""
     ids = torch.randint(10, 100, (n, 12), generator=generator)
-    labels = torch.randint(0, 3, (n,), generator=generator)
-    positions = torch.randint(1, 12, (n,), generator=generator)
-    ids[torch.arange(n), positions] = labels + 2
+    labels = torch.randint(0, 4, (n,), generator=generator)
+    for row in range(n):
+        positions = torch.randperm(11, generator=generator)[: int(labels[row])] + 1
+        ids[row, positions] = 2
     return ids, labels
 
 
 def test_taylor_top_half_beats_bottom_half():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = make_model("bert-cls", num_hidden_layers=2, hidden_dropout_prob=0.0)
+    model = make_model("bert-cls", num_hidden_layers=2, num_labels=4)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        ids, labels = _synthetic_task(32, generator)
+    for _ in range(150):
+        ids, labels = _counting_task(32, generator)
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
-    ids, labels = _synthetic_task(256, generator)
+    ids, labels = _counting_task(256, generator)
     batches = [{"input_ids": ids[i:i + 64], "labels": labels[i:i + 64]} for i in range(0, 256, 64)]
+    test_ids, test_labels = _counting_task(512, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        full = F.cross_entropy(model(input_ids=test_ids).logits, test_labels).item()
     losses = {}
     for name, sign in (("top", 1.0), ("bottom", -1.0)):
         supernet = ofa.convert(model).eval()
         scores = ofa.importance.score(supernet, batches, metric="taylor")
         ofa.reorder_(supernet, {k: sign * v for k, v in scores.items() if k != "hidden"})
-        space = supernet.space
-        half = ofa.Subnet(layers=space.layers_for(2), num_heads=(2, 2), ffn_dims=(32, 32),
-                          hidden_size=32)
+        half = ofa.Subnet(layers=(0, 1), num_heads=(2, 2), ffn_dims=(32, 32), hidden_size=32)
         supernet.set_subnet(half)
-        test_ids, test_labels = _synthetic_task(512, torch.Generator().manual_seed(99))
         with torch.no_grad():
             logits = supernet(input_ids=test_ids).logits
         losses[name] = F.cross_entropy(logits, test_labels).item()
-    assert losses["top"] < losses["bottom"], losses
+    assert full < 0.2, "the tiny model did not learn the task"
+    assert losses["top"] < losses["bottom"] / 2, losses
