@@ -1,0 +1,101 @@
+"""ONNX exports (dynamic axes, onnxruntime check) and the ``ofa export`` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import export
+from export.onnx import sample_inputs
+from ofa.cli import main
+from ofa.space import Subnet
+from tests.export.conftest import make_supernet, per_layer_subnet, vanilla_subnet
+
+
+def test_onnx_has_dynamic_axes_and_matches_onnxruntime(supernet, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    subnet = per_layer_subnet(supernet)
+    out = export.save(supernet, subnet, tmp_path / "x", onnx=True)
+    manifest = export.read_manifest(out)
+    assert manifest["onnx"]["checked"] and manifest["onnx"]["max_abs_diff"] <= 1e-4
+    assert "model.onnx" in manifest["files"]
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    shapes = [tuple(i.shape) for i in session.get_inputs()]
+    assert shapes == [("batch", "sequence"), ("batch", "sequence")]
+    inputs = sample_inputs(100, batch_size=5, seq_len=21, seed=3)  # not the traced shape
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    with torch.no_grad(), supernet.using(subnet):
+        want = supernet.eval()(**inputs).logits
+    torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    supernet = make_supernet()
+    supernet.save(tmp_path / "supernet")
+    return supernet, tmp_path / "supernet"
+
+
+def _pareto(path, subnet: Subnet, *, best: bool = True) -> None:
+    point = {
+        "trial_number": 3,
+        "subnet": subnet.to_dict(),
+        "accuracy": 0.81,
+        "predicted_ms": 2.1,
+        "measured_ms": 2.3,
+        "measured_iqr_ms": 0.1,
+    }
+    data = {
+        "budget_ms": 3.0,
+        "target": {"device": "cpu", "dtype": "float32", "batch_size": 1, "seq_len": 128},
+        "best": point if best else None,
+        "message": "ok" if best else "no Pareto subnet fits 3.0 ms",
+        "pareto": [point],
+    }  # fmt: skip
+    path.write_text(json.dumps(data))
+
+
+def test_cli_exports_the_search_best_and_verifies(saved, tmp_path, capsys):
+    supernet, path = saved
+    subnet = per_layer_subnet(supernet)
+    (tmp_path / "search").mkdir()
+    _pareto(tmp_path / "search" / "pareto.json", subnet)
+    argv = ["export", "--supernet", str(path), "--subnet", "best", "--search",
+            str(tmp_path / "search"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert "verified against the supernet" in capsys.readouterr().out
+    manifest = export.read_manifest(tmp_path / "out")
+    assert Subnet.from_dict(manifest["subnet"]) == subnet
+    assert manifest["accuracy"]["value"] == 0.81
+    assert manifest["latency"]["ms"] == 2.3 and manifest["latency"]["device"] == "cpu"
+    assert main(argv) == 2  # exists: refused without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_cli_accepts_a_subnet_file_and_refuses_bad_ones(saved, tmp_path, capsys):
+    supernet, path = saved
+    subnet_file = tmp_path / "subnet.json"
+    subnet_file.write_text(vanilla_subnet(supernet).to_json())
+    base = ["export", "--supernet", str(path), "--out"]
+    assert main([*base, str(tmp_path / "a"), "--subnet", str(subnet_file)]) == 0
+    assert export.read_manifest(tmp_path / "a")["loads_with"] == "transformers"
+    outside = Subnet(layers=(0, 1), num_heads=(4, 4), ffn_dims=(64, 64), hidden_size=32)
+    subnet_file.write_text(outside.to_json())
+    assert main([*base, str(tmp_path / "b"), "--subnet", str(subnet_file)]) == 2
+    assert "outside the search space" in capsys.readouterr().err
+    _pareto(tmp_path / "pareto.json", vanilla_subnet(supernet), best=False)
+    argv = [
+        *base,
+        str(tmp_path / "c"),
+        "--subnet",
+        "best",
+        "--search",
+        str(tmp_path / "pareto.json"),
+    ]
+    assert main(argv) == 2
+    assert "no best subnet" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "d"), "--subnet", "best"]) == 2
+    assert not any((tmp_path / n).exists() for n in "bcd")
