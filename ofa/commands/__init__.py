@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ofa.commands import convert, quickstart
+from ofa.commands import convert, profile, quickstart
+from ofa.commands import search as search_command
 from ofa.commands import export as export_command
 
 __all__ = ["COMMANDS"]
@@ -17,4 +18,6 @@ COMMANDS: list[Callable[[Any], Any]] = [
     quickstart.add_parser,
     convert.add_parser,
     export_command.add_parser,
+    profile.add_parser,
+    search_command.add_parser,
 ]

@@ -1,0 +1,186 @@
+"""``ofa search``: the most accurate subnets within a latency budget on a device (Optuna)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+EXAMPLE = """example:
+  ofa search --supernet runs/supernet --latency-model runs/latency_cpu.json --budget-ms 25 \\
+      --trials 200 --out runs/search
+  ofa search ... --storage postgresql://user:pw@db/ofa --study-name minilm-cpu   # one worker
+  optuna-dashboard runs/search/study.journal                                    # watch it"""
+
+
+def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
+    parser = subparsers.add_parser(
+        "search",
+        help="search subnets under a latency budget (Optuna; Pareto front, best subnet)",
+        description="Run an Optuna study over the supernet's subnets: accuracy up, latency down, "
+        "the budget as a constraint. The Pareto subnets are extracted and re-measured on the "
+        "device at the end; the best one is the most accurate whose MEASURED latency fits. "
+        "Writes pareto.json, pareto.csv, pareto.png, pareto.html and study.journal to --out.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--supernet", required=True, help="directory written by Supernet.save")
+    parser.add_argument("--latency-model", help="JSON written by `ofa profile`")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="measure every trial's extracted subnet instead of a latency model",
+    )
+    parser.add_argument("--budget-ms", type=float, required=True)
+    parser.add_argument("--trials", type=int, default=100, help="trials this run adds")
+    parser.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random")
+    parser.add_argument("--storage", help="RDB URL or journal file (default: OUT/study.journal)")
+    parser.add_argument("--study-name", default="ofa-search")
+    parser.add_argument("--out", default="runs/search", help="output directory")
+    parser.add_argument(
+        "--data",
+        help="CSV/JSON/parquet with text and label columns "
+        "(default: the embedded Rotten Tomatoes reviews)",
+    )
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--split", default="validation", help="split to score accuracy on")
+    parser.add_argument("--examples", type=int, default=300, help="examples per evaluation")
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per example")
+    parser.add_argument(
+        "--tokenizer",
+        help="tokenizer directory (default: the supernet's, or the embedded MiniLM's)",
+    )
+    parser.add_argument("--device", help="with --measure (and to check a latency model): cpu/cuda")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seq-len", type=int)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
+    parser.add_argument(
+        "--no-remeasure",
+        action="store_true",
+        help="skip re-measuring the Pareto subnets (e.g. on extra workers)",
+    )
+    parser.set_defaults(func=run)
+    return "search", parser
+
+
+def _target(args: argparse.Namespace, base: dict[str, Any] | None) -> Any:
+    from search import LatencyTarget
+
+    flags = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "num_threads": args.threads,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if base is None:
+        return LatencyTarget(**given)
+    return LatencyTarget(**{**base, **given}) if given else None
+
+
+def _latency(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any]:
+    from search import LatencyModel, MeasuredLatency
+
+    if args.measure == bool(args.latency_model):
+        raise ValueError("give either --latency-model FILE (from `ofa profile`) or --measure")
+    if args.measure:
+        target = _target(args, None)
+        return MeasuredLatency(supernet, target), target
+    model = LatencyModel.load(args.latency_model, space=supernet.space)
+    target = _target(args, model.target.to_dict())
+    model.check(target)
+    return model, target
+
+
+def _tokenizer(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from ofa.embedded import minilm_path
+
+    for path in (args.tokenizer, args.supernet):
+        if path and (Path(path) / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(path)
+    if args.tokenizer:
+        raise FileNotFoundError(f"{args.tokenizer} holds no tokenizer (no tokenizer_config.json)")
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+def _evaluation_data(args: argparse.Namespace) -> Any:
+    """A few hundred tokenized examples, tokenized once and reused by every trial."""
+    from ofa.data import load_movie_reviews, load_task, tokenize
+
+    if args.examples < 1:
+        raise ValueError(f"--examples must be positive, got {args.examples}")
+    if args.data is None:
+        task = load_movie_reviews()
+    else:
+        task = load_task(args.data, text_column=args.text_column, label_column=args.label_column)
+    rows = task[args.split]
+    rows = rows.select(range(min(args.examples, len(rows))))
+    return tokenize(rows, _tokenizer(args), max_length=args.max_length)
+
+
+def _report(result: Any) -> None:
+    print(
+        f"{result.num_trials} trials ({result.num_feasible} within budget) in study "
+        f"{result.study_name!r}; Pareto front, latency predicted vs measured:"
+    )
+    print(f"  {'trial':>5} {'accuracy':>8} {'predicted':>10} {'measured':>10}  fits")
+    for point in result.pareto:
+        measured = "-" if point.measured_ms is None else f"{point.measured_ms:.2f} ms"
+        print(
+            f"  {point.trial_number:>5} {point.accuracy:8.4f} {point.predicted_ms:7.2f} ms "
+            f"{measured:>10}  {'yes' if point.within(result.budget_ms) else 'NO'}"
+        )
+    print(result.message)
+    if result.out_dir is not None:
+        print(f"results in {result.out_dir} (pareto.json, pareto.csv, plots)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import optuna
+
+    import search
+    from ofa.supernet import load_supernet
+
+    try:
+        from ofa.evaluate import evaluate
+    except ImportError as error:
+        raise ValueError(f"ofa.evaluate is unavailable ({error}); update ofa") from None
+
+    if not args.verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    supernet = load_supernet(args.supernet)
+    if not hasattr(supernet.model, "classifier"):
+        raise ValueError(
+            f"{args.supernet} is a bare encoder: accuracy needs a sequence-classification head; "
+            "convert a fine-tuned *ForSequenceClassification model (see `ofa finetune`)"
+        )
+    latency, target = _latency(args, supernet)
+    data = _evaluation_data(args)
+    result = search.run(
+        supernet,
+        evaluate=lambda net, subnet: evaluate(net, subnet, data),
+        latency=latency,
+        budget_ms=args.budget_ms,
+        trials=args.trials,
+        sampler=args.sampler,
+        storage=args.storage,
+        study_name=args.study_name,
+        out_dir=args.out,
+        target=target,
+        seed=args.seed,
+        remeasure=not args.no_remeasure,
+    )
+    _report(result)
+    if result.best is None:
+        print(f"ofa search: {result.message}", file=sys.stderr)
+        return 1
+    return 0

