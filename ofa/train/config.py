@@ -1,0 +1,278 @@
+"""Training configs: progressive-shrinking phases and the whole run, as frozen JSON data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from ofa.distill import DistillConfig
+from ofa.space import SearchSpace, Subnet
+
+__all__ = ["PhaseConfig", "TrainConfig", "TheseusConfig", "default_phases", "Choices"]
+
+# per dimension: "max" (not elastic), "large" (the larger half of the choices), "all", or values
+Choices = Literal["max", "large", "all"] | tuple[int, ...]
+Sampling = Literal["sandwich", "random"]
+_DIMENSIONS = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
+
+
+def _restrict(choices: tuple[int, ...], rule: Choices, name: str) -> tuple[int, ...]:
+    if rule == "max":
+        return choices[-1:]
+    if rule == "all":
+        return choices
+    if rule == "large":
+        return choices[len(choices) // 2 :]
+    values = tuple(sorted(int(v) for v in rule))
+    bad = sorted(set(values) - set(choices))
+    if bad:
+        raise ValueError(
+            f"phase choices {bad} for {name} are not in the supernet's space {choices}"
+        )
+    return values
+
+
+def _check_rule(name: str, rule: Any) -> Choices:
+    if isinstance(rule, str):
+        if rule not in ("max", "large", "all"):
+            raise ValueError(f"{name}={rule!r}: use 'max', 'large', 'all' or a tuple of values")
+        return rule  # type: ignore[return-value]
+    values = tuple(int(v) for v in rule)
+    if not values:
+        raise ValueError(f"{name} is an empty tuple: give at least one value")
+    return values
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseConfig:
+    """One phase of progressive shrinking: which dimensions are elastic, for how long.
+
+    Attributes:
+        name: a label for logs and metrics.
+        steps / epochs: length in optimizer steps, or in passes over the training data
+            (exactly one of them).
+        depths, num_heads, ffn_dims, hidden_sizes: ``"max"`` (fixed at the largest),
+            ``"large"`` (the larger half of the space's choices), ``"all"``, or a tuple of values.
+        learning_rate: peak learning rate of the phase (default: the run's).
+        sampling: ``"sandwich"`` (max + min + ``num_random`` random subnets per step) or
+            ``"random"`` (``num_random`` random subnets).
+        num_random: random subnets per step.
+        subnet: train only this fixed subnet (PaddleSlim's fixed-subnet mode).
+    """
+
+    name: str
+    steps: int | None = None
+    epochs: float | None = None
+    depths: Choices = "max"
+    num_heads: Choices = "max"
+    ffn_dims: Choices = "max"
+    hidden_sizes: Choices = "max"
+    learning_rate: float | None = None
+    sampling: Sampling = "sandwich"
+    num_random: int = 1
+    subnet: Subnet | None = None
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"phase {self.name!r}: give exactly one of steps or epochs")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"phase {self.name!r}: steps must be positive, got {self.steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"phase {self.name!r}: epochs must be positive, got {self.epochs}")
+        for name in _DIMENSIONS:
+            object.__setattr__(self, name, _check_rule(name, getattr(self, name)))
+        if self.sampling not in ("sandwich", "random"):
+            raise ValueError(f"sampling must be 'sandwich' or 'random', got {self.sampling!r}")
+        if self.num_random < 0 or (self.sampling == "random" and self.num_random < 1):
+            raise ValueError("num_random must be >= 0 (>= 1 with random sampling)")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if isinstance(self.subnet, dict):
+            object.__setattr__(self, "subnet", Subnet.from_dict(self.subnet))
+
+    def space_for(self, space: SearchSpace) -> SearchSpace:
+        """The part of ``space`` this phase samples from (the supernet's space is unchanged)."""
+        restricted = {
+            name: _restrict(getattr(space, name), getattr(self, name), name)
+            for name in _DIMENSIONS
+        }
+        return dataclasses.replace(space, **restricted)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in _DIMENSIONS:
+            value = getattr(self, name)
+            data[name] = value if isinstance(value, str) else list(value)
+        data["subnet"] = None if self.subnet is None else self.subnet.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhaseConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown PhaseConfig fields {sorted(unknown)}")
+        data = dict(data)
+        if data.get("subnet") is not None:
+            data["subnet"] = Subnet.from_dict(data["subnet"])
+        return cls(**data)
+
+
+def default_phases(
+    total_steps: int,
+    *,
+    learning_rate: float | None = None,
+    hidden: bool = True,
+    sampling: Sampling = "sandwich",
+    num_random: int = 1,
+) -> tuple[PhaseConfig, ...]:
+    """The BERT schedule: width, then depth, then hidden width; each large choices, then all.
+
+    Steps are shared out equally (remainder to the last phase). Every phase keeps what earlier
+    phases made elastic, as OFA and DynaBERT do. ``hidden=False`` leaves out the two hidden-width
+    phases (the residual stream stays full width).
+
+    Example:
+        >>> [p.name for p in default_phases(60)]
+        ['width-large', 'width-all', 'depth-large', 'depth-all', 'hidden-large', 'hidden-all']
+    """
+    plan = [
+        ("width-large", {"num_heads": "large", "ffn_dims": "large"}),
+        ("width-all", {"num_heads": "all", "ffn_dims": "all"}),
+        ("depth-large", {"num_heads": "all", "ffn_dims": "all", "depths": "large"}),
+        ("depth-all", {"num_heads": "all", "ffn_dims": "all", "depths": "all"}),
+        (
+            "hidden-large",
+            {"num_heads": "all", "ffn_dims": "all", "depths": "all", "hidden_sizes": "large"},
+        ),
+        (
+            "hidden-all",
+            {"num_heads": "all", "ffn_dims": "all", "depths": "all", "hidden_sizes": "all"},
+        ),
+    ]
+    if not hidden:
+        plan = plan[:4]
+    if total_steps < len(plan):
+        raise ValueError(f"the schedule has {len(plan)} phases: give at least as many steps")
+    share = total_steps // len(plan)
+    steps = [share] * (len(plan) - 1) + [total_steps - share * (len(plan) - 1)]
+    return tuple(
+        PhaseConfig(
+            name=name,
+            steps=n,
+            learning_rate=learning_rate,
+            sampling=sampling,
+            num_random=num_random,
+            **dims,  # type: ignore[arg-type]
+        )
+        for (name, dims), n in zip(plan, steps)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TheseusConfig:
+    """BERT-of-Theseus: each group of teacher layers is replaced by the subnet's kept layer
+    with a probability rising linearly from ``start`` to 1 at ``until_fraction`` of the phase."""
+
+    start: float = 0.5
+    until_fraction: float = 0.8
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= 1 or not 0 < self.until_fraction <= 1:
+            raise ValueError("Theseus start must be in [0, 1] and until_fraction in (0, 1]")
+
+    def probability(self, progress: float) -> float:
+        return min(1.0, self.start + (1 - self.start) * progress / self.until_fraction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """A whole supernet training run.
+
+    Attributes:
+        phases: progressive-shrinking phases, run in order.
+        batch_size: rows per micro-batch on each process; ``grad_accum_steps`` micro-batches
+            make one optimizer step.
+        learning_rate, weight_decay: AdamW; each phase warms up over ``warmup_fraction`` of its
+            steps, then decays linearly to 0.
+        max_grad_norm: clipping (0 switches it off).
+        distill: the losses; ``teacher_mode="inplace"`` distills from the max subnet instead of
+            the frozen teacher.
+        start_phase: skip the phases before this one (PaddleSlim's manual phase control).
+        theseus: train shallow subnets BERT-of-Theseus style instead of by plain distillation.
+        checkpoint_every_steps: write ``checkpoint/`` every this many steps (0: at the end only).
+        bf16: autocast to bfloat16 on CUDA (ignored on CPU).
+
+    Example:
+        >>> config = TrainConfig(phases=default_phases(600), batch_size=32)
+        >>> TrainConfig.from_json(config.to_json()) == config
+        True
+    """
+
+    phases: tuple[PhaseConfig, ...]
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher_mode: Literal["frozen", "inplace"] = "frozen"
+    start_phase: int = 0
+    theseus: TheseusConfig | None = None
+    checkpoint_every_steps: int = 0
+    log_every_steps: int = 1
+    bf16: bool = True
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        phases = tuple(PhaseConfig.from_dict(p) if isinstance(p, dict) else p for p in self.phases)
+        object.__setattr__(self, "phases", phases)
+        if isinstance(self.distill, dict):
+            object.__setattr__(self, "distill", DistillConfig.from_dict(self.distill))
+        if isinstance(self.theseus, dict):
+            object.__setattr__(self, "theseus", TheseusConfig(**self.theseus))
+        if not phases:
+            raise ValueError("phases is empty: give at least one PhaseConfig (see default_phases)")
+        if not 0 <= self.start_phase < len(phases):
+            raise ValueError(f"start_phase {self.start_phase} is outside 0..{len(phases) - 1}")
+        for name in ("batch_size", "grad_accum_steps", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("learning_rate must be > 0, weight_decay and max_grad_norm >= 0")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.teacher_mode not in ("frozen", "inplace"):
+            raise ValueError(
+                f"teacher_mode must be 'frozen' or 'inplace', got {self.teacher_mode!r}"
+            )
+        if self.checkpoint_every_steps < 0:
+            raise ValueError("checkpoint_every_steps must be >= 0")
+        if self.version != 1:
+            raise ValueError(f"TrainConfig version {self.version} is not supported")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["phases"] = [p.to_dict() for p in self.phases]
+        data["distill"] = self.distill.to_dict()
+        data["theseus"] = None if self.theseus is None else asdict(self.theseus)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
