@@ -132,13 +132,17 @@ def check_random_subnets(
     subnets = [space.max_subnet(), space.min_subnet()]
     subnets += [space.sample(generator) for _ in range(count)]
     supernet.eval()
-    for subnet in subnets:
-        supernet.set_subnet(subnet)
-        small = supernet.extract(subnet).eval()
-        with torch.no_grad():
-            torch.testing.assert_close(small(x), supernet(x), atol=atol, rtol=atol)
-        assert sum(p.numel() for p in small.parameters()) == supernet.num_params(subnet)
-        assert counted_flops(small, x) == supernet.flops(subnet, batch_size=x.shape[0])
+    previous = supernet.active_subnet
+    try:
+        for subnet in subnets:
+            supernet.set_subnet(subnet)
+            small = supernet.extract(subnet).eval()
+            with torch.no_grad():
+                torch.testing.assert_close(small(x), supernet(x), atol=atol, rtol=atol)
+            assert sum(p.numel() for p in small.parameters()) == supernet.num_params(subnet)
+            assert counted_flops(small, x) == supernet.flops(subnet, batch_size=x.shape[0])
+    finally:
+        supernet.set_subnet(previous)
 
 
 @pytest.fixture(autouse=True, scope="module")
