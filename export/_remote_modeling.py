@@ -14,6 +14,8 @@ transformers' own code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 from transformers import BertConfig as BaseConfig
 from transformers import BertForSequenceClassification as BaseForSequenceClassification
@@ -36,7 +38,7 @@ class OfaConfig(BaseConfig):
         ofa_num_heads: list[int] | None = None,
         ofa_ffn_dims: list[int] | None = None,
         ofa_head_dim: int | None = None,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.ofa_num_heads = list(ofa_num_heads) if ofa_num_heads is not None else None
@@ -45,7 +47,7 @@ class OfaConfig(BaseConfig):
 
 
 def reshape_layer_(
-    layer: nn.Module, *, hidden: int, num_heads: int, head_dim: int, ffn_dim: int
+    layer: Any, *, hidden: int, num_heads: int, head_dim: int, ffn_dim: int
 ) -> None:
     """Give one encoder layer ``num_heads`` heads of ``head_dim`` and an FFN of ``ffn_dim``."""
     attention = layer.attention.self
@@ -63,7 +65,7 @@ def reshape_layer_(
         layer.output.dense = nn.Linear(ffn_dim, hidden)
 
 
-def reshape_encoder_(encoder: nn.Module, config: OfaConfig) -> None:
+def reshape_encoder_(encoder: Any, config: OfaConfig) -> None:
     """Reshape every layer of ``encoder`` to the per-layer widths in ``config``."""
     if config.ofa_num_heads is None or config.ofa_ffn_dims is None or config.ofa_head_dim is None:
         raise ValueError("this config lacks ofa_num_heads / ofa_ffn_dims / ofa_head_dim")
@@ -84,7 +86,7 @@ class OfaModel(BaseModel):
 
     config_class = OfaConfig
 
-    def __init__(self, config: OfaConfig, *args: object, **kwargs: object) -> None:
+    def __init__(self, config: OfaConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         reshape_encoder_(self.encoder, config)
 

@@ -319,7 +319,7 @@ def load(
     check_files(directory, manifest)
     model = build_model(read_json(directory / CONFIG_FILE, what="config"))
     safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=dtype)  # type: ignore[call-arg]
     model.eval()
     sparsity = manifest.get("sparsity")
     if sparsity and semi_structured == "auto":

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from torch import nn
 from transformers import PreTrainedModel
 
 from ofa.convert.bert import SUPPORTED_CLASSES, reshape_layer_
@@ -50,7 +49,7 @@ def extract(supernet: Supernet, subnet: Subnet) -> PreTrainedModel:
     if not isinstance(subnet, Subnet):
         raise TypeError(f"subnet must be an ofa.Subnet, got {type(subnet).__name__}")
     supernet.space.check(subnet)
-    model = supernet.extract(subnet)
+    model: PreTrainedModel = supernet.extract(subnet)  # type: ignore[assignment]
     model.eval()
     return model
 
@@ -130,9 +129,11 @@ def build_model(config: dict[str, Any]) -> PreTrainedModel:
     plain = {k: v for k, v in copy.deepcopy(config).items() if k not in _OFA_KEYS}
     plain.pop("model_type", None)
     plain["architectures"] = [architecture]
-    model = model_class(model_class.config_class.from_dict(plain))
+    config_class: Any = model_class.config_class
+    model = model_class(config_class.from_dict(plain))
     if "ofa_num_heads" in config:
-        layers: nn.ModuleList = model.base_model.encoder.layer
+        base: Any = model.base_model
+        layers = base.encoder.layer
         if not len(config["ofa_num_heads"]) == len(config["ofa_ffn_dims"]) == len(layers):
             raise ValueError("config.json: ofa_num_heads / ofa_ffn_dims need one entry per layer")
         for layer, heads, ffn_dim in zip(layers, config["ofa_num_heads"], config["ofa_ffn_dims"]):
