@@ -41,6 +41,7 @@ from export.sparsity import (
     choose_semi_structured,
     finetune_masked_,
     kernels_available,
+    say_dense_once,
     select_layers,
     to_semi_structured_,
 )
@@ -330,7 +331,7 @@ def load(
 def _accelerate(model: nn.Module, sparsity: Mapping[str, Any]) -> list[str]:
     weight = next(model.parameters())
     if not kernels_available(weight.device) or weight.dtype not in (torch.float16, torch.bfloat16):
-        logger.info("2:4 export runs dense on %s (%s)", weight.device, weight.dtype)
+        say_dense_once(f"{weight.device.type} ({weight.dtype})")
         return []
     recorded = sparsity.get("kernels") or {}
     if recorded.get("device") == torch.cuda.get_device_name(weight.device):

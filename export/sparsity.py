@@ -242,7 +242,8 @@ def finetune_masked_(
 
 
 @functools.lru_cache(maxsize=None)
-def _say_dense_once(device_type: str) -> None:
+def say_dense_once(device_type: str) -> None:
+    """Log once per device (and dtype) that 2:4 weights run as dense matrices there."""
     logger.info(
         "2:4 weights run dense on %s (the semi-structured kernels need CUDA >= 8.0)", device_type
     )
@@ -283,7 +284,7 @@ def choose_semi_structured(
             torch.float16,
             torch.bfloat16,
         ):
-            _say_dense_once(f"{weight.device.type} ({weight.dtype})")
+            say_dense_once(f"{weight.device.type} ({weight.dtype})")
             return {}
         x = torch.randn(tokens, weight.shape[1], device=weight.device, dtype=weight.dtype)
         sparse = to_sparse_semi_structured(weight)
@@ -306,7 +307,7 @@ def to_semi_structured_(model: nn.Module, names: Iterable[str]) -> list[str]:
     for name in names:
         linear = modules[name]
         if not kernels_available(linear.weight.device):
-            _say_dense_once(linear.weight.device.type)
+            say_dense_once(linear.weight.device.type)
             return []
         linear.weight = nn.Parameter(
             to_sparse_semi_structured(linear.weight.detach()), requires_grad=False
