@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import optuna
 from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend
 
 from ofa.space import SearchSpace, Subnet
 
@@ -67,7 +68,7 @@ def open_storage(
         if path.is_dir():
             raise ValueError(f"storage {text} is a directory: give a journal file path or a URL")
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = JournalFileBackend(str(path))
         return optuna.storages.JournalStorage(backend)
     try:
         return optuna.storages.RDBStorage(text)

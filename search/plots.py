@@ -62,7 +62,7 @@ def plot_pareto_png(
     measured = [p for p in front if p.measured_ms is not None]
     if measured:
         axes.scatter(
-            [p.measured_ms for p in measured],
+            [p.measured_ms or 0.0 for p in measured],
             [p.accuracy for p in measured],
             marker="s",
             facecolors="none",

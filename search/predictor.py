@@ -14,10 +14,11 @@ import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ofa._io import read_json, write_json_atomic
@@ -60,17 +61,15 @@ def _relative_errors(predicted: Sequence[float], measured: Sequence[float]) -> l
     return [abs(p - m) / m for p, m in zip(predicted, measured)]
 
 
-def _fit(subnets: Sequence[Subnet], measured: Sequence[float]) -> tuple[list[float], list[float]]:
+def _nnls_relative(features: np.ndarray, measured: Sequence[float]) -> np.ndarray:
     """Non-negative least squares on relative error (rows divided by the measured latency).
 
-    Non-negative terms keep predictions monotone in every width, so a noisy sample cannot make a
-    bigger subnet look faster; a negative term is dropped and the rest refitted (active set).
+    Non-negative terms keep predictions positive and monotone in every width, so a noisy sample
+    cannot make a bigger subnet look faster; a negative term is dropped and the rest refitted.
     """
-    features = np.array([_features(s) for s in subnets], dtype=np.float64)
-    scale = np.maximum(np.abs(features).max(axis=0), 1e-12)
     targets = np.asarray(measured, dtype=np.float64)
     weights = 1.0 / targets
-    design = features / scale * weights[:, None]
+    design = features * weights[:, None]
     active = list(range(design.shape[1]))
     coefficients = np.zeros(design.shape[1])
     while active:
@@ -79,7 +78,14 @@ def _fit(subnets: Sequence[Subnet], measured: Sequence[float]) -> tuple[list[flo
             coefficients[active] = solution
             break
         del active[int(np.argmin(solution))]
-    return coefficients.tolist(), scale.tolist()
+    return coefficients
+
+
+def _fit(subnets: Sequence[Subnet], measured: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The fitted predictor: non-negative weights of FLOP-like features, scaled to <= 1."""
+    features = np.array([_features(s) for s in subnets], dtype=np.float64)
+    scale = np.maximum(np.abs(features).max(axis=0), 1e-12)
+    return _nnls_relative(features / scale, measured).tolist(), scale.tolist()
 
 
 class LatencyModel:
@@ -102,6 +108,7 @@ class LatencyModel:
         method: Method,
         table: dict[tuple[int, int, int], float],
         fixed_ms: dict[int, float],
+        table_scale: float = 1.0,
         coefficients: list[float],
         scale: list[float],
         held_out: dict[str, Any],
@@ -116,6 +123,7 @@ class LatencyModel:
         self.method: Method = method
         self.table = dict(table)
         self.fixed_ms = dict(fixed_ms)
+        self.table_scale = float(table_scale)
         self.coefficients = list(coefficients)
         self.scale = list(scale)
         self.held_out = dict(held_out)
@@ -139,7 +147,8 @@ class LatencyModel:
                     f"hidden={subnet.hidden_size}: the subnet is outside the profiled space"
                 )
             layers += self.table[key]
-        return layers + self.fixed_ms.get(subnet.hidden_size, self.fixed_ms.get(0, 0.0))
+        fixed = self.fixed_ms.get(subnet.hidden_size, self.fixed_ms.get(0, 0.0))
+        return self.table_scale * layers + fixed
 
     def predict_fitted(self, subnet: Subnet) -> float:
         features = np.asarray(_features(subnet)) / np.asarray(self.scale)
@@ -187,6 +196,7 @@ class LatencyModel:
             "method": self.method,
             "table": [[h, f, d, ms] for (h, f, d), ms in sorted(self.table.items())],
             "fixed_ms": {str(d): ms for d, ms in sorted(self.fixed_ms.items())},
+            "table_scale": self.table_scale,
             "coefficients": self.coefficients,
             "scale": self.scale,
             "held_out": self.held_out,
@@ -203,6 +213,7 @@ class LatencyModel:
             method=data["method"],
             table={(int(h), int(f), int(d)): float(ms) for h, f, d, ms in data["table"]},
             fixed_ms={int(d): float(ms) for d, ms in data["fixed_ms"].items()},
+            table_scale=float(data.get("table_scale", 1.0)),
             coefficients=[float(c) for c in data["coefficients"]],
             scale=[float(s) for s in data["scale"]],
             held_out=data["held_out"],
@@ -267,40 +278,71 @@ class LatencyModel:
         space = supernet.space
         train, test = _draw_subnets(space, num_train, num_test, seed)
         measurer = MeasuredLatency(supernet, target, warmup=warmup, rounds=rounds)
-        measured: dict[Subnet, float] = {}
-        spreads = []
-        for subnet in tqdm(train + test, desc="profile subnets", disable=not progress):
+        records = []
+        for index, subnet in enumerate(
+            tqdm(train + test, desc="profile subnets", disable=not progress)
+        ):
             result = measurer.measure(subnet)
-            measured[subnet] = result.median_ms
-            spreads.append(result.relative_spread)
+            records.append(
+                {
+                    "subnet": subnet.to_dict(),
+                    "measured_ms": result.median_ms,
+                    "relative_spread": result.relative_spread,
+                    "split": "train" if index < len(train) else "test",
+                }
+            )
         table = _layer_table(supernet, target, warmup=warmup, rounds=rounds, progress=progress)
-        train_ms = [measured[s] for s in train]
-        fixed = _fixed_parts(table, train, train_ms)
-        coefficients, scale = _fit(train, train_ms)
+        return cls._build(target, space, table, records, device_name(device), torch.__version__)
+
+    def refit(self) -> LatencyModel:
+        """Both methods fitted again from the stored table and measurements (no measuring)."""
+        return self._build(
+            self.target,
+            self.space,
+            self.table,
+            self.measurements,
+            self.device_name,
+            self.torch_version,
+        )
+
+    @classmethod
+    def _build(
+        cls,
+        target: LatencyTarget,
+        space: SearchSpace,
+        table: dict[tuple[int, int, int], float],
+        records: list[dict[str, Any]],
+        device: str,
+        torch_version: str,
+    ) -> LatencyModel:
+        """Fit both methods on the training records, score them on the held-out ones."""
+        split = {
+            name: (
+                [Subnet.from_dict(r["subnet"]) for r in records if r["split"] == name],
+                [float(r["measured_ms"]) for r in records if r["split"] == name],
+            )
+            for name in ("train", "test")
+        }
+        table_scale, fixed = _calibrate(table, *split["train"])
+        coefficients, scale = _fit(*split["train"])
         model = cls(
             target=target,
             space=space,
             method="table",
             table=table,
             fixed_ms=fixed,
+            table_scale=table_scale,
             coefficients=coefficients,
             scale=scale,
             held_out={},
-            measurements=[
-                {
-                    "subnet": s.to_dict(),
-                    "measured_ms": measured[s],
-                    "split": "train" if i < len(train) else "test",
-                }
-                for i, s in enumerate(train + test)
-            ],
-            device_name=device_name(device),
-            torch_version=torch.__version__,
+            measurements=records,
+            device_name=device,
+            torch_version=torch_version,
         )
-        model.held_out = _score(model, test, [measured[s] for s in test], spreads)
-        model.method = min(
-            ("table", "predictor"), key=lambda m: model.held_out[f"{m}_median_error"]
-        )
+        spreads = [float(r["relative_spread"]) for r in records if "relative_spread" in r]
+        model.held_out = _score(model, *split["test"], spreads or [float("nan")])
+        errors = {m: model.held_out[f"{m}_median_error"] for m in ("table", "predictor")}
+        model.method = "table" if errors["table"] <= errors["predictor"] else "predictor"
         logger.info(
             "latency model on %s: %s, held-out error %.1f%%",
             target.describe(),
@@ -345,7 +387,7 @@ def _layer_table(
                 hidden_size=d,
             )
         )
-        base_layers[d] = small.base_model.encoder.layer[0]
+        base_layers[d] = cast(nn.Module, small.base_model.encoder.layer[0])  # type: ignore[union-attr,index]
     for heads, ffn, hidden in tqdm(keys, desc="profile layers", disable=not progress):
         layer = copy.deepcopy(base_layers[hidden])
         reshape_layer_(layer, hidden=hidden, num_heads=heads, head_dim=space.head_dim, ffn_dim=ffn)
@@ -363,18 +405,26 @@ def _layer_table(
     return table
 
 
-def _fixed_parts(
+def _calibrate(
     table: dict[tuple[int, int, int], float], subnets: Sequence[Subnet], measured: Sequence[float]
-) -> dict[int, float]:
-    """Per hidden width: the median of measured minus the layers' table sum (embeddings, head)."""
-    rests: dict[int, list[float]] = {}
-    for subnet, ms in zip(subnets, measured):
+) -> tuple[float, dict[int, float]]:
+    """Scale of the layers' table sum, and the fixed part (embeddings, head) per hidden width.
+
+    Layers timed alone and whole models timed end to end differ by a factor (caches, dispatch,
+    and on a shared machine the load at the time), so the table sum gets a fitted scale; the
+    fixed parts are non-negative offsets, one per hidden width (0: for widths not sampled).
+    """
+    widths = sorted({s.hidden_size for s in subnets})
+    rows = []
+    for subnet in subnets:
         layers = sum(
             table[(h, f, subnet.hidden_size)] for h, f in zip(subnet.num_heads, subnet.ffn_dims)
         )
-        rests.setdefault(subnet.hidden_size, []).append(ms - layers)
-        rests.setdefault(0, []).append(ms - layers)  # 0: fallback for widths without a sample
-    return {d: statistics.median(values) for d, values in rests.items()}
+        rows.append([layers] + [float(subnet.hidden_size == d) for d in widths])
+    coefficients = _nnls_relative(np.asarray(rows, dtype=np.float64), measured)
+    fixed = {d: float(c) for d, c in zip(widths, coefficients[1:])}
+    fixed[0] = float(np.median(coefficients[1:]))
+    return float(coefficients[0]), fixed
 
 
 def _score(

@@ -68,3 +68,12 @@ def test_not_a_latency_model(tmp_path):
     path.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not an ofa latency model"):
         LatencyModel.load(path)
+
+
+def test_refit_from_stored_measurements_is_the_same_model(latency_model):
+    again = latency_model.refit()
+    assert again.method == latency_model.method
+    assert again.held_out == pytest.approx(latency_model.held_out)
+    subnet = latency_model.space.max_subnet()
+    assert again(subnet) == pytest.approx(latency_model(subnet))
+    assert latency_model.table_scale >= 0 and min(latency_model.fixed_ms.values()) >= 0
