@@ -7,7 +7,7 @@ import json
 import pytest
 import safetensors
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertTokenizer
 
 import export
 import ofa
@@ -102,17 +102,19 @@ def test_fits_vanilla_rules(supernet):
     assert not export.fits_vanilla(space, mixed_ffn)
 
 
-@pytest.mark.parametrize("kind", ["roberta-cls", "electra-cls", "bert", "xlmr-cls"])
+@pytest.mark.parametrize("kind", ["roberta-cls", "electra-project", "bert", "xlmr-cls"])
 def test_other_families_round_trip(kind, tmp_path):
     supernet = make_supernet(kind)
     subnet = per_layer_subnet(supernet)
     out = export.save(supernet, subnet, tmp_path / kind)
     expected = _supernet_outputs(supernet, subnet)
     torch.testing.assert_close(_outputs(export.load(out)), expected, atol=1e-5, rtol=0)
-    remote = AutoModelForSequenceClassification if kind.endswith("-cls") else None
-    if remote is not None:
-        model = remote.from_pretrained(out, trust_remote_code=True)
-        torch.testing.assert_close(_outputs(model), expected, atol=1e-5, rtol=0)
+    remote = AutoModel if kind == "bert" else AutoModelForSequenceClassification
+    model = remote.from_pretrained(out, trust_remote_code=True)
+    assert type(model).__name__ == (
+        "OfaModel" if kind == "bert" else "OfaForSequenceClassification"
+    )
+    torch.testing.assert_close(_outputs(model), expected, atol=1e-5, rtol=0)
 
 
 def test_tokenizer_files_are_saved_and_hashed(supernet, tmp_path):
