@@ -134,7 +134,8 @@ def _latency_model(supernet: ofa.Supernet, quick: bool) -> search.LatencyModel:
         )
     if LATENCY.is_file():
         try:
-            return search.LatencyModel.load(LATENCY, space=supernet.space)
+            # refit: the stored table and measurements, with this version's calibration
+            return search.LatencyModel.load(LATENCY, space=supernet.space).refit()
         except ValueError as error:
             print(f"cannot reuse {LATENCY}: {error}; profiling anew")
     return search.LatencyModel.profile(

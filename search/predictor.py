@@ -108,7 +108,7 @@ class LatencyModel:
         method: Method,
         table: dict[tuple[int, int, int], float],
         fixed_ms: dict[int, float],
-        table_scale: float = 1.0,
+        table_scale: dict[int, float] | None = None,
         coefficients: list[float],
         scale: list[float],
         held_out: dict[str, Any],
@@ -123,7 +123,7 @@ class LatencyModel:
         self.method: Method = method
         self.table = dict(table)
         self.fixed_ms = dict(fixed_ms)
-        self.table_scale = float(table_scale)
+        self.table_scale = dict(table_scale or {0: 1.0})
         self.coefficients = list(coefficients)
         self.scale = list(scale)
         self.held_out = dict(held_out)
@@ -147,8 +147,9 @@ class LatencyModel:
                     f"hidden={subnet.hidden_size}: the subnet is outside the profiled space"
                 )
             layers += self.table[key]
-        fixed = self.fixed_ms.get(subnet.hidden_size, self.fixed_ms.get(0, 0.0))
-        return self.table_scale * layers + fixed
+        width = subnet.hidden_size
+        fixed = self.fixed_ms.get(width, self.fixed_ms.get(0, 0.0))
+        return self.table_scale.get(width, self.table_scale.get(0, 1.0)) * layers + fixed
 
     def predict_fitted(self, subnet: Subnet) -> float:
         features = np.asarray(_features(subnet)) / np.asarray(self.scale)
@@ -196,7 +197,7 @@ class LatencyModel:
             "method": self.method,
             "table": [[h, f, d, ms] for (h, f, d), ms in sorted(self.table.items())],
             "fixed_ms": {str(d): ms for d, ms in sorted(self.fixed_ms.items())},
-            "table_scale": self.table_scale,
+            "table_scale": {str(d): v for d, v in sorted(self.table_scale.items())},
             "coefficients": self.coefficients,
             "scale": self.scale,
             "held_out": self.held_out,
@@ -213,7 +214,7 @@ class LatencyModel:
             method=data["method"],
             table={(int(h), int(f), int(d)): float(ms) for h, f, d, ms in data["table"]},
             fixed_ms={int(d): float(ms) for d, ms in data["fixed_ms"].items()},
-            table_scale=float(data.get("table_scale", 1.0)),
+            table_scale={int(d): float(v) for d, v in data.get("table_scale", {0: 1.0}).items()},
             coefficients=[float(c) for c in data["coefficients"]],
             scale=[float(s) for s in data["scale"]],
             held_out=data["held_out"],
@@ -407,24 +408,24 @@ def _layer_table(
 
 def _calibrate(
     table: dict[tuple[int, int, int], float], subnets: Sequence[Subnet], measured: Sequence[float]
-) -> tuple[float, dict[int, float]]:
-    """Scale of the layers' table sum, and the fixed part (embeddings, head) per hidden width.
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Per hidden width, the median ratio of measured latency to the layers' table sum.
 
-    Layers timed alone and whole models timed end to end differ by a factor (caches, dispatch,
-    and on a shared machine the load at the time), so the table sum gets a fitted scale; the
-    fixed parts are non-negative offsets, one per hidden width (0: for widths not sampled).
+    Layers timed alone miss what the whole model adds (embeddings, head, dispatch), mostly in
+    proportion to the work, and by width. Medians of ratios, not least squares: on a shared
+    machine a few measurements are far off and a fitted offset chases them (an additive median
+    offset went negative and did worse on held-out subnets). Key 0 is the fallback for widths
+    with no sample. The additive fixed parts stay zero.
     """
-    widths = sorted({s.hidden_size for s in subnets})
-    rows = []
-    for subnet in subnets:
+    ratios: dict[int, list[float]] = {}
+    for subnet, ms in zip(subnets, measured):
         layers = sum(
             table[(h, f, subnet.hidden_size)] for h, f in zip(subnet.num_heads, subnet.ffn_dims)
         )
-        rows.append([layers] + [float(subnet.hidden_size == d) for d in widths])
-    coefficients = _nnls_relative(np.asarray(rows, dtype=np.float64), measured)
-    fixed = {d: float(c) for d, c in zip(widths, coefficients[1:])}
-    fixed[0] = float(np.median(coefficients[1:]))
-    return float(coefficients[0]), fixed
+        ratios.setdefault(subnet.hidden_size, []).append(ms / layers)
+        ratios.setdefault(0, []).append(ms / layers)
+    scales = {d: statistics.median(values) for d, values in ratios.items()}
+    return scales, {d: 0.0 for d in scales}
 
 
 def _score(
