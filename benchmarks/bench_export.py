@@ -91,18 +91,23 @@ def load_sources(train_dir: Path) -> tuple[ofa.Supernet, object, str]:
     return ofa.convert(model), tokenizer, "MiniLM-L6 (untrained classifier head: latency only)"
 
 
-def search_subnets(runs: Path, supernet: ofa.Supernet) -> list[tuple[str, Subnet]]:
-    """``best`` and Pareto subnets of every search result under ``runs`` that fit the space."""
-    found: dict[Subnet, str] = {}
+def search_subnets(
+    runs: Path, supernet: ofa.Supernet, *, limit: int = 4
+) -> list[tuple[str, Subnet]]:
+    """The ``best`` of every search result under ``runs``, then Pareto points, in the space."""
+    bests: dict[Subnet, str] = {}
+    points: dict[Subnet, str] = {}
     for path in sorted(runs.glob("**/pareto.json")):
         data = read_json(path, what="search result")
-        points = ([data["best"]] if data.get("best") else []) + list(data.get("pareto", []))
-        for index, point in enumerate(points):
-            subnet = Subnet.from_dict(point["subnet"])
-            if supernet.space.contains(subnet) and subnet not in found:
-                label = "best" if index == 0 and data.get("best") else f"pareto #{index}"
-                found[subnet] = f"search {path.parent.name} {label}"
-    return [(label, subnet) for subnet, label in found.items()][:6]
+        if data.get("best"):
+            bests.setdefault(Subnet.from_dict(data["best"]["subnet"]), f"{path.parent.name} best")
+        for index, point in enumerate(data.get("pareto", [])):
+            label = f"{path.parent.name} Pareto #{index}"
+            points.setdefault(Subnet.from_dict(point["subnet"]), label)
+    labels = {**points, **bests}  # a best is labelled as such
+    ordered = list(bests) + [s for s in points if s not in bests]
+    ordered = [s for s in ordered if supernet.space.contains(s)]
+    return [(f"search: {labels[s]}", s) for s in ordered[:limit]]
 
 
 def flops_subnets(supernet: ofa.Supernet, seq_len: int) -> list[tuple[str, Subnet]]:
@@ -264,14 +269,18 @@ def bench_sparse(
 def choose_subnets(
     supernet: ofa.Supernet, args: argparse.Namespace
 ) -> tuple[list[tuple[str, Subnet]], str]:
-    subnets = search_subnets(Path(args.runs), supernet)
-    if subnets:
-        return subnets, "the search's subnets (runs/**/pareto.json)"
-    subnets = flops_subnets(supernet, args.seq_len)
-    return (
-        subnets,
-        "uniform subnets nearest 75 / 50 / 25 % of the teacher's FLOPs (no search result)",
+    found = search_subnets(Path(args.runs), supernet)
+    targets = flops_subnets(supernet, args.seq_len)
+    chosen_by = (
+        "per 75 / 50 / 25 % FLOPs target, the uniform subnet with full hidden width and all "
+        "layers (narrow) and the one with all heads and fewer layers (shallow)"
     )
+    if found:
+        dirs = sorted({p.parent.name for p in Path(args.runs).glob("**/pareto.json")})
+        chosen_by = f"the search's best and Pareto subnets ({', '.join(dirs)}), and {chosen_by}"
+    else:
+        chosen_by = f"no search result under {args.runs}; {chosen_by}"
+    return found + [t for t in targets if t[1] not in {s for _, s in found}], chosen_by
 
 
 def latency_section(supernet: ofa.Supernet, tokenizer: object, source: str,
@@ -301,7 +310,7 @@ def sparse_section(supernet: ofa.Supernet, tokenizer: object, source: str,
         )
     picks = [("teacher (max subnet)", supernet.space.max_subnet())]
     if source.startswith("trained"):
-        picks.append(choose_subnets(supernet, args)[0][0])
+        picks.append(flops_subnets(supernet, args.seq_len)[2])  # 50 % FLOPs, narrow
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         rows = bench_sparse(supernet, tokenizer, picks, args, Path(tmp))
     rows_note = f"first {args.eval_size} rows of the" if args.eval_size else "the 853-row"
