@@ -112,11 +112,15 @@ class CnnSearchSpace:
     version: int = 1
 
     def __post_init__(self) -> None:
-        for names, choices in self._dimensions():
-            object.__setattr__(self, names, tuple(str(n) for n in getattr(self, names)))
-            object.__setattr__(self, choices, tuple(_ints(c) for c in getattr(self, choices)))
-            if len(getattr(self, names)) != len(getattr(self, choices)):
-                raise ValueError(f"{names} and {choices} need the same number of entries")
+        for names_field, choices_field in self._dimensions():
+            names = tuple(str(n) for n in getattr(self, names_field))
+            options = tuple(_ints(c) for c in getattr(self, choices_field))
+            object.__setattr__(self, names_field, names)
+            object.__setattr__(self, choices_field, options)
+            if len(names) != len(options):
+                raise ValueError(
+                    f"{names_field} and {choices_field} need the same number of entries"
+                )
         object.__setattr__(self, "image_size", _ints(self.image_size))
         if self.width_multiple < 1 or len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError("width_multiple must be positive and image_size (height, width)")

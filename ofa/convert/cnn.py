@@ -108,7 +108,7 @@ def default_space(
     groups = [g for g in structure.groups if not g.fixed]
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     full = [len(s.blocks) + 1 for s in structure.stages]
-    kernels = [elastic_kernel_sizes(layers[p]) for p in structure.kernel_convs]
+    kernels = [elastic_kernel_sizes(_conv(layers[p])) for p in structure.kernel_convs]
     return CnnSearchSpace(
         channel_groups=tuple(g.name for g in groups),
         channel_choices=tuple(
@@ -149,7 +149,7 @@ class CnnFamily:
         structure = analyse(nodes, layers)
         sizes = {g.name: g.size for g in structure.groups if not g.fixed}
         stages = {s.name: len(s.blocks) + 1 for s in structure.stages}
-        kernels = {p: elastic_kernel_sizes(layers[p]) for p in structure.kernel_convs}
+        kernels = {p: elastic_kernel_sizes(_conv(layers[p])) for p in structure.kernel_convs}
         problems = []
         for name, choices in zip(space.channel_groups, space.channel_choices):
             if sizes.get(name) != choices[-1]:
@@ -176,7 +176,7 @@ class CnnFamily:
         self, model: ElasticCnnGraph, space: CnnSearchSpace, subnet: CnnSubnet
     ) -> None:
         widths = self._widths(model, space, subnet)
-        layers = model.layers()
+        layers: dict[str, Any] = model.layers()
         for group, width in zip(model.structure.groups, widths):
             for path in group.producers + group.depthwise:
                 layer = layers[path]
@@ -275,9 +275,9 @@ class CnnFamily:
 
         ``seq_len`` is ignored (it is the BERT family's); ``image_size`` defaults to the space's.
         """
-        size = space.image_size if image_size is None else image_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        shapes = spatial_sizes(model.nodes, model.layers(), size)  # type: ignore[arg-type]
+        chosen = space.image_size if image_size is None else image_size
+        size = (chosen, chosen) if isinstance(chosen, int) else (chosen[0], chosen[1])
+        shapes = spatial_sizes(model.nodes, model.layers(), size)
         total = 0
         for node, layer, in_width, out_width, kernel, _ in self._active_layers(
             model, space, subnet
@@ -359,6 +359,11 @@ class CnnFamily:
 
     def subnet_from_dict(self, data: dict[str, Any]) -> CnnSubnet:
         return CnnSubnet.from_dict(data)
+
+
+def _conv(layer: nn.Module) -> nn.Conv2d:
+    assert isinstance(layer, nn.Conv2d)
+    return layer
 
 
 def _depthwise(layer: nn.Conv2d) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -110,7 +111,7 @@ def _channel_keys(
     flat: set[str] = set()  # values whose spatial extent is 1 x 1 or gone
     for node in nodes:
         layer = layers.get(node.target) if node.op == "layer" else None
-        source = keys.get(node.inputs[0]) if node.inputs else None
+        source = keys[node.inputs[0]] if node.inputs else ""
         if node.op == "input":
             keys[node.name] = "input"
             fixed.add("input")
@@ -201,8 +202,8 @@ def _channel_groups(
 
 def _width_of(layers: Mapping[str, nn.Module], parts: Mapping[str, list[str]]) -> int:
     for path in parts["norms"] + parts["depthwise"]:
-        layer = layers[path]
-        return layer.num_features if isinstance(layer, nn.BatchNorm2d) else layer.out_channels
+        layer: Any = layers[path]
+        return int(layer.num_features if isinstance(layer, nn.BatchNorm2d) else layer.out_channels)
     return 0
 
 
@@ -282,13 +283,15 @@ def _outputs(nodes: tuple[GraphNode, ...], path: str) -> set[str]:
 def analyse(nodes: tuple[GraphNode, ...], layers: Mapping[str, nn.Module]) -> CnnStructure:
     """Channel groups, droppable stages and shrinkable kernels of a traced CNN."""
     groups, value_group = _channel_groups(nodes, layers)
-    kernel_convs = tuple(
-        n.target
+    convs = {
+        n.target: layer
         for n in nodes
-        if n.op == "layer"
-        and isinstance(layers[n.target], nn.Conv2d)
-        and len(elastic_kernel_sizes(layers[n.target])) > 1
-        and (layers[n.target].groups == 1 or _is_depthwise(layers[n.target]))
+        if n.op == "layer" and isinstance(layer := layers[n.target], nn.Conv2d)
+    }
+    kernel_convs = tuple(
+        path
+        for path, conv in convs.items()
+        if len(elastic_kernel_sizes(conv)) > 1 and (conv.groups == 1 or _is_depthwise(conv))
     )
     return CnnStructure(
         groups=groups,
@@ -307,7 +310,7 @@ def _pooled(size: int, kernel: int, stride: int, padding: int, dilation: int, ce
     return out
 
 
-def _pair(value: object) -> tuple[int, int]:
+def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
 
 

@@ -106,7 +106,7 @@ def _op_name(node: fx.Node) -> str:
 
 def _convert_function(node: fx.Node, op: str, names: dict[fx.Node, str]) -> GraphNode:
     tensors = [a for a in node.args if isinstance(a, fx.Node)]
-    rest = [a for a in node.args if not isinstance(a, fx.Node)]
+    rest: list[Any] = [a for a in node.args if not isinstance(a, fx.Node)]
     scope = _scope(node, exclude_leaf=False)
     if op in ("add", "mul"):
         if len(tensors) == 2 and not rest and not node.kwargs:
@@ -115,9 +115,9 @@ def _convert_function(node: fx.Node, op: str, names: dict[fx.Node, str]) -> Grap
             )
         if len(tensors) == 1 and len(rest) == 1 and isinstance(rest[0], (int, float)):
             inputs = (names[tensors[0]],)
-            args = {"value": rest[0]}
+            scalar = {"value": rest[0]}
             return GraphNode(
-                name=node.name, op=f"{op}_scalar", inputs=inputs, args=args, scope=scope
+                name=node.name, op=f"{op}_scalar", inputs=inputs, args=scalar, scope=scope
             )
         raise _unsupported(
             node,
@@ -129,14 +129,14 @@ def _convert_function(node: fx.Node, op: str, names: dict[fx.Node, str]) -> Grap
     params = _PARAMETERS.get(op, ())
     if len(rest) > len(params):
         raise _unsupported(node, f"{_op_name(node)} with arguments {node.args}")
-    args = dict(zip(params, rest))
+    args: dict[str, Any] = dict(zip(params, rest))
     for key, value in node.kwargs.items():
         if key in _IGNORED_KWARGS:
             continue
         if key not in params:
             raise _unsupported(node, f"{_op_name(node)} with keyword {key!r}")
         args[key] = value
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}  # JSON-like
     return GraphNode(name=node.name, op=op, inputs=(names[tensors[0]],), args=args, scope=scope)
 
 

@@ -108,7 +108,8 @@ class ElasticConv2d(nn.Conv2d):
 
     def active_padding(self) -> tuple[int, int]:
         shrink = (self.kernel_size[0] - self.active_kernel_size) // 2 * self.dilation[0]
-        return (self.padding[0] - shrink, self.padding[1] - shrink)
+        padding: tuple[int, ...] = self.padding  # type: ignore[assignment]  # never a string here
+        return (padding[0] - shrink, padding[1] - shrink)
 
     def forward(self, x: Tensor) -> Tensor:
         in_channels = x.shape[1]
