@@ -183,3 +183,19 @@ def test_unsupported_op_inside_a_submodule_names_it() -> None:
     net = nn.Sequential(nn.Conv2d(1, 4, 3), _Concat())
     with pytest.raises(TypeError, match=r"torch\.cat.*in module '1'"):
         ofa.convert(net)
+
+
+def test_extracted_subnet_exports_with_torch_export_and_onnx(supernet, tmp_path) -> None:
+    """A plain CnnGraph deploys with no Python class: torch.export and ONNX run it the same."""
+    subnet = supernet.space.sample(torch.Generator().manual_seed(8))
+    small = supernet.extract(subnet).eval()
+    with torch.no_grad():
+        expected = small(X)
+        program = torch.export.export(small, (X,))
+        torch.testing.assert_close(program.module()(X), expected, atol=1e-6, rtol=1e-6)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    path = tmp_path / "subnet.onnx"
+    torch.onnx.export(small, (X,), str(path), input_names=["pixel_values"], dynamo=False)
+    session = onnxruntime.InferenceSession(str(path))
+    (logits,) = session.run(None, {"pixel_values": X.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=1e-5)
