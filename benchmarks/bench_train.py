@@ -58,9 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes: a smoke run, not figures"
     )
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_train"))
-    parser.add_argument("--train-size", type=int, default=2400)
+    parser.add_argument("--train-size", type=int, default=1600)
     parser.add_argument("--eval-size", type=int, default=400, help="rows of val/test (0: all 853)")
-    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16, help="supernet and baseline batch")
     parser.add_argument("--teacher-batch-size", type=int, default=32)
     parser.add_argument("--teacher-epochs", type=float, default=1.0)
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: width, depth, hidden; no-hidden: width, depth (hidden stays full)",
     )
     parser.add_argument("--reuse-teacher", action="store_true", help="load out/teacher if there")
-    parser.add_argument("--steps", type=int, default=120, help="supernet optimizer steps")
+    parser.add_argument("--steps", type=int, default=100, help="supernet optimizer steps")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-from ofa import importance
+from ofa import data, importance
 from ofa.calibrate import calibrate_bn_
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
+from ofa.distill import DistillConfig
+from ofa.evaluate import evaluate
+from ofa.finetune import FinetuneConfig, finetune
 from ofa.reorder import reorder_
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet, convert, load_supernet, set_subnet_
+from ofa.train import PhaseConfig, TheseusConfig, TrainConfig, default_phases, train
 
 __all__ = [
     "CnnSearchSpace",
     "CnnSubnet",
+    "DistillConfig",
+    "FinetuneConfig",
+    "PhaseConfig",
     "SearchSpace",
     "Subnet",
     "Supernet",
+    "TheseusConfig",
+    "TrainConfig",
     "calibrate_bn_",
     "convert",
+    "data",
+    "default_phases",
+    "evaluate",
+    "finetune",
     "importance",
     "load_supernet",
     "reorder_",
     "set_subnet_",
+    "train",
 ]
 __version__ = "0.1.0"

@@ -136,10 +136,16 @@ def _split(dataset: datasets.Dataset, fractions: tuple[float, float], seed: int)
     shuffled = dataset.shuffle(seed=seed)
     n = len(shuffled)
     n_val, n_test = round(n * validation), round(n * test)
-    return {
+    splits = {
         "test": shuffled.select(range(n_test)),
         "validation": shuffled.select(range(n_test, n_test + n_val)),
         "train": shuffled.select(range(n_test + n_val, n)),
+    }
+    # a fraction of 0 asks for no such split; a positive fraction that rounds to 0 rows is an error
+    return {
+        k: v
+        for k, v in splits.items()
+        if k == "train" or dict(validation=validation, test=test)[k] > 0
     }
 
 
