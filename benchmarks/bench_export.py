@@ -308,9 +308,10 @@ def sparse_section(supernet: ofa.Supernet, tokenizer: object, source: str,
             f"2:4 accuracy: not measured (no fine-tuned teacher or trained supernet in "
             f"{args.train_dir}; run benchmarks/bench_train.py first)."
         )
-    picks = [("teacher (max subnet)", supernet.space.max_subnet())]
+    # the fine-tuned teacher itself; of a trained supernet, its 50 %-FLOPs narrow subnet
+    picks = [("teacher", supernet.space.max_subnet())]
     if source.startswith("trained"):
-        picks.append(flops_subnets(supernet, args.seq_len)[2])  # 50 % FLOPs, narrow
+        picks = [flops_subnets(supernet, args.seq_len)[2]]
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         rows = bench_sparse(supernet, tokenizer, picks, args, Path(tmp))
     rows_note = f"first {args.eval_size} rows of the" if args.eval_size else "the 853-row"
@@ -372,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(("export", "Export: exported subnets vs teacher on CPU",
                          latency_section(supernet, tokenizer, source, args)))  # fmt: skip
     if args.part in ("sparse", "all"):
-        sections.append(("export-2-4", "Export: 2:4 sparsity and recovery fine-tune",
+        name = "export-2-4-supernet" if source.startswith("trained") else "export-2-4"
+        what = "a trained supernet's subnet" if source.startswith("trained") else "the teacher"
+        sections.append((name, f"Export: 2:4 sparsity and recovery fine-tune, {what}",
                          sparse_section(supernet, tokenizer, source, args)))  # fmt: skip
     if args.part == "gpu":
         sections.append(("export-2-4-cuda", "Export: dense vs 2:4 on CUDA", gpu_section(args)))
