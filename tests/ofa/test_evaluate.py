@@ -12,7 +12,7 @@ import ofa
 from ofa.evaluate import accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import toy_data, tiny_bert  # noqa: E402
+from test_train import tiny_bert, toy_data  # noqa: E402
 
 
 def test_evaluate_matches_extracted_models_and_restores_the_subnet():

@@ -316,3 +316,117 @@ def test_bad_input_errors(tmp_path):
         PhaseConfig(name="x", steps=1, depths="some")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="start_phase"):
         TrainConfig(phases=default_phases(6), start_phase=6)
+
+
+def test_cli_finetune_convert_train_and_errors(tmp_path, capsys):
+    import csv
+
+    from transformers import BertTokenizerFast
+
+    from ofa.cli import main
+    from ofa.embedded import minilm_path
+
+    tokenizer = BertTokenizerFast.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "mood"])
+        writer.writerows(
+            (f"film {i} was {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg")
+            for i in range(40)
+        )
+    common = [
+        "--data",
+        str(data),
+        "--text-column",
+        "review",
+        "--label-column",
+        "mood",
+        "--max-length",
+        "16",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tmp_path / "base"),
+                "--out",
+                str(tmp_path / "t"),
+                "--epochs",
+                "1",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert "validation accuracy" in capsys.readouterr().out
+    teacher = str(tmp_path / "t" / "model")
+    assert main(["convert", "--model", teacher, "--out", str(tmp_path / "s")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--supernet",
+                str(tmp_path / "s"),
+                "--teacher",
+                teacher,
+                "--out",
+                str(tmp_path / "r"),
+                "--steps",
+                "4",
+                "--no-hidden-phases",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert "min subnet" in capsys.readouterr().out
+    assert ofa.load_supernet(tmp_path / "r" / "supernet").space.num_layers == 2
+    assert (
+        main(
+            [
+                "train",
+                "--supernet",
+                str(tmp_path / "s"),
+                "--teacher",
+                teacher,
+                "--out",
+                str(tmp_path / "none"),
+                "--resume",
+                *common,
+            ]
+        )
+        == 2
+    )
+    assert "nothing to resume" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tmp_path / "base"),
+                "--out",
+                str(tmp_path / "x"),
+                "--data",
+                str(data),
+            ]
+        )
+        == 2
+    )
+    assert "no column 'text'" in capsys.readouterr().err

@@ -20,10 +20,11 @@ HERE = Path(__file__).resolve()
 def _run(out: Path, *, batch_size: int) -> None:
     """Train a tiny supernet 4 steps; every process writes its final weights."""
     sys.path.insert(0, str(HERE.parent))
+    from test_train import tiny_bert, toy_data
+
     import ofa
     from ofa.distill import DistillConfig
     from ofa.train import PhaseConfig, TrainConfig, parallel, train
-    from test_train import tiny_bert, toy_data
 
     torch.set_num_threads(1)
     config = TrainConfig(

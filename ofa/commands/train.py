@@ -1,0 +1,180 @@
+"""``ofa train``: train a converted supernet by progressive shrinking with distillation.
+
+Launched by ``torchrun --nproc_per_node N``, the same command trains data-parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXAMPLE = """example:
+  ofa finetune --out runs/teacher                      # MiniLM on Rotten Tomatoes
+  ofa convert --model runs/teacher/model --out runs/supernet
+  ofa train --supernet runs/supernet --teacher runs/teacher/model --out runs/train --steps 600
+  ofa train ... --resume                               # continue exactly after a crash
+  torchrun --nproc_per_node 2 -m ofa.cli train ...     # data-parallel"""
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags naming a text-classification task (shared with ``ofa finetune``)."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        default="rotten_tomatoes",
+        help="'rotten_tomatoes' or 'imdb' (embedded movie reviews) or a .csv/.json/.parquet file",
+    )
+    group.add_argument("--text-column", default="text")
+    group.add_argument("--text-pair-column", help="second sentence of a pair task")
+    group.add_argument("--label-column", default="label")
+    group.add_argument("--max-length", type=int, default=128, help="tokens per example")
+    group.add_argument("--limit", type=int, help="use at most this many rows of each split")
+    group.add_argument("--seed", type=int, default=0, help="split, shuffling and sampling seed")
+    group.add_argument("--threads", type=int, help="torch CPU threads (1 is best on busy CPUs)")
+
+
+def load_data(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, Any]:
+    """Tokenized (train, validation-or-None) splits the data flags describe."""
+    import torch
+
+    from ofa.data import load_movie_reviews, load_task, tokenize
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data in ("rotten_tomatoes", "imdb"):
+        task = load_movie_reviews(args.data, seed=args.seed, limit=args.limit)
+    else:
+        task = load_task(
+            args.data,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            label_column=args.label_column,
+            seed=args.seed,
+            limit=args.limit,
+        )
+    train = tokenize(task["train"], tokenizer, max_length=args.max_length)
+    validation = task.splits.get("validation")
+    if validation is not None:
+        validation = tokenize(validation, tokenizer, max_length=args.max_length)
+    return train, validation
+
+
+def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a supernet once (progressive shrinking + distillation)",
+        description="Train every subnet of a converted supernet at once: progressive shrinking "
+        "(width, depth, hidden; larger choices first) with distillation from a fine-tuned "
+        "teacher. Writes metrics.jsonl, checkpoint/ and the trained supernet/ to --out.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--supernet", required=True, help="supernet directory (ofa convert)")
+    parser.add_argument("--teacher", help="fine-tuned teacher checkpoint (ofa finetune)")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: the teacher's)")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--train-config", help="TrainConfig JSON file (overrides the flags below)")
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps of the schedule")
+    parser.add_argument("--no-hidden-phases", action="store_true", help="keep hidden width full")
+    parser.add_argument("--sampling", choices=("sandwich", "random"), default="sandwich")
+    parser.add_argument("--num-random", type=int, default=1, help="random subnets per step")
+    parser.add_argument("--fixed-subnet", help="Subnet JSON file: train only this subnet")
+    parser.add_argument("--start-phase", type=int, default=0, help="skip earlier phases")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--logit-loss", choices=("kl", "mse"), default="kl")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=0.5, help="hard-label loss weight")
+    parser.add_argument("--hidden-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--layer-mapping", choices=("evenly_spaced", "dynamic"), default="evenly_spaced"
+    )
+    parser.add_argument("--teacher-mode", choices=("frozen", "inplace"), default="frozen")
+    parser.add_argument("--theseus", action="store_true", help="BERT-of-Theseus for depth")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps (0: at the end)")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
+    add_data_arguments(parser)
+    parser.set_defaults(func=run)
+    return "train", parser
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    from ofa.distill import DistillConfig
+    from ofa.space import Subnet
+    from ofa.train import PhaseConfig, TheseusConfig, TrainConfig, default_phases
+
+    if args.train_config:
+        return TrainConfig.from_json(Path(args.train_config).read_text())
+    if args.fixed_subnet:
+        subnet = Subnet.from_json(Path(args.fixed_subnet).read_text())
+        phases: tuple[PhaseConfig, ...] = (
+            PhaseConfig(name="fixed", steps=args.steps, subnet=subnet),
+        )
+    else:
+        phases = default_phases(
+            args.steps,
+            hidden=not args.no_hidden_phases,
+            sampling=args.sampling,
+            num_random=args.num_random,
+        )
+    return TrainConfig(
+        phases=phases,
+        batch_size=args.batch_size,
+        grad_accum_steps=args.grad_accum,
+        learning_rate=args.lr,
+        seed=args.seed,
+        start_phase=args.start_phase,
+        teacher_mode=args.teacher_mode,
+        checkpoint_every_steps=args.checkpoint_every,
+        theseus=TheseusConfig() if args.theseus else None,
+        distill=DistillConfig(
+            logit_loss=args.logit_loss,
+            temperature=args.temperature,
+            alpha=args.alpha,
+            hidden_weight=args.hidden_weight,
+            layer_mapping=args.layer_mapping,
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from ofa.evaluate import evaluate
+    from ofa.pipeline import load_pretrained
+    from ofa.supernet import load_supernet
+    from ofa.train import parallel, train
+
+    config = train_config(args)
+    supernet = load_supernet(args.supernet)
+    teacher = load_pretrained(args.teacher)[0] if args.teacher else None
+    tokenizer_dir = args.tokenizer or args.teacher
+    if tokenizer_dir is None:
+        raise ValueError("give --tokenizer (or --teacher, whose tokenizer is used)")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train_data, validation = load_data(args, tokenizer)
+    out = Path(args.out)
+    result = train(
+        supernet,
+        teacher=teacher,
+        train_data=train_data,
+        config=config,
+        output_dir=out,
+        resume=args.resume,
+    )
+    if parallel.rank_and_world()[0] != 0:
+        return 0
+    supernet.save(out / "supernet")
+    print(
+        f"trained {result.steps} steps, final loss {result.final_loss:.4f}; "
+        f"supernet saved to {out / 'supernet'}"
+    )
+    if validation is not None:
+        space = supernet.space
+        for name, subnet in (("max", space.max_subnet()), ("min", space.min_subnet())):
+            print(
+                f"validation accuracy, {name} subnet: {evaluate(supernet, subnet, validation):.4f}"
+            )
+    return 0
