@@ -298,7 +298,23 @@ def latency_section(supernet: ofa.Supernet, tokenizer: object, source: str,
         "move 15-30 % between runs; the ratios move less. `speedup / FLOP reduction` is 1.0 "
         "when latency falls as fast as matmul FLOPs.",
         markdown_table(rows),
+        _efficiency_summary(rows),
     ])  # fmt: skip
+
+
+def _efficiency_summary(rows: list[dict[str, object]]) -> str:
+    """Median and range of speedup / FLOP reduction per batch size, teacher excluded."""
+    parts = []
+    for batch in sorted({int(str(r["batch"])) for r in rows}):
+        values = [
+            float(str(r["speedup / FLOP reduction"]))
+            for r in rows
+            if int(str(r["batch"])) == batch and not str(r["subnet"]).startswith("teacher")
+        ]
+        if values:
+            parts.append(f"batch {batch}: median {_median(values):.2f} "
+                         f"(range {min(values):.2f}-{max(values):.2f})")  # fmt: skip
+    return "Speedup / FLOP reduction of the exported subnets: " + "; ".join(parts) + "."
 
 
 def sparse_section(supernet: ofa.Supernet, tokenizer: object, source: str,
