@@ -182,3 +182,12 @@ def test_measured_latency_search(supernet):
         remeasure_rounds=2,
     )
     assert result.num_trials == 3 and result.best is not None
+
+
+def test_hypervolume_and_front():
+    points = [(0.9, 5.0), (0.8, 2.0), (0.7, 3.0), (0.95, 12.0)]
+    assert search.pareto_front(points) == [(0.8, 2.0), (0.9, 5.0), (0.95, 12.0)]
+    # (0.95, 12 ms) lies beyond the 10 ms reference: it adds nothing
+    volume = search.hypervolume(points, reference_accuracy=0.5, reference_ms=10.0)
+    assert volume == pytest.approx(8 * 0.3 + 5 * 0.1)
+    assert search.hypervolume([], reference_accuracy=0.5, reference_ms=10.0) == 0.0
