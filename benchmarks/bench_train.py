@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="1 is fastest when other jobs share the cores"
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    parser.add_argument("--section", help="docs/BENCHMARKS.md section name (default: train)")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_size, args.eval_size, args.max_length = 128, 32, 24
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     body = report(args, results)
     print(body)
     if not args.no_write:
-        name = "train-quick" if args.quick else "train"
+        name = args.section or ("train-quick" if args.quick else "train")
         write_section(
             name,
             "Supernet training on Rotten Tomatoes (MiniLM-L6)"

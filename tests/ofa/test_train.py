@@ -273,6 +273,20 @@ def test_finetune_learns_the_toy_task(tmp_path):
     assert accuracy(model, data) < 0.7
 
 
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_trains(tmp_path):
+    supernet = ofa.convert(tiny_bert())
+    result = train(
+        supernet,
+        teacher=tiny_bert(seed=1),
+        train_data=toy_data(),
+        config=_config(),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert next(supernet.parameters()).is_cuda and result.final_loss == result.final_loss
+
+
 def test_bad_input_errors(tmp_path):
     supernet = ofa.convert(tiny_bert())
     data, config = toy_data(), _config()
@@ -318,6 +332,7 @@ def test_bad_input_errors(tmp_path):
         TrainConfig(phases=default_phases(6), start_phase=6)
 
 
+@pytest.mark.slow
 def test_cli_finetune_convert_train_and_errors(tmp_path, capsys):
     import csv
 

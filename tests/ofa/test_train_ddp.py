@@ -55,6 +55,7 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
     return safetensors.torch.load_file(str(path))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_agree_with_each_other_and_with_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [
