@@ -184,6 +184,8 @@ def save(
         if sparsity != "2:4":
             raise ValueError(f"sparsity {sparsity!r} is not supported: use '2:4' or None")
         sparsity = SparsityConfig()
+    if sparsity is not None and not isinstance(sparsity, SparsityConfig):
+        raise TypeError(f"sparsity must be '2:4', a SparsityConfig or None, not {sparsity!r}")
     model = extract(supernet, subnet)
     with supernet.using(subnet):
         diff = compare(model, supernet, vocab_size=model.config.vocab_size)

@@ -112,6 +112,14 @@ def test_sparsity_config_json_round_trip():
         SparsityConfig(pattern="1:4")  # type: ignore[arg-type]
 
 
+def test_unknown_sparsity_is_refused(wide, tmp_path):
+    with pytest.raises(ValueError, match="not supported"):
+        export.save(wide, _subnet(wide), tmp_path / "x", sparsity="1:4")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="SparsityConfig"):
+        export.save(wide, _subnet(wide), tmp_path / "x", sparsity={"pattern": "2:4"})  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()
+
+
 def test_semi_structured_is_a_no_op_on_cpu():
     layer = nn.Sequential(nn.Linear(64, 64))
     apply_2_4_(layer, ["0"])
