@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -210,8 +211,20 @@ def save(
             if p.is_file()
         }
         write_json_atomic(tmp / MANIFEST_FILE, manifest)
+        _usual_permissions(tmp)
     logger.info("exported %s to %s", subnet.to_json(), out_dir)
     return out_dir
+
+
+def _usual_permissions(directory: Path) -> None:
+    """Temporary files are private (0600 / 0700); a checkpoint gets the umask's usual modes."""
+    probe = directory / ".umask-probe"
+    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY, 0o777))  # the umask, without changing it
+    umask = 0o777 & ~stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _write_files(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import safetensors
@@ -46,6 +48,10 @@ def test_per_layer_export_files_manifest_and_load(supernet, tmp_path):
     assert manifest["flops"]["value"] == supernet.flops(subnet, batch_size=1, seq_len=128)
     assert manifest["latency"] == {"ms": 1.5, "device": "cpu"} and manifest["accuracy"] == 0.8
     assert set(manifest["files"]) == names - {"manifest.json"}
+    umask = os.umask(0)
+    os.umask(umask)  # not the private modes of temporary files
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o666 & ~umask
     assert manifest["versions"]["transformers"] and manifest["verify"]["max_abs_diff"] <= 1e-5
     with safetensors.safe_open(str(out / "model.safetensors"), "pt") as handle:
         assert Subnet.from_json(handle.metadata()["ofa_subnet"]) == subnet
