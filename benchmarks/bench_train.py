@@ -37,7 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
 from benchmarks._report import markdown_table, write_section  # noqa: E402
-from ofa.data import load_movie_reviews, tokenize  # noqa: E402
+from ofa.data import (  # noqa: E402
+    load_movie_reviews,
+    pad_collate,  # noqa: E402
+    tokenize,
+)
 from ofa.distill import DistillConfig  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
 from ofa.evaluate import accuracy, evaluate  # noqa: E402
@@ -45,7 +49,6 @@ from ofa.finetune import FinetuneConfig, finetune  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
 from ofa.supernet import Supernet  # noqa: E402
 from ofa.train import PhaseConfig, TrainConfig, default_phases, train  # noqa: E402
-from ofa.train.loop import pad_collate  # noqa: E402
 
 log = logging.getLogger("bench_train")
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,10 +22,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification  # noqa: E402
 
-from ofa.data import load_movie_reviews, tokenize  # noqa: E402
+from ofa.data import (  # noqa: E402
+    load_movie_reviews,
+    pad_collate,  # noqa: E402
+    tokenize,
+)
 from ofa.distill import DistillConfig, HiddenAdaptor, distillation_loss  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
-from ofa.train.loop import pad_collate  # noqa: E402
 
 
 class BiLSTMClassifier(nn.Module):

@@ -25,7 +25,14 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TaskData", "load_task", "load_movie_reviews", "tokenize", "make_loader"]
+__all__ = [
+    "TaskData",
+    "load_task",
+    "load_movie_reviews",
+    "tokenize",
+    "make_loader",
+    "pad_collate",
+]
 
 _BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
@@ -310,3 +317,19 @@ def epoch_order(
     order = torch.randperm(size, generator=generator).tolist()
     usable = size - size % world_size
     return order[rank:usable:world_size]
+
+
+def pad_collate(rows: dict[str, list[Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a column-wise batch of token ids to its longest row."""
+    length = max(len(ids) for ids in rows["input_ids"])
+    batch: dict[str, torch.Tensor] = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key not in rows:
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        batch[key] = torch.tensor([list(r) + [fill] * (length - len(r)) for r in rows[key]])
+    if "attention_mask" not in batch:
+        batch["attention_mask"] = (batch["input_ids"] != pad_id).long()
+    if "labels" in rows:
+        batch["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
+    return batch

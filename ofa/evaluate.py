@@ -15,7 +15,7 @@ __all__ = ["evaluate", "accuracy"]
 @torch.no_grad()
 def accuracy(model: nn.Module, data: datasets.Dataset, *, batch_size: int = 64) -> float:
     """Share of rows of a tokenized dataset whose argmax logit equals ``labels``."""
-    from ofa.train.loop import pad_collate
+    from ofa.data import pad_collate
 
     if not isinstance(data, datasets.Dataset) or "labels" not in data.column_names:
         raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ofa.data import pad_collate
 from ofa.train.config import PhaseConfig, TheseusConfig, TrainConfig, default_phases
 from ofa.train.loop import TrainResult, plan_phases, train
 
@@ -11,6 +12,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "default_phases",
+    "pad_collate",
     "plan_phases",
     "train",
 ]

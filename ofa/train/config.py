@@ -251,6 +251,13 @@ class TrainConfig:
             raise ValueError(
                 f"teacher_mode must be 'frozen' or 'inplace', got {self.teacher_mode!r}"
             )
+        if self.theseus is not None and (
+            self.distill.hidden_weight > 0 or self.teacher_mode == "inplace"
+        ):
+            raise ValueError(
+                "BERT-of-Theseus mixes teacher layers into the student: use it with a frozen "
+                "teacher and hidden_weight=0"
+            )
         if self.checkpoint_every_steps < 0:
             raise ValueError("checkpoint_every_steps must be >= 0")
         if self.version != 1:

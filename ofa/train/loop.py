@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ofa.data import epoch_order
+from ofa.data import epoch_order, pad_collate
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
 from ofa.space import Subnet
 from ofa.supernet import Supernet
@@ -78,22 +78,6 @@ def _lr_lambda(plans: list[PhasePlan], config: TrainConfig) -> Any:
         return peak * max(0.0, (length - local) / max(1, length - warmup))
 
     return factor
-
-
-def pad_collate(rows: dict[str, list[Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a column-wise batch of token ids to its longest row."""
-    length = max(len(ids) for ids in rows["input_ids"])
-    batch: dict[str, torch.Tensor] = {}
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
-        if key not in rows:
-            continue
-        fill = pad_id if key == "input_ids" else 0
-        batch[key] = torch.tensor([list(r) + [fill] * (length - len(r)) for r in rows[key]])
-    if "attention_mask" not in batch:
-        batch["attention_mask"] = (batch["input_ids"] != pad_id).long()
-    if "labels" in rows:
-        batch["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
-    return batch
 
 
 def _micro_batches(
@@ -266,13 +250,16 @@ def train(
         resume: continue from ``output_dir/checkpoint`` exactly where it stopped.
         max_steps: stop after this many optimizer steps in total (a later ``resume`` goes on).
 
+    Seeds torch's global generator with ``config.seed`` (dropout), samples subnets from its own
+    generator, and leaves the supernet in eval mode on its max subnet.
+
     Example:
         >>> result = ofa.train(supernet, teacher=bert, train_data=task_train,
         ...                    config=ofa.TrainConfig(phases=ofa.default_phases(60)),
         ...                    output_dir="runs/train")
     """
-    _check_inputs(supernet, teacher, train_data, config)
     rank, world = parallel.setup()
+    _check_inputs(supernet, teacher, train_data, config)
     device = parallel.device()
     output_dir = Path(output_dir)
     torch.manual_seed(config.seed)

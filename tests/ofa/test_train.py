@@ -65,13 +65,18 @@ def test_configs_round_trip_through_json():
     subnet = Subnet(layers=(1, 3), num_heads=(2, 4), ffn_dims=(32, 64), hidden_size=32)
     config = TrainConfig(
         phases=(*default_phases(12), PhaseConfig(name="fixed", epochs=0.5, subnet=subnet)),
-        distill=DistillConfig(logit_loss="mse", alpha=0.2, hidden_weight=1.0),
+        distill=DistillConfig(logit_loss="mse", alpha=0.2),
         theseus=TheseusConfig(start=0.3),
-        teacher_mode="inplace",
         batch_size=4,
     )
     again = TrainConfig.from_json(config.to_json())
     assert again == config and again.phases[-1].subnet == subnet
+    inplace = TrainConfig(
+        phases=default_phases(6),
+        teacher_mode="inplace",
+        distill=DistillConfig(hidden_weight=1.0, layer_mapping="dynamic"),
+    )
+    assert TrainConfig.from_dict(json.loads(inplace.to_json())) == inplace
     assert json.loads(config.to_json())["version"] == 1
     assert FinetuneConfig.from_json(FinetuneConfig(epochs=3).to_json()) == FinetuneConfig(epochs=3)
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
@@ -328,6 +333,12 @@ def test_bad_input_errors(tmp_path):
         PhaseConfig(name="x")
     with pytest.raises(ValueError, match="'max', 'large', 'all'"):
         PhaseConfig(name="x", steps=1, depths="some")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="BERT-of-Theseus"):
+        TrainConfig(
+            phases=default_phases(6),
+            theseus=TheseusConfig(),
+            distill=DistillConfig(hidden_weight=1.0),
+        )
     with pytest.raises(ValueError, match="start_phase"):
         TrainConfig(phases=default_phases(6), start_phase=6)
 
