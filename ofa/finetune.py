@@ -109,7 +109,7 @@ def finetune(
         resume=resume,
         progress=progress,
     )
-    trained = supernet.extract(full)
+    trained: PreTrainedModel = supernet.extract(full)  # type: ignore[assignment]
     if hasattr(trained.config, "ofa_subnet"):
         del trained.config.ofa_subnet
     return trained.eval()

@@ -95,11 +95,22 @@ class PhaseConfig:
 
     def space_for(self, space: SearchSpace) -> SearchSpace:
         """The part of ``space`` this phase samples from (the supernet's space is unchanged)."""
-        restricted = {
-            name: _restrict(getattr(space, name), getattr(self, name), name)
-            for name in _DIMENSIONS
-        }
-        return dataclasses.replace(space, **restricted)
+        if not isinstance(space, SearchSpace):
+            raise TypeError(
+                f"phases restrict a BERT-family SearchSpace, got {type(space).__name__}: "
+                "ofa.train trains BERT-family supernets"
+            )
+
+        def pick(name: str) -> tuple[int, ...]:
+            return _restrict(getattr(space, name), getattr(self, name), name)
+
+        return dataclasses.replace(
+            space,
+            depths=pick("depths"),
+            num_heads=pick("num_heads"),
+            ffn_dims=pick("ffn_dims"),
+            hidden_sizes=pick("hidden_sizes"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

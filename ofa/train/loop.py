@@ -212,6 +212,10 @@ def _check_inputs(
         raise TypeError(
             f"train takes an ofa.Supernet, got {type(supernet).__name__}; use ofa.convert"
         )
+    if supernet.family_name != "bert":
+        raise ValueError(
+            f"ofa.train trains BERT-family supernets; this one is {supernet.family_name!r}"
+        )
     if not isinstance(train_data, datasets.Dataset) or "input_ids" not in train_data.column_names:
         raise ValueError("train_data must be a tokenized datasets.Dataset (see ofa.data.tokenize)")
     if teacher is None and config.teacher_mode == "frozen" and config.distill.alpha < 1:

@@ -40,7 +40,7 @@ def _swapped_layers(encoder: nn.Module, layers: list[nn.Module]) -> Iterator[Non
 
 
 def theseus_forward(
-    supernet: Any, teacher: nn.Module, subnet: Subnet, inputs: dict[str, torch.Tensor], p: float
+    supernet: Any, teacher: Any, subnet: Subnet, inputs: dict[str, torch.Tensor], p: float
 ) -> Any:
     """One forward pass of ``subnet`` with each layer group replaced by the teacher's at ``1 - p``.
 
