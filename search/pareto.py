@@ -63,6 +63,7 @@ class SearchResult:
     pareto: tuple[ParetoPoint, ...]
     best: ParetoPoint | None
     message: str
+    also_measured: tuple[ParetoPoint, ...] = ()
     out_dir: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +77,7 @@ class SearchResult:
             "best": None if self.best is None else self.best.to_dict(),
             "message": self.message,
             "pareto": [point.to_dict() for point in self.pareto],
+            "also_measured": [point.to_dict() for point in self.also_measured],
         }
 
 
