@@ -262,6 +262,13 @@ class TrainConfig:
             raise ValueError(
                 f"teacher_mode must be 'frozen' or 'inplace', got {self.teacher_mode!r}"
             )
+        if self.teacher_mode == "inplace" and any(
+            p.sampling != "sandwich" and p.subnet is None for p in phases
+        ):
+            raise ValueError(
+                "in-place distillation learns from the max subnet, which only the sandwich rule "
+                "samples first: use sampling='sandwich' in every phase"
+            )
         if self.theseus is not None and (
             self.distill.hidden_weight > 0 or self.teacher_mode == "inplace"
         ):

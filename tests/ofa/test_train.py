@@ -333,6 +333,8 @@ def test_bad_input_errors(tmp_path):
         PhaseConfig(name="x")
     with pytest.raises(ValueError, match="'max', 'large', 'all'"):
         PhaseConfig(name="x", steps=1, depths="some")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sandwich"):
+        TrainConfig(phases=default_phases(6, sampling="random"), teacher_mode="inplace")
     with pytest.raises(ValueError, match="BERT-of-Theseus"):
         TrainConfig(
             phases=default_phases(6),
