@@ -92,22 +92,19 @@ def load_sources(train_dir: Path) -> tuple[ofa.Supernet, object, str]:
 
 
 def search_subnets(
-    runs: Path, supernet: ofa.Supernet, *, limit: int = 4
+    runs: Path, supernet: ofa.Supernet, *, limit: int = 5
 ) -> list[tuple[str, Subnet]]:
-    """The ``best`` of every search result under ``runs``, then Pareto points, in the space."""
-    bests: dict[Subnet, str] = {}
-    points: dict[Subnet, str] = {}
-    for path in sorted(runs.glob("**/pareto.json")):
+    """Per search result under ``runs`` (newest first): its ``best``, then its Pareto points."""
+    found: dict[Subnet, str] = {}
+    for path in sorted(runs.glob("**/pareto.json"), key=lambda p: -p.stat().st_mtime):
         data = read_json(path, what="search result")
-        if data.get("best"):
-            bests.setdefault(Subnet.from_dict(data["best"]["subnet"]), f"{path.parent.name} best")
-        for index, point in enumerate(data.get("pareto", [])):
-            label = f"{path.parent.name} Pareto #{index}"
-            points.setdefault(Subnet.from_dict(point["subnet"]), label)
-    labels = {**points, **bests}  # a best is labelled as such
-    ordered = list(bests) + [s for s in points if s not in bests]
-    ordered = [s for s in ordered if supernet.space.contains(s)]
-    return [(f"search: {labels[s]}", s) for s in ordered[:limit]]
+        entries = [(f"{path.parent.name} best", data["best"])] if data.get("best") else []
+        entries += [(f"{path.parent.name} Pareto #{i}", p) for i, p in enumerate(data["pareto"])]
+        for label, point in entries:
+            subnet = Subnet.from_dict(point["subnet"])
+            if supernet.space.contains(subnet):
+                found.setdefault(subnet, label)
+    return [(f"search: {label}", subnet) for subnet, label in list(found.items())[:limit]]
 
 
 def flops_subnets(supernet: ofa.Supernet, seq_len: int) -> list[tuple[str, Subnet]]:
