@@ -147,6 +147,10 @@ def _search(supernet, evaluate, latency, budget, sampler, trials, name, reselect
     out = OUT / name
     if reselect:  # no new trials: re-measure and choose again from the stored study
         trials = 0
+        stored = optuna.load_study(
+            study_name="ofa-search", storage=search.open_storage(out / "study.journal", None)
+        )
+        budget = stored.user_attrs["ofa_budget_ms"]  # the latency model may have been re-profiled
     else:
         shutil.rmtree(out, ignore_errors=True)
     start = time.time()
@@ -211,6 +215,17 @@ def main() -> None:
     evaluate = _cached(evaluate)  # the three samplers share evaluations of the same subnet
     latency = _latency_model(supernet, args.quick)
     budget = args.budget_fraction * latency(supernet.space.max_subnet())
+    if args.reselect:  # the budget the stored studies ran with
+        how += (
+            ". Re-selection run (--reselect): no new trials; the stored studies' Pareto subnets "
+            "were re-measured and chosen again with the current code. Their trials' predicted "
+            "latencies came from the previous profile of this CPU (same settings), the held-out "
+            "error quoted next is the current profile's"
+        )
+        storage = search.open_storage(OUT / "tpe" / "study.journal", None)
+        budget = optuna.load_study(study_name="ofa-search", storage=storage).user_attrs[
+            "ofa_budget_ms"
+        ]
     load_before = os.getloadavg()[0]
     runs = {
         s: _search(supernet, evaluate, latency, budget, s, args.trials, s, args.reselect)
