@@ -131,7 +131,13 @@ def _report(result: Any) -> None:
         f"{result.study_name!r}; Pareto front, latency predicted vs measured:"
     )
     print(f"  {'trial':>5} {'accuracy':>8} {'predicted':>10} {'measured':>10}  fits")
-    for point in result.pareto:
+    rows = [*result.pareto]
+    if result.also_measured:
+        rows += [None, *result.also_measured]
+    for point in rows:
+        if point is None:
+            print("  re-measured after correcting the predictions by the front's ratio:")
+            continue
         measured = "-" if point.measured_ms is None else f"{point.measured_ms:.2f} ms"
         print(
             f"  {point.trial_number:>5} {point.accuracy:8.4f} {point.predicted_ms:7.2f} ms "
