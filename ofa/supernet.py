@@ -17,7 +17,6 @@ from torch import nn
 
 from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic
 from ofa.convert import family_for, family_named
-from ofa.convert.bert import SUPPORTED_CLASSES
 from ofa.groups import UnitGroup
 from ofa.space import SearchSpace, Subnet
 
@@ -62,7 +61,7 @@ class Supernet(nn.Module):
         Raises:
             ValueError: ``subnet`` is outside this supernet's space.
         """
-        subnet_type = getattr(self._family, "subnet_type", Subnet)
+        subnet_type = self._family.subnet_type
         if not isinstance(subnet, subnet_type):
             raise TypeError(
                 f"set_subnet takes an ofa.{subnet_type.__name__}, got {type(subnet).__name__}"
@@ -126,17 +125,12 @@ class Supernet(nn.Module):
         directory = Path(directory)
         with atomic_dir(directory) as tmp:
             safetensors.torch.save_model(self.model, str(tmp / _WEIGHTS))
-            config_dict = getattr(self._family, "config_dict", None)
-            config = config_dict(self.model) if config_dict else self.model.config.to_dict()
-            write_json_atomic(tmp / _CONFIG, config)
+            write_json_atomic(tmp / _CONFIG, self._family.config_dict(self.model))
             meta = {
                 "format": _FORMAT,
                 "version": 1,
                 "family": self.family_name,
                 "model_class": type(self.model).__name__,
-                "attn_implementation": getattr(
-                    getattr(self.model, "config", None), "_attn_implementation", None
-                ),
                 "space": self.space.to_dict(),
                 "active_subnet": self._active.to_dict(),
                 "sha256": {name: sha256_file(tmp / name) for name in (_WEIGHTS, _CONFIG)},
@@ -151,7 +145,9 @@ def set_subnet_(supernet: Supernet, subnet: Subnet) -> None:
     supernet.set_subnet(subnet)
 
 
-def convert(model: nn.Module, space: SearchSpace | None = None, *, inplace: bool = False) -> Supernet:
+def convert(
+    model: nn.Module, space: SearchSpace | None = None, *, inplace: bool = False
+) -> Supernet:
     """Turn a trained model into a supernet whose subnets are leading slices of its weights.
 
     The given model is **not modified**: it is deep-copied first, unless ``inplace=True``, which
@@ -173,10 +169,9 @@ def convert(model: nn.Module, space: SearchSpace | None = None, *, inplace: bool
     family.check_supported(model)
     if space is None:
         space = family.default_space(model)
-    elif not isinstance(space, getattr(family, "space_type", SearchSpace)):
+    elif not isinstance(space, family.space_type):
         raise TypeError(
-            f"space must be an ofa.{getattr(family, 'space_type', SearchSpace).__name__}, "
-            f"got {type(space).__name__}"
+            f"space must be an ofa.{family.space_type.__name__}, got {type(space).__name__}"
         )
     family.check_space(model, space)
     if not inplace:
@@ -192,7 +187,9 @@ def load_supernet(directory: str | os.PathLike, *, device: str | torch.device = 
     """Load a supernet written by :meth:`Supernet.save`; checks every file's sha256."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory; save one with Supernet.save(dir)")
+        raise FileNotFoundError(
+            f"{directory} is not a directory; save one with Supernet.save(dir)"
+        )
     meta = read_json(directory / _META, what="not a supernet directory")
     if meta.get("format") != _FORMAT or meta.get("version") != 1:
         raise ValueError(f"{directory / _META} is not an ofa supernet (format/version mismatch)")
@@ -206,21 +203,10 @@ def load_supernet(directory: str | os.PathLike, *, device: str | torch.device = 
     family = family_named(meta.get("family", "bert"))
     class_name = meta["model_class"]
     config_dict = read_json(directory / _CONFIG, what="config")
-    if hasattr(family, "build_model"):  # rebuilt from its architecture JSON, nothing imported
-        with torch.device(device):
-            model = family.build_model(class_name, config_dict)
-        space = family.space_from_dict(meta["space"])
-        subnet = family.subnet_from_dict(meta["active_subnet"])
-    else:
-        if class_name not in SUPPORTED_CLASSES:
-            raise ValueError(f"{class_name} is not a supported model class")
-        model_class = SUPPORTED_CLASSES[class_name]
-        config = model_class.config_class.from_dict(config_dict)
-        if meta.get("attn_implementation"):
-            config._attn_implementation = meta["attn_implementation"]
-        with torch.device(device):
-            model = model_class(config)
-        space, subnet = SearchSpace.from_dict(meta["space"]), Subnet.from_dict(meta["active_subnet"])
+    with torch.device(device):  # rebuilt from JSON: no class is imported by name
+        model = family.build_model(class_name, config_dict)
+    space = family.space_from_dict(meta["space"])
+    subnet = family.subnet_from_dict(meta["active_subnet"])
     supernet = convert(model, space, inplace=True)
     missing, unexpected = safetensors.torch.load_model(
         supernet.model, str(directory / _WEIGHTS), strict=True, device=str(device)

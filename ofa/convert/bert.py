@@ -74,6 +74,8 @@ class BertFamily:
     """Adapter for BERT-shaped encoders and their sequence-classification models."""
 
     name = "bert"
+    space_type = SearchSpace
+    subnet_type = Subnet
 
     # ---- structure ------------------------------------------------------------------------
     @staticmethod
@@ -123,6 +125,34 @@ class BertFamily:
         if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
             raise ValueError("only absolute position embeddings are supported")
 
+    # ---- save / load ----------------------------------------------------------------------
+    @staticmethod
+    def config_dict(model: PreTrainedModel) -> dict[str, Any]:
+        config = model.config.to_dict()
+        config["_attn_implementation"] = model.config._attn_implementation
+        return config
+
+    @staticmethod
+    def build_model(class_name: str, config: dict[str, Any]) -> PreTrainedModel:
+        """A randomly initialised model of a supported class (nothing is imported by name)."""
+        if class_name not in SUPPORTED_CLASSES:
+            raise ValueError(f"{class_name} is not a supported model class")
+        model_class = SUPPORTED_CLASSES[class_name]
+        settings = dict(config)
+        attn = settings.pop("_attn_implementation", None)
+        model_config = model_class.config_class.from_dict(settings)
+        if attn:
+            model_config._attn_implementation = attn
+        return model_class(model_config)
+
+    @staticmethod
+    def space_from_dict(data: dict[str, Any]) -> SearchSpace:
+        return SearchSpace.from_dict(data)
+
+    @staticmethod
+    def subnet_from_dict(data: dict[str, Any]) -> Subnet:
+        return Subnet.from_dict(data)
+
     # ---- conversion -----------------------------------------------------------------------
     def default_space(self, model: PreTrainedModel) -> SearchSpace:
         config = model.config
@@ -146,7 +176,9 @@ class BertFamily:
         }
         wrong = {k: (getattr(space, k), v) for k, v in expected.items() if getattr(space, k) != v}
         if wrong:
-            detail = ", ".join(f"{k}={got} but the model has {want}" for k, (got, want) in wrong.items())
+            detail = ", ".join(
+                f"{k}={got} but the model has {want}" for k, (got, want) in wrong.items()
+            )
             raise ValueError(f"search space does not fit the model: {detail}")
 
     def make_elastic_(self, model: PreTrainedModel) -> None:
@@ -154,7 +186,9 @@ class BertFamily:
         base = model.base_model
         if self._project(model) is None:
             for name in _EMBEDDINGS:
-                _set(base.embeddings, name, ElasticEmbedding.from_dense(_get(base.embeddings, name)))
+                _set(
+                    base.embeddings, name, ElasticEmbedding.from_dense(_get(base.embeddings, name))
+                )
         base.embeddings.LayerNorm = ElasticLayerNorm.from_dense(base.embeddings.LayerNorm)
         for layer in base.encoder.layer:
             for path in _LAYER_LINEARS:
@@ -185,7 +219,9 @@ class BertFamily:
             layer.output.dense.active_out_features = hidden
 
     # ---- extraction -----------------------------------------------------------------------
-    def extract(self, model: PreTrainedModel, space: SearchSpace, subnet: Subnet) -> PreTrainedModel:
+    def extract(
+        self, model: PreTrainedModel, space: SearchSpace, subnet: Subnet
+    ) -> PreTrainedModel:
         """A plain transformers model of the same class holding the subnet's weights."""
         hidden, head_dim = subnet.hidden_size, space.head_dim
         config = copy.deepcopy(model.config)
@@ -202,8 +238,12 @@ class BertFamily:
         if project is not None and self._project(small) is None:
             # ELECTRA builds no projection when embedding_size == hidden_size; the subnet has one
             small.base_model.embeddings_project = nn.Linear(project.in_features, hidden)
-        for layer, heads, ffn_dim in zip(small.base_model.encoder.layer, subnet.num_heads, subnet.ffn_dims):
-            reshape_layer_(layer, hidden=hidden, num_heads=heads, head_dim=head_dim, ffn_dim=ffn_dim)
+        for layer, heads, ffn_dim in zip(
+            small.base_model.encoder.layer, subnet.num_heads, subnet.ffn_dims
+        ):
+            reshape_layer_(
+                layer, hidden=hidden, num_heads=heads, head_dim=head_dim, ffn_dim=ffn_dim
+            )
         small.to(dtype=reference.dtype, device=reference.device)
         small.load_state_dict(self._sliced_state(model, small, subnet), strict=True)
         small.train(model.training)
@@ -250,7 +290,13 @@ class BertFamily:
         return total
 
     def flops(
-        self, model: PreTrainedModel, space: SearchSpace, subnet: Subnet, *, batch_size: int, seq_len: int
+        self,
+        model: PreTrainedModel,
+        space: SearchSpace,
+        subnet: Subnet,
+        *,
+        batch_size: int,
+        seq_len: int,
     ) -> int:
         """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass, as FlopCounterMode counts."""
         tokens = batch_size * seq_len
@@ -281,7 +327,9 @@ class BertFamily:
         hidden_members: list[tuple[str, int]] = []
         if self._project(model) is None:
             hidden_members += [(f"{prefix}embeddings.{n}.weight", 1) for n in _EMBEDDINGS]
-            hidden_members += [(f"{prefix}embeddings.LayerNorm.{p}", 0) for p in ("weight", "bias")]
+            hidden_members += [
+                (f"{prefix}embeddings.LayerNorm.{p}", 0) for p in ("weight", "bias")
+            ]
         for index in range(space.num_layers):
             layer = f"{prefix}encoder.layer.{index}."
             qkv = [f"{layer}attention.self.{n}" for n in ("query", "key", "value")]
@@ -304,7 +352,11 @@ class BertFamily:
                     name=f"{layer}ffn",
                     size=space.max_ffn_dim,
                     block=1,
-                    members=((f"{inter}.weight", 0), (f"{inter}.bias", 0), (f"{ffn_out}.weight", 1)),
+                    members=(
+                        (f"{inter}.weight", 0),
+                        (f"{inter}.bias", 0),
+                        (f"{ffn_out}.weight", 1),
+                    ),
                 )
             )
             hidden_members += [(f"{q}.weight", 1) for q in qkv] + [(f"{inter}.weight", 1)]
@@ -318,7 +370,9 @@ class BertFamily:
                 hidden_members.append((f"{path}.weight", 1))
         hidden_members += [(f"{p}.weight", 1) for p in self._fixed_linears(model)]
         groups.append(
-            UnitGroup(name="hidden", size=space.max_hidden_size, block=1, members=tuple(hidden_members))
+            UnitGroup(
+                name="hidden", size=space.max_hidden_size, block=1, members=tuple(hidden_members)
+            )
         )
         return groups
 
@@ -327,7 +381,9 @@ class BertFamily:
         return bool(self._fixed_linears(model))
 
 
-def reshape_layer_(layer: nn.Module, *, hidden: int, num_heads: int, head_dim: int, ffn_dim: int) -> None:
+def reshape_layer_(
+    layer: nn.Module, *, hidden: int, num_heads: int, head_dim: int, ffn_dim: int
+) -> None:
     """Give one plain BERT layer ``num_heads`` heads of ``head_dim`` and an FFN of ``ffn_dim``.
 
     Only plain ``nn.Linear`` modules are swapped and the attention module's own shape
