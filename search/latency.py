@@ -83,7 +83,12 @@ class LatencyTarget:
 
     def __post_init__(self) -> None:
         _dtype(self.dtype)
-        torch.device(self.device)  # raises on a malformed device string
+        try:
+            kind = torch.device(self.device).type
+        except RuntimeError:
+            kind = None
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r}: use cpu, cuda or cuda:N")
         if self.batch_size < 1 or self.seq_len < 1 or self.num_threads < 1:
             raise ValueError("batch_size, seq_len and num_threads must be positive")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
@@ -290,6 +295,21 @@ def compare_latency(
     return {name: _result(times[name], example_inputs, target) for name in names}
 
 
+def check_fits(supernet: Supernet, target: LatencyTarget) -> None:
+    """Refuse a sequence length the model has no position embeddings for."""
+    config = getattr(supernet, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta"):
+        positions -= int(config.pad_token_id) + 1  # positions start after the padding index
+    if target.seq_len > positions:
+        raise ValueError(
+            f"seq_len {target.seq_len} exceeds the model's max_position_embeddings "
+            f"({positions} usable positions): pass --seq-len {positions} or less"
+        )
+
+
 class MeasuredLatency:
     """Latency of a subnet measured on its extracted model (no latency model in between).
 
@@ -302,6 +322,7 @@ class MeasuredLatency:
         self, supernet: Supernet, target: LatencyTarget, *, warmup: int = 2, rounds: int = 5
     ) -> None:
         _check_counts(warmup, rounds)
+        check_fits(supernet, target)
         self.supernet = supernet
         self.target = target
         self.warmup = warmup

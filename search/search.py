@@ -17,6 +17,7 @@ from optuna.storages import BaseStorage
 
 from ofa.space import Subnet
 from ofa.supernet import Supernet
+from search._stale import fail_dead_trials, tag_worker
 from search._study import (
     SAMPLERS,
     is_feasible,
@@ -115,6 +116,7 @@ def _objective(
     cache: dict[Subnet, float] = {}
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
+        tag_worker(trial)
         subnet = suggest_subnet(trial, supernet.space)
         if subnet not in cache:
             cache[subnet] = float(latency(subnet))
@@ -311,11 +313,13 @@ def run(
         budget_ms,
         target,
     )
+    fail_dead_trials(study)
     if not study.get_trials(deepcopy=False):
         _enqueue_seeds(study, supernet, latency, budget_ms)
     study.optimize(
         _objective(supernet, evaluate, latency, budget_ms, evaluate_infeasible), n_trials=trials
     )
+    fail_dead_trials(study)
     points = _front(study, supernet, target)
     if remeasure:
         points = _remeasure(points, supernet, target, remeasure_warmup, remeasure_rounds)
