@@ -93,6 +93,13 @@ def main() -> None:
         for m in ("table", "predictor")
     ]
     goal = "met" if latency.held_out_error <= 0.05 else "NOT met"
+    busy = "?" in (load_before, load_after) or max(float(load_before), float(load_after)) > 2.5
+    shared = (
+        ": the CPU was shared with other jobs, so these are upper bounds on the error a quiet "
+        "machine would show"
+        if busy
+        else ": nothing else ran, the machine was quiet"
+    )
     body = f"""Real MiniLM-L6 supernet (converted), {target.describe()}, {num_train} profiled + \
 {num_test} held-out random extracted subnets, {rounds} timed rounds each (median).
 
@@ -105,9 +112,7 @@ Machine noise while measuring: median IQR/median of one measurement \
 again minutes later differ by a median {100 * statistics.median(repeat):.1f}% (max \
 {100 * max(repeat):.1f}%), which bounds what any latency model can reach here. Subnet latencies \
 ranged {min(measured):.1f}-{max(measured):.1f} ms. Load average {load_before} at the start, \
-{load_after} at the end (2 cores): the CPU was shared with other benchmarks and training runs, \
-so these are upper bounds on the error a quiet machine would show. Profiling took \
-{profile_s / 60:.1f} min."""
+{load_after} at the end (2 cores){shared}. Profiling took {profile_s / 60:.1f} min."""
     print(body)
     if not args.no_write:
         write_section("latency_model", "Latency model: held-out error on CPU", body)
