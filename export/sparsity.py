@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ofa._json import JsonMixin
 
 __all__ = [
     "SparsityConfig",
@@ -47,7 +48,7 @@ _ENCODER_LINEARS = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class SparsityConfig:
+class SparsityConfig(JsonMixin):
     """How to make an exported model 2:4 sparse.
 
     Attributes:
@@ -103,13 +104,6 @@ class SparsityConfig:
         if values.get("layers") is not None:
             values["layers"] = tuple(values["layers"])
         return cls(**values)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SparsityConfig:
-        return cls.from_dict(json.loads(text))
 
 
 def kernel_takes(linear: nn.Linear) -> bool:

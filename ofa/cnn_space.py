@@ -8,11 +8,12 @@ the space's order.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+from ofa._json import JsonMixin
 
 __all__ = ["CnnSearchSpace", "CnnSubnet"]
 
@@ -22,7 +23,7 @@ def _ints(values: Any) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CnnSubnet:
+class CnnSubnet(JsonMixin):
     """One CNN subnet: a width per channel group, a depth per stage, a kernel size per conv.
 
     Attributes:
@@ -62,13 +63,6 @@ class CnnSubnet:
             version=int(data.get("version", 1)),
         )
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> CnnSubnet:
-        return cls.from_dict(json.loads(text))
-
 
 def _check_choices(what: str, choices: tuple[int, ...], maximum: int, multiple: int) -> None:
     if not choices or tuple(sorted(set(choices))) != choices:
@@ -81,7 +75,7 @@ def _check_choices(what: str, choices: tuple[int, ...], maximum: int, multiple: 
 
 
 @dataclass(frozen=True, kw_only=True)
-class CnnSearchSpace:
+class CnnSearchSpace(JsonMixin):
     """The choices of a CNN supernet, per channel group, stage and kernel-elastic conv.
 
     Attributes:
@@ -222,10 +216,3 @@ class CnnSearchSpace:
                 f"unknown CnnSearchSpace fields {sorted(unknown)}; expected {sorted(known)}"
             )
         return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> CnnSearchSpace:
-        return cls.from_dict(json.loads(text))

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +20,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ofa._json import JsonMixin
 
 __all__ = [
     "DistillConfig",
@@ -37,7 +38,7 @@ LayerMapping = Literal["evenly_spaced", "dynamic"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillConfig:
+class DistillConfig(JsonMixin):
     """How a student learns from a teacher.
 
     Attributes:
@@ -80,13 +81,6 @@ class DistillConfig:
         if unknown:
             raise ValueError(f"unknown DistillConfig fields {sorted(unknown)}")
         return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> DistillConfig:
-        return cls.from_dict(json.loads(text))
 
 
 def kl_logit_loss(student: Tensor, teacher: Tensor, *, temperature: float = 1.0) -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedModel
 
+from ofa._json import JsonMixin
 from ofa.distill import DistillConfig
 from ofa.supernet import convert
 from ofa.train import PhaseConfig, TrainConfig, train
@@ -18,7 +18,7 @@ __all__ = ["FinetuneConfig", "finetune"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneConfig:
+class FinetuneConfig(JsonMixin):
     """Plain fine-tuning: ``epochs`` passes with warmup then linear decay."""
 
     epochs: float = 2.0
@@ -60,13 +60,6 @@ class FinetuneConfig:
         if unknown:
             raise ValueError(f"unknown FinetuneConfig fields {sorted(unknown)}")
         return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> FinetuneConfig:
-        return cls.from_dict(json.loads(text))
 
 
 def finetune(

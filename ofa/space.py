@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+
+from ofa._json import JsonMixin
 
 __all__ = ["SearchSpace", "Subnet", "select_layers"]
 
@@ -49,7 +50,7 @@ def _check_choices(name: str, choices: tuple[int, ...], *, maximum: int, step: i
 
 
 @dataclass(frozen=True, kw_only=True)
-class Subnet:
+class Subnet(JsonMixin):
     """One concrete subnet: which layers it keeps and the width of each.
 
     Attributes:
@@ -105,16 +106,9 @@ class Subnet:
             version=int(data.get("version", 1)),
         )
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Subnet:
-        return cls.from_dict(json.loads(text))
-
 
 @dataclass(frozen=True, kw_only=True)
-class SearchSpace:
+class SearchSpace(JsonMixin):
     """The choices of a BERT-family supernet, per elastic dimension.
 
     Attributes:
@@ -192,9 +186,13 @@ class SearchSpace:
     ) -> SearchSpace:
         """The space derived from a model's shape: quarters of each width, depth from a third."""
         if ffn_step is None:
-            ffn_step = next(s for s in (64, 32, 16, 8, 4, 2, 1) if max_ffn_dim % (4 * s) == 0 or s == 1)
+            ffn_step = next(
+                s for s in (64, 32, 16, 8, 4, 2, 1) if max_ffn_dim % (4 * s) == 0 or s == 1
+            )
         quarters = sorted({max(1, round(max_num_heads * q / 4)) for q in range(1, 5)})
-        ffn = sorted({max(ffn_step, round(max_ffn_dim * q / 4 / ffn_step) * ffn_step) for q in range(1, 5)})
+        ffn = sorted(
+            {max(ffn_step, round(max_ffn_dim * q / 4 / ffn_step) * ffn_step) for q in range(1, 5)}
+        )
         units = max_hidden_size // head_dim
         hidden = sorted({max(1, round(units * q / 4)) * head_dim for q in range(2, 5)})
         depths = tuple(range(max(1, math.ceil(num_layers / 3)), num_layers + 1))
@@ -293,14 +291,7 @@ class SearchSpace:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown SearchSpace fields {sorted(unknown)}; expected {sorted(known)}")
+            raise ValueError(
+                f"unknown SearchSpace fields {sorted(unknown)}; expected {sorted(known)}"
+            )
         return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SearchSpace:
-        return cls.from_dict(json.loads(text))
-
-

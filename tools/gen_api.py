@@ -32,7 +32,11 @@ def _entry(package: str, name: str, obj: object) -> list[str]:
         return [f"### `{package}.{name}` (module)", "", _summary(obj), ""]
     lines = [f"### `{package}.{_signature(name, obj)}`", "", _summary(obj), ""]
     if inspect.isclass(obj):
-        for attr, member in sorted(vars(obj).items()):
+        own = {}
+        for klass in reversed(obj.__mro__):  # inherited methods of our own classes count too
+            if klass.__module__.split(".")[0] in PACKAGES:
+                own.update(vars(klass))
+        for attr, member in sorted(own.items()):
             if attr.startswith("_") or not (inspect.isfunction(member) or isinstance(
                 member, (classmethod, staticmethod, property)
             )):

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ofa.commands import convert, finetune, profile, quickstart
-from ofa.commands import train as train_command
-from ofa.commands import search as search_command
 from ofa.commands import export as export_command
+from ofa.commands import search as search_command
+from ofa.commands import train as train_command
 
 __all__ = ["COMMANDS"]
 

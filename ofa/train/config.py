@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ofa._json import JsonMixin
 from ofa.distill import DistillConfig
 from ofa.space import SearchSpace, Subnet
 
@@ -200,7 +200,7 @@ class TheseusConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(JsonMixin):
     """A whole supernet training run.
 
     Attributes:
@@ -294,10 +294,3 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
