@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ofa._io import read_json, write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["QuickstartConfig", "run_quickstart"]
@@ -179,6 +181,13 @@ class _Stages:
                 progress=True,
             )
             model.save(path)
+        # measured once per run directory: the search budget derives from it, and a continued
+        # study must keep its budget
+        record = self.out / "teacher_latency.json"
+        if record.exists() and read_json(record, what="teacher latency")["target"] == (
+            target.to_dict()
+        ):
+            return model, target, float(read_json(record, what="teacher latency")["median_ms"])
         inputs = search.example_inputs(
             batch_size=target.batch_size,
             seq_len=target.seq_len,
@@ -188,6 +197,7 @@ class _Stages:
         teacher_ms = search.measure_latency(
             teacher, inputs, device=target.device, num_threads=target.num_threads
         ).median_ms
+        write_json_atomic(record, {"median_ms": teacher_ms, "target": target.to_dict()})
         return model, target, teacher_ms
 
 

