@@ -285,6 +285,12 @@ def _write(args, runs, extra, budget, latency, how, trained, load_before, load_a
         if trained
         else "untrained converted MiniLM-L6 (the trained one was not there yet)"
     )
+    noise = (
+        "the CPU was shared with other jobs, so measured latencies drift by tens of percent "
+        "between measurements (see the latency-model section)."
+        if max(load_before, load_after) > 2.5
+        else "nothing else ran; the machine was quiet."
+    )
     body = f"""Supernet: {what}; objective: {how}. \
 Latency: the profiled CPU latency model ({latency.method}, held-out error \
 {100 * latency.held_out_error:.1f}%, {latency.target.describe()}). One seed per sampler.
@@ -302,10 +308,8 @@ faster evaluated subnets re-measured:
 
 {markdown_table(fits)}
 
-Noise: load average {load_before:.1f} at the start and {
-        load_after:.1f} at the end on 2 cores; the \
-CPU was shared with a long training benchmark and other jobs, so measured latencies drift by \
-tens of percent between measurements (see the latency-model section)."""
+Noise: load average {load_before:.1f} at the start and {load_after:.1f} at the end on 2 cores; \
+{noise}"""
     print(body)
     if not args.no_write:
         write_section("search_quality", "Search: hypervolume per sampler, budgets met", body)
