@@ -32,11 +32,11 @@ class QuickstartConfig:
 
     out: str = "runs/quickstart"
     device: str = "cpu"
-    train_examples: int = 1200
+    train_examples: int = 2000
     eval_examples: int = 300
     max_length: int = 64
-    teacher_epochs: float = 1.0
-    supernet_steps: int = 40
+    teacher_epochs: float = 2.0
+    supernet_steps: int = 60
     trials: int = 30
     budget_fraction: float = 0.5
     latency_batch_size: int = 1

@@ -25,11 +25,11 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     )
     parser.add_argument("--out", default="runs/quickstart", help="run directory")
     parser.add_argument("--device", default="cpu", help="latency target: cpu, cuda or cuda:N")
-    parser.add_argument("--train-examples", type=int, default=1200)
+    parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--eval-examples", type=int, default=300)
     parser.add_argument("--max-length", type=int, default=64, help="tokens per review")
-    parser.add_argument("--teacher-epochs", type=float, default=1.0)
-    parser.add_argument("--supernet-steps", type=int, default=40)
+    parser.add_argument("--teacher-epochs", type=float, default=2.0)
+    parser.add_argument("--supernet-steps", type=int, default=60)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument(
         "--budget-fraction",
