@@ -101,13 +101,7 @@ def pick_subnets(supernet: Supernet, seq_len: int) -> dict[float, Subnet]:
     """Uniform subnets nearest each FLOPs target; within 5 % prefer wide hidden, then depth."""
     space = supernet.space
     full = supernet.flops(space.max_subnet(), seq_len=seq_len)
-    candidates = [
-        space.uniform(depth=d, num_heads=h, ffn_dim=f, hidden_size=w)
-        for d in space.depths
-        for h in space.num_heads
-        for f in space.ffn_dims
-        for w in space.hidden_sizes
-    ]
+    candidates = space.uniform_subnets()
     chosen = {}
     for target in TARGETS:
         ratio = {s: supernet.flops(s, seq_len=seq_len) / full for s in candidates}

@@ -224,6 +224,16 @@ class SearchSpace(JsonMixin):
         self.check(subnet)
         return subnet
 
+    def uniform_subnets(self) -> list[Subnet]:
+        """Every uniform subnet of the space (one choice per dimension, same in every layer)."""
+        return [
+            self.uniform(depth=d, num_heads=h, ffn_dim=f, hidden_size=w)
+            for d in self.depths
+            for h in self.num_heads
+            for f in self.ffn_dims
+            for w in self.hidden_sizes
+        ]
+
     def max_subnet(self) -> Subnet:
         return self.uniform(
             depth=self.depths[-1],

@@ -140,13 +140,7 @@ def largest_within(
 ) -> Subnet | None:
     """The uniform subnet with the most FLOPs whose latency fits, by bisection over FLOPs."""
     uniform = sorted(
-        (
-            space.uniform(depth=d, num_heads=h, ffn_dim=f, hidden_size=w)
-            for d in space.depths
-            for h in space.num_heads
-            for f in space.ffn_dims
-            for w in space.hidden_sizes
-        ),
+        space.uniform_subnets(),
         key=flops,
     )
     low, high, best = 0, len(uniform) - 1, None
