@@ -5,11 +5,12 @@ Example:
     >>> export.save(supernet, subnet, "out/small", tokenizer=tokenizer, onnx=True)
     >>> model = export.load("out/small")
     >>> export.verify("out/small", supernet, subnet)
+    >>> export.save(cnn_supernet, cnn_subnet, "out/cnn", calibration_data=batches, onnx=True)
 """
 
 from __future__ import annotations
 
-from export.checkpoint import load, read_manifest, save
+from export.checkpoint import check_files, load, read_manifest, save
 from export.extract import extract, fits_vanilla
 from export.sparsity import SparsityConfig
 from export.verify import VerifyResult, verify
@@ -17,6 +18,7 @@ from export.verify import VerifyResult, verify
 __all__ = [
     "SparsityConfig",
     "VerifyResult",
+    "check_files",
     "extract",
     "fits_vanilla",
     "load",

@@ -19,13 +19,18 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from ofa.cnn_space import CnnSubnet
+from ofa.convert import family_named
 from ofa.convert.bert import SUPPORTED_CLASSES, reshape_layer_
+from ofa.convert.cnn_graph import CnnGraph
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet
 
 __all__ = ["extract", "fits_vanilla", "checkpoint_config", "modeling_source", "build_model"]
 
 MODELING_FILE = "modeling_ofa.py"
+# file names every export (BERT-family or CNN) writes
+WEIGHTS_FILE, CONFIG_FILE, SUBNET_FILE = "model.safetensors", "config.json", "subnet.json"
 # family prefix of the transformers class names -> model_type suffix
 _FAMILIES = {
     "Bert": "bert",
@@ -37,8 +42,10 @@ _FAMILIES = {
 _OFA_KEYS = ("ofa_num_heads", "ofa_ffn_dims", "ofa_head_dim", "ofa_base_architecture", "auto_map")
 
 
-def extract(supernet: Supernet, subnet: Subnet) -> PreTrainedModel:
+def extract(supernet: Supernet, subnet: Subnet | CnnSubnet) -> PreTrainedModel | CnnGraph:
     """A plain model of the supernet's class holding ``subnet``'s weights, in eval mode.
+
+    BERT-family supernets give a transformers model; CNN supernets a plain :class:`CnnGraph`.
 
     Raises:
         ValueError: ``subnet`` is outside the supernet's space.
@@ -46,10 +53,14 @@ def extract(supernet: Supernet, subnet: Subnet) -> PreTrainedModel:
     Example:
         >>> small = export.extract(supernet, supernet.space.min_subnet())
     """
-    if not isinstance(subnet, Subnet):
-        raise TypeError(f"subnet must be an ofa.Subnet, got {type(subnet).__name__}")
-    supernet.space.check(subnet)
-    model: PreTrainedModel = supernet.extract(subnet)  # type: ignore[assignment]
+    subnet_type = family_named(supernet.family_name).subnet_type
+    if not isinstance(subnet, subnet_type):
+        raise TypeError(
+            f"subnet must be an ofa.{subnet_type.__name__}, got {type(subnet).__name__}"
+        )
+    space: Any = supernet.space  # a SearchSpace or a CnnSearchSpace, by family
+    space.check(subnet)
+    model: Any = supernet.extract(subnet)  # type: ignore[arg-type]
     model.eval()
     return model
 

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from export.onnx import sample_inputs
+from ofa.cnn_space import CnnSubnet
+from ofa.convert import family_named
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 
@@ -28,13 +30,20 @@ class VerifyResult:
     Attributes:
         reference: ``"supernet"``; ``"masked supernet"`` for 2:4 exports (the supernet with the
             same weights zeroed); ``"masked supernet before fine-tune"`` when the 2:4 export was
-            fine-tuned afterwards (then the difference is reported, not bounded).
+            fine-tuned afterwards (then the difference is reported, not bounded);
+            ``"calibrated extracted model"`` for CNN exports whose batch-norm statistics were
+            recalibrated (the extracted subnet with the export's statistics).
         max_abs_diff: largest absolute difference of the main output (logits or last hidden state).
         atol: the bound it was held to (``None`` when unbounded).
         passed: True when within ``atol`` (and, for 2:4, every sparse layer is 2:4).
     """
 
-    reference: Literal["supernet", "masked supernet", "masked supernet before fine-tune"]
+    reference: Literal[
+        "supernet",
+        "masked supernet",
+        "masked supernet before fine-tune",
+        "calibrated extracted model",
+    ]
     max_abs_diff: float
     atol: float | None
     passed: bool
@@ -98,12 +107,15 @@ def masked_supernet(supernet: Supernet, subnet: Subnet, masks: dict[str, Tensor]
 
 
 def verify(
-    directory: str | os.PathLike, supernet: Supernet, subnet: Subnet | None = None
+    directory: str | os.PathLike, supernet: Supernet, subnet: Subnet | CnnSubnet | None = None
 ) -> VerifyResult:
     """Load the export in ``directory`` and check its outputs against ``supernet`` running it.
 
     fp32 exports must match within 1e-5; a 2:4 export is compared with the supernet whose same
-    weights are zeroed (the same bound), unless it was fine-tuned after masking.
+    weights are zeroed (the same bound), unless it was fine-tuned after masking. A CNN export
+    whose batch-norm statistics were calibrated is compared with the supernet's extracted
+    subnet carrying the export's statistics (every weight still from the supernet), on random
+    images of the space's ``image_size``.
 
     Raises:
         ValueError: the subnet differs from the export's, or the outputs differ beyond the bound.
@@ -113,15 +125,27 @@ def verify(
         >>> export.verify("out/", supernet, subnet).max_abs_diff < 1e-5
         True
     """
-    from export.checkpoint import load, read_manifest
+    from export.checkpoint import export_family, load, read_manifest
 
     manifest = read_manifest(directory)
-    exported = Subnet.from_dict(manifest["subnet"])
+    family = export_family(manifest)
+    if family != supernet.family_name:
+        raise ValueError(
+            f"{directory} is a {family} export but the supernet's family is "
+            f"{supernet.family_name!r}: verify it against the supernet it came from"
+        )
+    exported = family_named(family).subnet_from_dict(manifest["subnet"])
     subnet = exported if subnet is None else subnet
     if subnet != exported:
         raise ValueError(f"{directory} holds subnet {exported.to_json()}, not {subnet.to_json()}")
-    supernet.space.check(subnet)
-    model = load(directory, semi_structured="off")
+    space: Any = supernet.space  # a SearchSpace or a CnnSearchSpace, by family
+    space.check(subnet)
+    model: Any = load(directory, semi_structured="off")
+    if family == "cnn":
+        from export.cnn import verify_cnn
+
+        return verify_cnn(model, supernet, subnet, manifest)
+    assert isinstance(subnet, Subnet)
     vocab_size = model.config.vocab_size
     sparsity = manifest.get("sparsity")
     if not sparsity:

@@ -11,7 +11,14 @@ from ofa.finetune import FinetuneConfig, finetune
 from ofa.reorder import reorder_
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet, convert, load_supernet, set_subnet_
-from ofa.train import PhaseConfig, TheseusConfig, TrainConfig, default_phases, train
+from ofa.train import (
+    PhaseConfig,
+    TheseusConfig,
+    TrainConfig,
+    default_cnn_phases,
+    default_phases,
+    train,
+)
 
 __all__ = [
     "CnnSearchSpace",
@@ -27,6 +34,7 @@ __all__ = [
     "calibrate_bn_",
     "convert",
     "data",
+    "default_cnn_phases",
     "default_phases",
     "evaluate",
     "finetune",

@@ -1,38 +1,70 @@
-"""Accuracy of one subnet with the supernet's shared weights: no retraining, no extraction."""
+"""Accuracy of one subnet with the supernet's shared weights: no retraining."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
 
 import datasets
 import torch
 from torch import nn
 
+from ofa.calibrate import calibrate_bn_
+from ofa.data_images import ImageData
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 
 __all__ = ["evaluate", "accuracy"]
 
+logger = logging.getLogger(__name__)
 
-@torch.no_grad()
-def accuracy(model: nn.Module, data: datasets.Dataset, *, batch_size: int = 64) -> float:
-    """Share of rows of a tokenized dataset whose argmax logit equals ``labels``."""
+
+def _logits(out: Any) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _batches(data: datasets.Dataset | ImageData, model: nn.Module, batch_size: int) -> Any:
     from ofa.data import pad_collate
 
-    if not isinstance(data, datasets.Dataset) or "labels" not in data.column_names:
+    if isinstance(data, ImageData):
+        yield from data.batches(batch_size)
+        return
+    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    for start in range(0, len(data), batch_size):
+        yield pad_collate(data[start : start + batch_size], pad_id)
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, data: datasets.Dataset | ImageData, *, batch_size: int = 64
+) -> float:
+    """Share of rows whose argmax logit equals the label.
+
+    ``data`` is a tokenized ``datasets.Dataset`` with ``labels`` (:mod:`ofa.data`) or an
+    :class:`ofa.data_images.ImageData`; ``model`` returns logits or outputs with ``.logits``.
+    """
+    if not isinstance(data, ImageData) and (
+        not isinstance(data, datasets.Dataset) or "labels" not in data.column_names
+    ):
         raise ValueError(
-            "data must be a tokenized datasets.Dataset with labels (ofa.data.tokenize)"
+            "data must be a tokenized datasets.Dataset with labels (ofa.data.tokenize) "
+            "or an ofa.data_images.ImageData"
         )
     if len(data) == 0:
         raise ValueError("data is empty: nothing to evaluate")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
     correct = 0
     try:
-        for start in range(0, len(data), batch_size):
-            batch = pad_collate(data[start : start + batch_size], pad_id)
+        for batch in _batches(data, model, batch_size):
             labels = batch.pop("labels")
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            if "pixel_values" in inputs:
+                logits = _logits(model(inputs["pixel_values"]))
+            else:
+                logits = _logits(model(**inputs))
             correct += int((logits.argmax(-1).cpu() == labels).sum())
     finally:
         model.train(was_training)
@@ -40,14 +72,40 @@ def accuracy(model: nn.Module, data: datasets.Dataset, *, batch_size: int = 64) 
 
 
 def evaluate(
-    supernet: Supernet, subnet: Subnet, data: datasets.Dataset, *, batch_size: int = 64
+    supernet: Supernet,
+    subnet: Subnet,
+    data: datasets.Dataset | ImageData,
+    *,
+    batch_size: int = 64,
+    calibration_data: ImageData | Iterable[Any] | None = None,
 ) -> float:
-    """Accuracy of ``subnet`` running on the supernet's shared weights.
+    """Accuracy of ``subnet`` with the supernet's shared weights (no per-subnet training).
+
+    A BERT-family subnet runs inside the supernet. A CNN subnet needs batch-norm statistics of
+    its own: with ``calibration_data`` (an ``ImageData`` or batches as :func:`ofa.calibrate_bn_`
+    takes; training images, not the evaluation ones) the subnet is extracted, calibrated and
+    evaluated, and the supernet is left untouched. Without it a CNN subnet runs on the
+    supernet's running statistics, and a warning says so.
 
     Example:
         >>> acc = ofa.evaluate(supernet, supernet.space.min_subnet(), task_validation)
+        >>> acc = ofa.evaluate(cnn_supernet, subnet, test_images, calibration_data=train_images)
     """
     if not isinstance(supernet, Supernet):
         raise TypeError(f"evaluate takes an ofa.Supernet, got {type(supernet).__name__}")
+    if calibration_data is not None:
+        if supernet.family_name != "cnn":
+            raise ValueError("calibration_data recalibrates batch norms: it is for CNN supernets")
+        supernet.space.check(subnet)
+        model = supernet.extract(subnet)
+        if isinstance(calibration_data, ImageData):
+            calibration_data = calibration_data.batches(batch_size)
+        calibrate_bn_(model, calibration_data)
+        return accuracy(model, data, batch_size=batch_size)
+    if supernet.family_name == "cnn":
+        logger.warning(
+            "evaluating a CNN subnet on the supernet's batch-norm statistics; pass "
+            "calibration_data=<training images> for its own"
+        )
     with supernet.using(subnet):
         return accuracy(supernet, data, batch_size=batch_size)

@@ -12,6 +12,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
 
+from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.space import SearchSpace, Subnet
 
 __all__ = [
@@ -96,12 +97,19 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(value <= 0.0 for value in trial.constraints.values())
 
 
-def suggest_subnet(trial: optuna.trial.Trial, space: SearchSpace) -> Subnet:
-    """A subnet from the trial: depth, hidden width, and heads and FFN width of every layer.
+def suggest_subnet(
+    trial: optuna.trial.Trial, space: SearchSpace | CnnSearchSpace
+) -> Subnet | CnnSubnet:
+    """A subnet from the trial, one categorical parameter per elastic choice of ``space``.
 
-    Every layer's widths are suggested whatever the depth, so the parameter space is fixed (which
-    NSGA-II and multivariate TPE need); a layer the depth drops ignores its values.
+    BERT: depth, hidden width, and heads and FFN width of every layer. Every layer's widths are
+    suggested whatever the depth, so the parameter space is fixed (which NSGA-II and
+    multivariate TPE need); a layer the depth drops ignores its values. CNN: a width per channel
+    group (``width_i``), a depth per stage (``depth_i``) and a kernel per kernel-elastic conv
+    (``kernel_i``), in the space's order; a block the depth drops ignores its values.
     """
+    if isinstance(space, CnnSearchSpace):
+        return _suggest_cnn(trial, space)
     depth = trial.suggest_categorical("depth", list(space.depths))
     hidden = trial.suggest_categorical("hidden_size", list(space.hidden_sizes))
     heads = [
@@ -121,8 +129,36 @@ def suggest_subnet(trial: optuna.trial.Trial, space: SearchSpace) -> Subnet:
     )
 
 
-def subnet_params(subnet: Subnet, space: SearchSpace) -> dict[str, Any]:
+_CNN_PARAMS = (
+    ("width", "channel_choices"),
+    ("depth", "depth_choices"),
+    ("kernel", "kernel_choices"),
+)
+
+
+def _suggest_cnn(trial: optuna.trial.Trial, space: CnnSearchSpace) -> CnnSubnet:
+    values = [
+        tuple(
+            int(trial.suggest_categorical(f"{prefix}_{i}", list(options)))
+            for i, options in enumerate(getattr(space, choices))
+        )
+        for prefix, choices in _CNN_PARAMS
+    ]
+    return CnnSubnet(widths=values[0], depths=values[1], kernel_sizes=values[2])
+
+
+def subnet_params(
+    subnet: Subnet | CnnSubnet, space: SearchSpace | CnnSearchSpace
+) -> dict[str, Any]:
     """Trial parameters that :func:`suggest_subnet` maps back to ``subnet`` (for enqueueing)."""
+    if isinstance(subnet, CnnSubnet):
+        chosen = (subnet.widths, subnet.depths, subnet.kernel_sizes)
+        return {
+            f"{prefix}_{i}": value
+            for (prefix, _), values in zip(_CNN_PARAMS, chosen)
+            for i, value in enumerate(values)
+        }
+    assert isinstance(space, SearchSpace)
     params: dict[str, Any] = {"depth": subnet.depth, "hidden_size": subnet.hidden_size}
     for i in range(space.num_layers):
         # dropped layers take the nearest kept layer's widths, so uniform subnets stay uniform
@@ -133,21 +169,18 @@ def subnet_params(subnet: Subnet, space: SearchSpace) -> dict[str, Any]:
 
 
 def largest_within(
-    space: SearchSpace,
-    latency: Callable[[Subnet], float],
+    uniform: list[Any],
+    latency: Callable[[Any], float],
     budget_ms: float,
-    flops: Callable[[Subnet], int],
-) -> Subnet | None:
+    flops: Callable[[Any], int],
+) -> Any | None:
     """The uniform subnet with the most FLOPs whose latency fits, by bisection over FLOPs."""
-    uniform = sorted(
-        space.uniform_subnets(),
-        key=flops,
-    )
-    low, high, best = 0, len(uniform) - 1, None
+    ordered = sorted(uniform, key=flops)
+    low, high, best = 0, len(ordered) - 1, None
     while low <= high:
         middle = (low + high) // 2
-        if latency(uniform[middle]) <= budget_ms:
-            best, low = uniform[middle], middle + 1
+        if latency(ordered[middle]) <= budget_ms:
+            best, low = ordered[middle], middle + 1
         else:
             high = middle - 1
     return best

@@ -1,7 +1,7 @@
 """Measured latency: one model, or several interleaved, on a named device, dtype and input shape.
 
-Every figure carries where it was measured (device name, dtype, batch size, sequence length, torch
-version, threads), so a number is never read without its conditions.
+Every figure carries where it was measured (device name, dtype, batch size, sequence length or
+image size, torch version, threads), so a number is never read without its conditions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ofa.cnn_space import CnnSubnet
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 
@@ -69,9 +70,12 @@ class LatencyTarget:
     Attributes:
         device: a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
-        batch_size: sequences per forward pass.
-        seq_len: tokens per sequence.
+        batch_size: sequences (or images) per forward pass.
+        seq_len: tokens per sequence (BERT-family models; CNNs ignore it).
         num_threads: torch intra-op threads on CPU (fixed while measuring).
+        image_size: (height, width) of a CNN's input; ``None`` for BERT-family models. Profiling
+            or measuring a CNN fills it in from the search space's ``image_size`` when unset;
+            the input channels come from the model.
     """
 
     device: str = "cpu"
@@ -79,10 +83,22 @@ class LatencyTarget:
     batch_size: int = 1
     seq_len: int = 128
     num_threads: int = 2
+    image_size: tuple[int, int] | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
         _dtype(self.dtype)
+        if self.image_size is not None:
+            size: Any = self.image_size
+            try:
+                pair = (int(size),) * 2 if isinstance(size, int) else tuple(int(v) for v in size)
+            except (TypeError, ValueError):
+                pair = ()
+            if len(pair) != 2 or min(pair) < 1:
+                raise ValueError(
+                    f"image_size {size!r} must be a positive int or (height, width) of them"
+                )
+            object.__setattr__(self, "image_size", pair)
         try:
             kind = torch.device(self.device).type
         except RuntimeError:
@@ -95,12 +111,22 @@ class LatencyTarget:
             raise ValueError(f"device {self.device!r} asked for, but CUDA is not available here")
 
     def describe(self) -> str:
-        return f"{self.device} {self.dtype} batch {self.batch_size} seq {self.seq_len}" + (
+        shape = (
+            f"seq {self.seq_len}"
+            if self.image_size is None
+            else f"image {self.image_size[0]}x{self.image_size[1]}"
+        )
+        return f"{self.device} {self.dtype} batch {self.batch_size} {shape}" + (
             f" {self.num_threads} threads" if torch.device(self.device).type == "cpu" else ""
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.image_size is None:  # BERT targets keep the JSON they always had
+            del data["image_size"]
+        else:
+            data["image_size"] = list(self.image_size)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTarget:
@@ -113,7 +139,11 @@ class LatencyTarget:
 
 @dataclass(frozen=True, kw_only=True)
 class LatencyResult:
-    """Median and spread of repeated timings of one forward pass, in milliseconds."""
+    """Median and spread of repeated timings of one forward pass, in milliseconds.
+
+    ``seq_len`` is the inputs' second dimension for token inputs; image inputs ``(B, C, H, W)``
+    record ``seq_len`` 0 and their ``image_size`` instead.
+    """
 
     median_ms: float
     iqr_ms: float
@@ -127,6 +157,7 @@ class LatencyResult:
     seq_len: int
     num_threads: int
     torch_version: str
+    image_size: tuple[int, int] | None = None
 
     @property
     def relative_spread(self) -> float:
@@ -147,9 +178,12 @@ def example_inputs(
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-def _shape(inputs: Inputs) -> tuple[int, int]:
+def _shape(inputs: Inputs) -> tuple[int, int, tuple[int, int] | None]:
+    """Batch size, sequence length and image size (images: ``(B, C, H, W)``) of the inputs."""
     tensor = inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))
-    return int(tensor.shape[0]), int(tensor.shape[1]) if tensor.dim() > 1 else 1
+    if tensor.dim() == 4:
+        return int(tensor.shape[0]), 0, (int(tensor.shape[2]), int(tensor.shape[3]))
+    return int(tensor.shape[0]), int(tensor.shape[1]) if tensor.dim() > 1 else 1, None
 
 
 @contextlib.contextmanager
@@ -202,7 +236,7 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
 def _result(times: list[float], inputs: Inputs, target: LatencyTarget) -> LatencyResult:
     ordered = sorted(times)
     quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
-    batch_size, seq_len = _shape(inputs)
+    batch_size, seq_len, image_size = _shape(inputs)
     return LatencyResult(
         median_ms=statistics.median(ordered),
         iqr_ms=quartiles[2] - quartiles[0],
@@ -216,6 +250,7 @@ def _result(times: list[float], inputs: Inputs, target: LatencyTarget) -> Latenc
         seq_len=seq_len,
         num_threads=target.num_threads,
         torch_version=torch.__version__,
+        image_size=image_size,
     )
 
 
@@ -313,6 +348,9 @@ def check_fits(supernet: Supernet, target: LatencyTarget) -> None:
 class MeasuredLatency:
     """Latency of a subnet measured on its extracted model (no latency model in between).
 
+    Works for BERT-family supernets (token inputs of ``target.seq_len``) and CNNs (images of
+    ``target.image_size``, default the search space's; ``self.target`` has it filled in).
+
     Example:
         >>> latency = MeasuredLatency(supernet, LatencyTarget(device="cpu", seq_len=64))
         >>> latency(supernet.space.min_subnet())   # milliseconds
@@ -321,21 +359,22 @@ class MeasuredLatency:
     def __init__(
         self, supernet: Supernet, target: LatencyTarget, *, warmup: int = 2, rounds: int = 5
     ) -> None:
+        # imported here: the family adapters time layers with this module's functions
+        from search._families import latency_family
+
         _check_counts(warmup, rounds)
-        check_fits(supernet, target)
+        self._family = latency_family(supernet.family_name)
         self.supernet = supernet
-        self.target = target
+        self.target = self._family.resolve_target(supernet, target)
+        check_fits(supernet, self.target)
         self.warmup = warmup
         self.rounds = rounds
+        self._inputs = self._family.inputs(supernet, self.target)
 
-    def measure(self, subnet: Subnet) -> LatencyResult:
+    def measure(self, subnet: Subnet | CnnSubnet) -> LatencyResult:
         """Extract ``subnet`` and time it on the target."""
-        model = self.supernet.extract(subnet)
-        inputs = example_inputs(
-            batch_size=self.target.batch_size,
-            seq_len=self.target.seq_len,
-            vocab_size=int(self.supernet.config.vocab_size),
-        )
+        model = self.supernet.extract(subnet)  # type: ignore[arg-type]  # BERT-typed signature
+        inputs = self._inputs
         return measure_latency(
             model,
             inputs,
@@ -346,8 +385,8 @@ class MeasuredLatency:
             num_threads=self.target.num_threads,
         )
 
-    def predict(self, subnet: Subnet) -> float:
+    def predict(self, subnet: Subnet | CnnSubnet) -> float:
         return self.measure(subnet).median_ms
 
-    def __call__(self, subnet: Subnet) -> float:
+    def __call__(self, subnet: Subnet | CnnSubnet) -> float:
         return self.predict(subnet)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa._io import write_json_atomic
+from ofa.cnn_space import CnnSubnet
 from ofa.space import Subnet
 
 __all__ = ["ParetoPoint", "SearchResult", "hypervolume", "pareto_front", "write_pareto"]
@@ -21,7 +22,7 @@ class ParetoPoint:
     """One subnet on the front: its accuracy, predicted and (after re-measuring) measured ms."""
 
     trial_number: int
-    subnet: Subnet
+    subnet: Subnet | CnnSubnet
     accuracy: float
     predicted_ms: float
     measured_ms: float | None = None
@@ -112,29 +113,38 @@ def hypervolume(
     return area
 
 
-_CSV_COLUMNS = [
+_POINT_COLUMNS = [
     "trial_number",
     "accuracy",
     "predicted_ms",
     "measured_ms",
     "measured_iqr_ms",
     "within_budget",
-    "depth",
-    "layers",
-    "num_heads",
-    "ffn_dims",
-    "hidden_size",
-    "flops",
-    "num_params",
 ]
+_BERT_COLUMNS = ["depth", "layers", "num_heads", "ffn_dims", "hidden_size"]
+_CNN_COLUMNS = ["widths", "depths", "kernel_sizes"]
+
+
+def _subnet_columns(subnet: Subnet | CnnSubnet) -> dict[str, Any]:
+    """The subnet's choices as CSV cells: tuples become space-separated numbers."""
+    if isinstance(subnet, CnnSubnet):
+        return {name: " ".join(map(str, getattr(subnet, name))) for name in _CNN_COLUMNS}
+    return {
+        "depth": subnet.depth,
+        "layers": " ".join(map(str, subnet.layers)),
+        "num_heads": " ".join(map(str, subnet.num_heads)),
+        "ffn_dims": " ".join(map(str, subnet.ffn_dims)),
+        "hidden_size": subnet.hidden_size,
+    }
 
 
 def _csv_text(points: Sequence[ParetoPoint], budget_ms: float) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_CSV_COLUMNS)
+    cnn = bool(points) and isinstance(points[0].subnet, CnnSubnet)
+    columns = _POINT_COLUMNS + (_CNN_COLUMNS if cnn else _BERT_COLUMNS) + ["flops", "num_params"]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for point in points:
-        subnet = point.subnet
         writer.writerow(
             {
                 "trial_number": point.trial_number,
@@ -145,11 +155,7 @@ def _csv_text(points: Sequence[ParetoPoint], budget_ms: float) -> str:
                 if point.measured_iqr_ms is None
                 else f"{point.measured_iqr_ms:.4f}",
                 "within_budget": point.within(budget_ms),
-                "depth": subnet.depth,
-                "layers": " ".join(map(str, subnet.layers)),
-                "num_heads": " ".join(map(str, subnet.num_heads)),
-                "ffn_dims": " ".join(map(str, subnet.ffn_dims)),
-                "hidden_size": subnet.hidden_size,
+                **_subnet_columns(point.subnet),
                 "flops": point.flops,
                 "num_params": point.num_params,
             }

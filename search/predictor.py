@@ -3,7 +3,9 @@
 ``LatencyModel.profile`` measures random extracted subnets end to end, builds both models from
 the training share and keeps the one with the lower median relative error on the held-out share.
 The model is only valid for the device, dtype and input shape it was profiled on; using it for
-anything else is refused.
+anything else is refused. What differs between model families (table keys, features, how the
+table is timed) comes from :mod:`search._families`; BERT tables hold one encoder layer per
+(heads, FFN width, hidden width), CNN tables one conv / linear unit per shape, width and kernel.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import os
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +24,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ofa._io import read_json, write_json_atomic
+from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet
-from search._profile import draw_subnets, layer_table
+from search._families import (
+    family_of_space,
+    latency_family,
+    space_from_dict,
+    subnet_from_dict,
+)
+from search._fit import fit_nonnegative, relative_errors
+from search._profile import draw_subnets
 from search.latency import (
     DType,
     LatencyTarget,
@@ -38,57 +50,12 @@ _FORMAT = "ofa-latency-model"
 Method = Literal["table", "predictor"]
 
 
-def _features(subnet: Subnet) -> list[float]:
-    """FLOP-like terms of a subnet at a fixed input shape (the shape scales every term alike)."""
-    d = subnet.hidden_size
-    heads, ffn = subnet.num_heads, subnet.ffn_dims
-    return [
-        float(sum(h * d for h in heads)),  # Q, K, V, O projections
-        float(sum(heads)),  # attention scores and softmax (T x T per head)
-        float(sum(f * d for f in ffn)),  # FFN matmuls
-        float(sum(ffn)),  # GELU
-        float(subnet.depth * d),  # LayerNorms, residual adds
-        float(subnet.depth),  # per-layer launch overhead
-        float(d),  # embeddings, pooler
-        1.0,
-    ]
-
-
-def _relative_errors(predicted: Sequence[float], measured: Sequence[float]) -> list[float]:
-    return [abs(p - m) / m for p, m in zip(predicted, measured)]
-
-
-def _nnls_relative(features: np.ndarray, measured: Sequence[float]) -> np.ndarray:
-    """Non-negative least squares on relative error (rows divided by the measured latency).
-
-    Non-negative terms keep predictions positive and monotone in every width, so a noisy sample
-    cannot make a bigger subnet look faster; a negative term is dropped and the rest refitted.
-    """
-    targets = np.asarray(measured, dtype=np.float64)
-    weights = 1.0 / targets
-    design = features * weights[:, None]
-    active = list(range(design.shape[1]))
-    coefficients = np.zeros(design.shape[1])
-    while active:
-        solution, *_ = np.linalg.lstsq(design[:, active], targets * weights, rcond=None)
-        if solution.min() >= 0:
-            coefficients[active] = solution
-            break
-        del active[int(np.argmin(solution))]
-    return coefficients
-
-
-def _fit(subnets: Sequence[Subnet], measured: Sequence[float]) -> tuple[list[float], list[float]]:
-    """The fitted predictor: non-negative weights of FLOP-like features, scaled to <= 1."""
-    features = np.array([_features(s) for s in subnets], dtype=np.float64)
-    scale = np.maximum(np.abs(features).max(axis=0), 1e-12)
-    return _nnls_relative(features / scale, measured).tolist(), scale.tolist()
-
-
 class LatencyModel:
     """Predicted latency (ms) of a supernet's subnets on one device, dtype and input shape.
 
     Build one with :meth:`profile`; save / load it as JSON. Calling it on a subnet returns ms.
+    Works for BERT-family and CNN supernets (``family``); a CNN model also stores its layer
+    units (``plan``), so a loaded model predicts without the supernet.
 
     Example:
         >>> model = LatencyModel.profile(supernet, device="cpu", batch_size=1, seq_len=128)
@@ -101,9 +68,9 @@ class LatencyModel:
         self,
         *,
         target: LatencyTarget,
-        space: SearchSpace,
+        space: SearchSpace | CnnSearchSpace,
         method: Method,
-        table: dict[tuple[int, int, int], float],
+        table: dict[tuple[Any, ...], float],
         fixed_ms: dict[int, float],
         table_scale: dict[int, float] | None = None,
         coefficients: list[float],
@@ -112,11 +79,14 @@ class LatencyModel:
         measurements: list[dict[str, Any]],
         device_name: str,
         torch_version: str,
+        plan: Any = None,
     ) -> None:
         if method not in ("table", "predictor"):
             raise ValueError(f"unknown latency-model method {method!r}: 'table' or 'predictor'")
         self.target = target
         self.space = space
+        self.family = family_of_space(space)
+        self._family = latency_family(self.family)
         self.method: Method = method
         self.table = dict(table)
         self.fixed_ms = dict(fixed_ms)
@@ -127,6 +97,7 @@ class LatencyModel:
         self.measurements = list(measurements)
         self.device_name = device_name
         self.torch_version = torch_version
+        self.plan = plan
 
     # ---- prediction ----------------------------------------------------------------------
     @property
@@ -134,36 +105,44 @@ class LatencyModel:
         """Median absolute relative error of the chosen method on the held-out subnets."""
         return float(self.held_out[f"{self.method}_median_error"])
 
-    def predict_table(self, subnet: Subnet) -> float:
-        layers = 0.0
-        for heads, ffn in zip(subnet.num_heads, subnet.ffn_dims):
-            key = (heads, ffn, subnet.hidden_size)
+    def _layers_ms(self, subnet: Subnet | CnnSubnet) -> float:
+        total = 0.0
+        for key in self._family.table_keys(self.plan, subnet):
             if key not in self.table:
                 raise ValueError(
-                    f"the latency table has no entry for heads={heads}, ffn={ffn}, "
-                    f"hidden={subnet.hidden_size}: the subnet is outside the profiled space"
+                    f"the latency table has no entry for layer {key}: the subnet is outside the "
+                    "profiled space"
                 )
-            layers += self.table[key]
-        width = subnet.hidden_size
-        fixed = self.fixed_ms.get(width, self.fixed_ms.get(0, 0.0))
-        return self.table_scale.get(width, self.table_scale.get(0, 1.0)) * layers + fixed
+            total += self.table[key]
+        return total
 
-    def predict_fitted(self, subnet: Subnet) -> float:
-        features = np.asarray(_features(subnet)) / np.asarray(self.scale)
+    def predict_table(self, subnet: Subnet | CnnSubnet) -> float:
+        """The table's prediction: the subnet's layers timed alone, times a calibration ratio."""
+        group = self._family.calibration_group(subnet)
+        fixed = self.fixed_ms.get(group, self.fixed_ms.get(0, 0.0))
+        ratio = self.table_scale.get(group, self.table_scale.get(0, 1.0))
+        return ratio * self._layers_ms(subnet) + fixed
+
+    def predict_fitted(self, subnet: Subnet | CnnSubnet) -> float:
+        features = np.asarray(self._family.features(self.plan, subnet)) / np.asarray(self.scale)
         return float(features @ np.asarray(self.coefficients))
 
-    def predict(self, subnet: Subnet) -> float:
+    def predict(self, subnet: Subnet | CnnSubnet) -> float:
         """Predicted latency of ``subnet`` in ms on this model's target."""
-        self.space.check(subnet)
+        self.space.check(subnet)  # type: ignore[arg-type]
         if self.method == "table":
             return self.predict_table(subnet)
         return self.predict_fitted(subnet)
 
-    def __call__(self, subnet: Subnet) -> float:
+    def __call__(self, subnet: Subnet | CnnSubnet) -> float:
         return self.predict(subnet)
 
     # ---- refusal -------------------------------------------------------------------------
-    def check(self, target: LatencyTarget | None = None, space: SearchSpace | None = None) -> None:
+    def check(
+        self,
+        target: LatencyTarget | None = None,
+        space: SearchSpace | CnnSearchSpace | None = None,
+    ) -> None:
         """Refuse (``ValueError``) a target or space this model was not profiled for."""
         here = device_name(self.target.device)
         if here != self.device_name:
@@ -171,6 +150,9 @@ class LatencyModel:
                 f"this latency model was profiled on {self.device_name!r}, but {self.target.device} "
                 f"here is {here!r}: run `ofa profile` on this device"
             )
+        if target is not None and self.family == "cnn" and target.image_size is None:
+            # a CNN target without an image size means the search space's
+            target = replace(target, image_size=self.space.image_size)  # type: ignore[union-attr]
         if target is not None and target != self.target:
             raise ValueError(
                 f"this latency model was profiled for {self.target.describe()}, not "
@@ -187,29 +169,33 @@ class LatencyModel:
         return {
             "format": _FORMAT,
             "version": 1,
+            "family": self.family,
             "target": self.target.to_dict(),
             "device_name": self.device_name,
             "torch_version": self.torch_version,
             "space": self.space.to_dict(),
             "method": self.method,
-            "table": [[h, f, d, ms] for (h, f, d), ms in sorted(self.table.items())],
+            "table": [[*key, ms] for key, ms in sorted(self.table.items())],
             "fixed_ms": {str(d): ms for d, ms in sorted(self.fixed_ms.items())},
             "table_scale": {str(d): v for d, v in sorted(self.table_scale.items())},
             "coefficients": self.coefficients,
             "scale": self.scale,
             "held_out": self.held_out,
             "measurements": self.measurements,
+            "plan": self._family.plan_to_json(self.plan),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyModel:
         if data.get("format") != _FORMAT or data.get("version") != 1:
             raise ValueError("not an ofa latency model (format/version mismatch)")
+        family = data.get("family", "bert")  # models saved before CNNs were all BERT
+        space = space_from_dict(family, data["space"])
         return cls(
             target=LatencyTarget.from_dict(data["target"]),
-            space=SearchSpace.from_dict(data["space"]),
+            space=space,
             method=data["method"],
-            table={(int(h), int(f), int(d)): float(ms) for h, f, d, ms in data["table"]},
+            table={tuple(row[:-1]): float(row[-1]) for row in data["table"]},
             fixed_ms={int(d): float(ms) for d, ms in data["fixed_ms"].items()},
             table_scale={int(d): float(v) for d, v in data.get("table_scale", {0: 1.0}).items()},
             coefficients=[float(c) for c in data["coefficients"]],
@@ -218,6 +204,7 @@ class LatencyModel:
             measurements=data["measurements"],
             device_name=data["device_name"],
             torch_version=data["torch_version"],
+            plan=latency_family(family).plan_from_json(data.get("plan")),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -231,7 +218,7 @@ class LatencyModel:
         path: str | os.PathLike,
         *,
         target: LatencyTarget | None = None,
-        space: SearchSpace | None = None,
+        space: SearchSpace | CnnSearchSpace | None = None,
     ) -> LatencyModel:
         """Read a saved model; refuse it if it was profiled for another device, target or space."""
         model = cls.from_dict(read_json(path, what="latency model"))
@@ -248,6 +235,7 @@ class LatencyModel:
         dtype: DType = "float32",
         batch_size: int = 1,
         seq_len: int = 128,
+        image_size: int | tuple[int, int] | None = None,
         num_threads: int = 2,
         num_train: int = 30,
         num_test: int = 30,
@@ -259,38 +247,52 @@ class LatencyModel:
         """Measure the device and build its latency model, reporting held-out error.
 
         Args:
-            supernet: the supernet whose subnets will be predicted.
+            supernet: the supernet whose subnets will be predicted (BERT-family or CNN).
+            seq_len: tokens per sequence (BERT-family supernets).
+            image_size: a CNN's input (height, width); default: its search space's.
             num_train: random subnets (plus the max and min subnet) measured to fit.
             num_test: further random subnets measured only to score both methods.
             warmup, rounds: calls before and during each timing.
         """
         if num_train < 4 or num_test < 1:
             raise ValueError("need num_train >= 4 and num_test >= 1 to fit and score a model")
+        family = latency_family(supernet.family_name)
         target = LatencyTarget(
             device=device,
             dtype=dtype,
             batch_size=batch_size,
             seq_len=seq_len,
             num_threads=num_threads,
+            image_size=image_size,  # type: ignore[arg-type]
         )
+        target = family.resolve_target(supernet, target)
         space = supernet.space
         train, test = draw_subnets(space, num_train, num_test, seed)
         measurer = MeasuredLatency(supernet, target, warmup=warmup, rounds=rounds)
-        records = []
-        for index, subnet in enumerate(
-            tqdm(train + test, desc="profile subnets", disable=not progress)
-        ):
-            result = measurer.measure(subnet)
-            records.append(
-                {
-                    "subnet": subnet.to_dict(),
-                    "measured_ms": result.median_ms,
-                    "relative_spread": result.relative_spread,
-                    "split": "train" if index < len(train) else "test",
-                }
-            )
-        table = layer_table(supernet, target, warmup=warmup, rounds=rounds, progress=progress)
-        return cls._build(target, space, table, records, device_name(device), torch.__version__)
+        subnets = train + test
+        # measured alternately from both shares, so a shared machine's drift hits the fitted
+        # and the held-out subnets alike; the records keep the train-then-test order
+        order = _alternating(len(train), len(test))
+        results = {
+            index: measurer.measure(subnets[index])
+            for index in tqdm(order, desc="profile subnets", disable=not progress)
+        }
+        records = [
+            {
+                "subnet": subnet.to_dict(),
+                "measured_ms": results[index].median_ms,
+                "relative_spread": results[index].relative_spread,
+                "split": "train" if index < len(train) else "test",
+            }
+            for index, subnet in enumerate(subnets)
+        ]
+        plan = family.make_plan(supernet, target)
+        table = family.layer_table(
+            supernet, target, plan, warmup=warmup, rounds=rounds, progress=progress
+        )
+        return cls._build(
+            target, space, table, records, device_name(device), torch.__version__, plan
+        )
 
     def refit(self) -> LatencyModel:
         """Both methods fitted again from the stored table and measurements (no measuring)."""
@@ -301,41 +303,48 @@ class LatencyModel:
             self.measurements,
             self.device_name,
             self.torch_version,
+            self.plan,
         )
 
     @classmethod
     def _build(
         cls,
         target: LatencyTarget,
-        space: SearchSpace,
-        table: dict[tuple[int, int, int], float],
+        space: SearchSpace | CnnSearchSpace,
+        table: dict[tuple[Any, ...], float],
         records: list[dict[str, Any]],
         device: str,
         torch_version: str,
+        plan: Any = None,
     ) -> LatencyModel:
         """Fit both methods on the training records, score them on the held-out ones."""
+        name = family_of_space(space)
+        family = latency_family(name)
         split = {
-            name: (
-                [Subnet.from_dict(r["subnet"]) for r in records if r["split"] == name],
-                [float(r["measured_ms"]) for r in records if r["split"] == name],
+            part: (
+                [subnet_from_dict(name, r["subnet"]) for r in records if r["split"] == part],
+                [float(r["measured_ms"]) for r in records if r["split"] == part],
             )
-            for name in ("train", "test")
+            for part in ("train", "test")
         }
-        table_scale, fixed = _calibrate(table, *split["train"])
-        coefficients, scale = _fit(*split["train"])
         model = cls(
             target=target,
             space=space,
             method="table",
             table=table,
-            fixed_ms=fixed,
-            table_scale=table_scale,
-            coefficients=coefficients,
-            scale=scale,
+            fixed_ms={},
+            coefficients=[],
+            scale=[],
             held_out={},
             measurements=records,
             device_name=device,
             torch_version=torch_version,
+            plan=plan,
+        )
+        subnets, measured = split["train"]
+        model.table_scale, model.fixed_ms = _calibrate(model, subnets, measured)
+        model.coefficients, model.scale = fit_nonnegative(
+            [family.features(plan, s) for s in subnets], measured
         )
         spreads = [float(r["relative_spread"]) for r in records if "relative_spread" in r]
         model.held_out = _score(model, *split["test"], spreads or [float("nan")])
@@ -350,33 +359,42 @@ class LatencyModel:
         return model
 
 
-def _calibrate(
-    table: dict[tuple[int, int, int], float], subnets: Sequence[Subnet], measured: Sequence[float]
-) -> tuple[dict[int, float], dict[int, float]]:
-    """Per hidden width, the median ratio of measured latency to the layers' table sum.
+def _alternating(first: int, second: int) -> list[int]:
+    """Indices of two consecutive runs taken in turn: 0, first, 1, first + 1, ..."""
+    pairs = zip_longest(range(first), range(first, first + second))
+    return [index for pair in pairs for index in pair if index is not None]
 
-    Layers timed alone miss what the whole model adds (embeddings, head, dispatch), mostly in
-    proportion to the work, and by width. Medians of ratios, not least squares: on a shared
-    machine a few measurements are far off and a fitted offset chases them (an additive median
-    offset went negative and did worse on held-out subnets). Key 0 is the fallback for widths
-    with no sample. The additive fixed parts stay zero.
+
+def _calibrate(
+    model: LatencyModel, subnets: Sequence[Subnet | CnnSubnet], measured: Sequence[float]
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Per calibration group, the median ratio of measured latency to the layers' table sum.
+
+    Layers timed alone miss what the whole model adds (BERT: embeddings, head, dispatch; CNN:
+    residual adds, pools), mostly in proportion to the work; BERT groups by hidden width, CNNs
+    have one group. Medians of ratios, not least squares: on a shared machine a few
+    measurements are far off and a fitted offset chases them (an additive median offset went
+    negative and did worse on held-out subnets). Key 0 is the fallback for groups with no
+    sample. The additive fixed parts stay zero.
     """
     ratios: dict[int, list[float]] = {}
     for subnet, ms in zip(subnets, measured):
-        layers = sum(
-            table[(h, f, subnet.hidden_size)] for h, f in zip(subnet.num_heads, subnet.ffn_dims)
-        )
-        ratios.setdefault(subnet.hidden_size, []).append(ms / layers)
-        ratios.setdefault(0, []).append(ms / layers)
-    scales = {d: statistics.median(values) for d, values in ratios.items()}
-    return scales, {d: 0.0 for d in scales}
+        layers = model._layers_ms(subnet)
+        ratios.setdefault(model._family.calibration_group(subnet), []).append(ms / layers)
+        if model._family.calibration_group(subnet) != 0:
+            ratios.setdefault(0, []).append(ms / layers)
+    scales = {group: statistics.median(values) for group, values in ratios.items()}
+    return scales, {group: 0.0 for group in scales}
 
 
 def _score(
-    model: LatencyModel, test: Sequence[Subnet], measured: Sequence[float], spreads: list[float]
+    model: LatencyModel,
+    test: Sequence[Subnet | CnnSubnet],
+    measured: Sequence[float],
+    spreads: list[float],
 ) -> dict[str, Any]:
-    table_errors = _relative_errors([model.predict_table(s) for s in test], measured)
-    fitted_errors = _relative_errors([model.predict_fitted(s) for s in test], measured)
+    table_errors = relative_errors([model.predict_table(s) for s in test], measured)
+    fitted_errors = relative_errors([model.predict_fitted(s) for s in test], measured)
     return {
         "num_subnets": len(test),
         "table_median_error": statistics.median(table_errors),

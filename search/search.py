@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
-from ofa.space import Subnet
 from ofa.supernet import Supernet
+from search._families import AnySubnet, latency_family, subnet_from_dict
 from search._stale import fail_dead_trials, tag_worker
 from search._study import (
     SAMPLERS,
@@ -29,7 +29,7 @@ from search._study import (
     subnet_params,
     suggest_subnet,
 )
-from search.latency import LatencyTarget, MeasuredLatency, compare_latency, example_inputs
+from search.latency import LatencyTarget, MeasuredLatency, compare_latency
 from search.pareto import ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
 from search.predictor import LatencyModel
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["run"]
 
-Evaluate = Callable[[Supernet, Subnet], float]
+Evaluate = Callable[[Supernet, Any], float]
 Latency = LatencyModel | MeasuredLatency
 
 
@@ -57,6 +57,8 @@ def _check_inputs(
             "latency must be a search.LatencyModel or a search.MeasuredLatency, got "
             f"{type(latency).__name__}"
         )
+    if target is not None:  # a CNN target without an image size means the space's
+        target = latency_family(supernet.family_name).resolve_target(supernet, target)
     if isinstance(latency, LatencyModel):
         latency.check(target, supernet.space)
     elif target is not None and target != latency.target:
@@ -113,7 +115,7 @@ def _objective(
     budget_ms: float,
     evaluate_infeasible: bool,
 ) -> Callable[[optuna.trial.Trial], tuple[float, float]]:
-    cache: dict[Subnet, float] = {}
+    cache: dict[AnySubnet, float] = {}
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
         tag_worker(trial)
@@ -138,7 +140,13 @@ def _enqueue_seeds(
 ) -> None:
     """The largest uniform subnet within budget and the smallest subnet go first."""
     space = supernet.space
-    largest = largest_within(space, latency, budget_ms, lambda s: supernet.flops(s))
+    family = latency_family(supernet.family_name)
+    largest = largest_within(
+        family.uniform_subnets(space),
+        latency,
+        budget_ms,
+        lambda s: family.flops(supernet, s, latency.target),
+    )
     for subnet in (largest, space.min_subnet()):
         if subnet is not None:
             study.enqueue_trial(subnet_params(subnet, space), skip_if_exists=True)
@@ -146,18 +154,19 @@ def _enqueue_seeds(
 
 def _front(study: optuna.Study, supernet: Supernet, target: LatencyTarget) -> list[ParetoPoint]:
     points = []
+    family = latency_family(supernet.family_name)
     for trial in study.best_trials:  # feasible, non-dominated (Optuna honours the constraints)
         if not is_feasible(trial) or not trial.user_attrs.get("evaluated", True):
             continue
-        subnet = Subnet.from_dict(trial.user_attrs["subnet"])
+        subnet = subnet_from_dict(supernet.family_name, trial.user_attrs["subnet"])
         points.append(
             ParetoPoint(
                 trial_number=trial.number,
                 subnet=subnet,
                 accuracy=float(trial.values[0]),
                 predicted_ms=float(trial.values[1]),
-                flops=supernet.flops(subnet, batch_size=target.batch_size, seq_len=target.seq_len),
-                num_params=supernet.num_params(subnet),
+                flops=family.flops(supernet, subnet, target),
+                num_params=supernet.num_params(subnet),  # type: ignore[arg-type]
             )
         )
     unique = {p.subnet: p for p in sorted(points, key=lambda p: -p.trial_number)}
@@ -170,12 +179,11 @@ def _remeasure(
     """Extract every Pareto subnet and time them interleaved on the target."""
     if not points:
         return points
-    models = {str(p.trial_number): supernet.extract(p.subnet) for p in points}
-    inputs = example_inputs(
-        batch_size=target.batch_size,
-        seq_len=target.seq_len,
-        vocab_size=int(supernet.config.vocab_size),
-    )
+    models = {
+        str(p.trial_number): supernet.extract(p.subnet)  # type: ignore[arg-type]
+        for p in points
+    }
+    inputs = latency_family(supernet.family_name).inputs(supernet, target)
     results = compare_latency(
         models,
         inputs,
@@ -221,9 +229,10 @@ def _corrected(
         and t.user_attrs.get("evaluated")
         and t.values[1] * ratio <= budget_ms
     ]
-    front: dict[Subnet, ParetoPoint] = {}
+    front: dict[AnySubnet, ParetoPoint] = {}
+    family = latency_family(supernet.family_name)
     for trial in sorted(done, key=lambda t: (t.values[1], -t.values[0])):
-        subnet = Subnet.from_dict(trial.user_attrs["subnet"])
+        subnet = subnet_from_dict(supernet.family_name, trial.user_attrs["subnet"])
         best_so_far = max((p.accuracy for p in front.values()), default=float("-inf"))
         if subnet not in front and trial.values[0] > best_so_far:
             front[subnet] = ParetoPoint(
@@ -231,8 +240,8 @@ def _corrected(
                 subnet=subnet,
                 accuracy=float(trial.values[0]),
                 predicted_ms=float(trial.values[1]),
-                flops=supernet.flops(subnet, batch_size=target.batch_size, seq_len=target.seq_len),
-                num_params=supernet.num_params(subnet),
+                flops=family.flops(supernet, subnet, target),
+                num_params=supernet.num_params(subnet),  # type: ignore[arg-type]
             )
     return ratio, sorted(front.values(), key=lambda p: -p.accuracy)[:limit]
 

@@ -6,6 +6,12 @@ subnet (``{"layers": [...], "num_heads": [...], "ffn_dims": [...], "hidden_size"
 with a ``"best"`` entry (``{"best": {"subnet": {...}, "accuracy": ..., "measured_ms": ...}}``, as
 search writes), or that JSON inline. From a search result, the accuracy and the measured
 latency with its target device go into the manifest.
+
+CNN supernets (saved by ``Supernet.save`` from an ``ofa.convert``-ed CNN) take the same
+command; their subnets are ``{"widths": [...], "depths": [...], "kernel_sizes": [...]}``. The
+BERT-only options (``--tokenizer``, ``--sparsity 2:4`` and its fine-tune flags) are refused for
+them; ``--calibration-data`` recomputes the subnet's batch-norm statistics before saving and
+``--torch-export`` also writes ``model.pt2``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ EXAMPLE = """examples:
   ofa export --supernet runs/supernet --subnet best --search runs/search --out runs/export \\
       --tokenizer path/to/bert --onnx
   ofa export --supernet runs/supernet --subnet subnet.json --out runs/small --sparsity 2:4 \\
-      --finetune-steps 100 --text-csv reviews.csv --tokenizer path/to/bert"""
+      --finetune-steps 100 --text-csv reviews.csv --tokenizer path/to/bert
+  ofa export --supernet runs/cnn-supernet --subnet min --out runs/cnn-small \
+      --calibration-data digits --onnx --torch-export"""
 
 
 def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
@@ -27,8 +35,8 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "export",
         help="export a subnet as a plain checkpoint (safetensors, config, manifest; 2:4, ONNX)",
         description="Extract one subnet of a saved supernet into a checkpoint directory that "
-        "loads with transformers, check that it computes what the supernet computes, and write "
-        "its manifest.",
+        "loads with transformers (BERT family) or plain torch (CNNs), check that it computes "
+        "what the supernet computes, and write its manifest.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,6 +53,17 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx")
+    parser.add_argument(
+        "--calibration-data",
+        help="CNN only: images to recompute batch-norm statistics on: digits | fashion-mnist | "
+        "FILE.npy holding (N, C, H, W) float images",
+    )
+    parser.add_argument(
+        "--calibration-batches", type=int, default=20, help="CNN only: batches of --batch-size"
+    )
+    parser.add_argument(
+        "--torch-export", action="store_true", help="CNN only: also write model.pt2"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the final verify")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
@@ -82,9 +101,8 @@ def _from_result(data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict
 
 
 def resolve_subnet(spec: str, space: Any, search: str | None) -> tuple[Any, dict[str, Any]]:
-    """The subnet ``--subnet`` names, and latency / accuracy found with it."""
-    from ofa.space import Subnet
-
+    """The subnet ``--subnet`` names (of ``space``'s own subnet type), and latency / accuracy."""
+    subnet_type = type(space.max_subnet())  # Subnet (BERT family) or CnnSubnet
     if spec in ("max", "min"):
         return (space.max_subnet() if spec == "max" else space.min_subnet()), {}
     if spec == "best":
@@ -102,7 +120,9 @@ def resolve_subnet(spec: str, space: Any, search: str | None) -> tuple[Any, dict
     if not isinstance(data, dict):
         raise ValueError(f"{where} must hold a JSON object")
     subnet_dict, extras = _from_result(data, where) if "best" in data else (data, {})
-    return Subnet.from_dict(subnet_dict), extras
+    if not isinstance(subnet_dict, dict):
+        raise ValueError(f"{where}: the subnet must be a JSON object")
+    return subnet_type.from_dict(subnet_dict), extras
 
 
 def _finetune_batches(args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any]] | None:
@@ -118,6 +138,79 @@ def _finetune_batches(args: argparse.Namespace, tokenizer: Any) -> list[dict[str
     )
 
 
+_BERT_ONLY = (
+    ("tokenizer", "--tokenizer"),
+    ("sparse_layers", "--sparse-layers"),
+    ("finetune_steps", "--finetune-steps"),
+    ("text_csv", "--text-csv"),
+)
+
+
+def _check_family_options(args: argparse.Namespace, family: str) -> None:
+    """One-line errors for options the supernet's family does not take."""
+    if family == "cnn":
+        given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
+        given += ["--sparsity 2:4"] if args.sparsity != "none" else []
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: only for BERT-family supernets, and this supernet is a "
+                "CNN; drop it (--calibration-data recomputes a CNN's batch-norm statistics)"
+            )
+    elif args.calibration_data or args.torch_export:
+        raise ValueError(
+            "--calibration-data and --torch-export are for CNN supernets; this supernet is "
+            f"{family!r}: drop them"
+        )
+
+
+def _calibration_batches(args: argparse.Namespace, supernet: Any) -> list[Any] | None:
+    """Image batches for BN calibration from ``--calibration-data``, or None."""
+    spec = args.calibration_data
+    if spec is None:
+        return None
+    if args.calibration_batches < 1 or args.batch_size < 1:
+        raise ValueError("--calibration-batches and --batch-size must be positive")
+    count = args.calibration_batches * args.batch_size
+    if spec == "digits":
+        from ofa.data_images import load_digits
+
+        images = load_digits(split="train").images
+    elif spec == "fashion-mnist":
+        from ofa.data_images import load_fashion_mnist
+
+        images = load_fashion_mnist(split="train", limit=count).images
+    else:
+        images = _npy_images(Path(spec))
+    from export.cnn import input_channels
+
+    channels = input_channels(supernet.model)
+    if images.shape[1] != channels:
+        raise ValueError(
+            f"--calibration-data images have {images.shape[1]} channels, the CNN reads {channels}"
+        )
+    images = images[:count]
+    return [images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)]
+
+
+def _npy_images(path: Path) -> Any:
+    import numpy as np
+    import torch
+
+    if path.suffix != ".npy" or not path.is_file():
+        raise FileNotFoundError(
+            f"--calibration-data {path} is not digits, fashion-mnist or an existing .npy file"
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"--calibration-data {path} is not a plain .npy array: {error}") from None
+    if array.ndim != 4 or array.dtype.kind not in "fiu":
+        raise ValueError(
+            f"--calibration-data {path} must hold (N, C, H, W) numbers, got shape {array.shape}"
+        )
+    return torch.from_numpy(array.astype(np.float32))
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -126,8 +219,21 @@ def run(args: argparse.Namespace) -> int:
     from ofa.supernet import load_supernet
 
     supernet = load_supernet(args.supernet)
+    _check_family_options(args, supernet.family_name)
     subnet, extras = resolve_subnet(args.subnet, supernet.space, args.search)
     supernet.space.check(subnet)
+    if supernet.family_name == "cnn":
+        export.save(
+            supernet,
+            subnet,
+            out,
+            onnx=args.onnx,
+            torch_export=args.torch_export,
+            overwrite=args.overwrite,
+            calibration_data=_calibration_batches(args, supernet),
+            **extras,
+        )
+        return _report(args, out, supernet, subnet)
     tokenizer = None
     if args.tokenizer:
         from transformers import AutoTokenizer
@@ -151,6 +257,12 @@ def run(args: argparse.Namespace) -> int:
         finetune_data=_finetune_batches(args, tokenizer) if sparsity else None,
         **extras,
     )
+    return _report(args, out, supernet, subnet)
+
+
+def _report(args: argparse.Namespace, out: Path, supernet: Any, subnet: Any) -> int:
+    import export
+
     manifest = export.read_manifest(out)
     print(f"exported {subnet.to_json()} to {out} ({manifest['params']:,} params)")
     if not args.no_verify:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ofa.data import pad_collate
-from ofa.train.config import PhaseConfig, TheseusConfig, TrainConfig, default_phases
+from ofa.train.config import (
+    PhaseConfig,
+    TheseusConfig,
+    TrainConfig,
+    default_cnn_phases,
+    default_phases,
+)
 from ofa.train.loop import TrainResult, plan_phases, train
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "TheseusConfig",
     "TrainConfig",
     "TrainResult",
+    "default_cnn_phases",
     "default_phases",
     "pad_collate",
     "plan_phases",

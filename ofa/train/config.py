@@ -7,15 +7,35 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ofa._json import JsonMixin
+from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.distill import DistillConfig
 from ofa.space import SearchSpace, Subnet
 
-__all__ = ["PhaseConfig", "TrainConfig", "TheseusConfig", "default_phases", "Choices"]
+__all__ = [
+    "PhaseConfig",
+    "TrainConfig",
+    "TheseusConfig",
+    "default_phases",
+    "default_cnn_phases",
+    "Choices",
+]
 
 # per dimension: "max" (not elastic), "large" (the larger half of the choices), "all", or values
 Choices = Literal["max", "large", "all"] | tuple[int, ...]
 Sampling = Literal["sandwich", "random"]
-_DIMENSIONS = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
+_BERT_DIMENSIONS = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
+_CNN_DIMENSIONS = ("depths", "widths", "kernel_sizes")
+_DIMENSIONS = ("depths", "num_heads", "ffn_dims", "hidden_sizes", "widths", "kernel_sizes")
+# a CNN phase dimension -> the CnnSearchSpace field holding its per-entry choices
+_CNN_FIELDS = {
+    "depths": "depth_choices",
+    "widths": "channel_choices",
+    "kernel_sizes": "kernel_choices",
+}
+
+
+def _subnet_from_dict(data: dict[str, Any]) -> Subnet | CnnSubnet:
+    return CnnSubnet.from_dict(data) if "widths" in data else Subnet.from_dict(data)
 
 
 def _restrict(choices: tuple[int, ...], rule: Choices, name: str) -> tuple[int, ...]:
@@ -55,6 +75,10 @@ class PhaseConfig:
             (exactly one of them).
         depths, num_heads, ffn_dims, hidden_sizes: ``"max"`` (fixed at the largest),
             ``"large"`` (the larger half of the space's choices), ``"all"``, or a tuple of values.
+        widths, kernel_sizes: the CNN dimensions (with ``depths``): per channel group, stage
+            and kernel-elastic conv, ``"max"``, ``"large"`` (the larger half of each entry's
+            choices) or ``"all"``. BERT phases leave them at ``"max"``; CNN phases leave
+            ``num_heads``, ``ffn_dims`` and ``hidden_sizes`` at ``"max"``.
         learning_rate: peak learning rate of the phase (default: the run's).
         sampling: ``"sandwich"`` (max + min + ``num_random`` random subnets per step) or
             ``"random"`` (``num_random`` random subnets).
@@ -69,10 +93,12 @@ class PhaseConfig:
     num_heads: Choices = "max"
     ffn_dims: Choices = "max"
     hidden_sizes: Choices = "max"
+    widths: Choices = "max"
+    kernel_sizes: Choices = "max"
     learning_rate: float | None = None
     sampling: Sampling = "sandwich"
     num_random: int = 1
-    subnet: Subnet | None = None
+    subnet: Subnet | CnnSubnet | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -91,15 +117,18 @@ class PhaseConfig:
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if isinstance(self.subnet, dict):
-            object.__setattr__(self, "subnet", Subnet.from_dict(self.subnet))
+            object.__setattr__(self, "subnet", _subnet_from_dict(self.subnet))
 
-    def space_for(self, space: SearchSpace) -> SearchSpace:
+    def space_for(self, space: SearchSpace | CnnSearchSpace) -> SearchSpace | CnnSearchSpace:
         """The part of ``space`` this phase samples from (the supernet's space is unchanged)."""
+        if isinstance(space, CnnSearchSpace):
+            return self._cnn_space_for(space)
         if not isinstance(space, SearchSpace):
             raise TypeError(
-                f"phases restrict a BERT-family SearchSpace, got {type(space).__name__}: "
-                "ofa.train trains BERT-family supernets"
+                f"phases restrict an ofa.SearchSpace or ofa.CnnSearchSpace, "
+                f"got {type(space).__name__}"
             )
+        self._only(_BERT_DIMENSIONS, "a BERT-family")
 
         def pick(name: str) -> tuple[int, ...]:
             return _restrict(getattr(space, name), getattr(self, name), name)
@@ -111,6 +140,27 @@ class PhaseConfig:
             ffn_dims=pick("ffn_dims"),
             hidden_sizes=pick("hidden_sizes"),
         )
+
+    def _only(self, dimensions: tuple[str, ...], kind: str) -> None:
+        extra = [n for n in _DIMENSIONS if n not in dimensions and getattr(self, n) != "max"]
+        if extra:
+            raise ValueError(
+                f"phase {self.name!r} makes {extra} elastic, which {kind} supernet does not "
+                f"have: it has {list(dimensions)}"
+            )
+
+    def _cnn_space_for(self, space: CnnSearchSpace) -> CnnSearchSpace:
+        self._only(_CNN_DIMENSIONS, "a CNN")
+        fields = space.to_dict()
+        for name, field_name in _CNN_FIELDS.items():
+            rule = getattr(self, name)
+            if not isinstance(rule, str):
+                raise ValueError(
+                    f"phase {self.name!r}: {name}={list(rule)}: a CNN's choices differ per "
+                    "group, stage and conv, so use 'max', 'large' or 'all' (or subnet=...)"
+                )
+            fields[field_name] = [_restrict(c, rule, name) for c in getattr(space, field_name)]
+        return CnnSearchSpace.from_dict(fields)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -127,7 +177,7 @@ class PhaseConfig:
             raise ValueError(f"unknown PhaseConfig fields {sorted(unknown)}")
         data = dict(data)
         if data.get("subnet") is not None:
-            data["subnet"] = Subnet.from_dict(data["subnet"])
+            data["subnet"] = _subnet_from_dict(data["subnet"])
         return cls(**data)
 
 
@@ -165,6 +215,62 @@ def default_phases(
     ]
     if not hidden:
         plan = plan[:4]
+    return _share_steps(
+        plan, total_steps, learning_rate=learning_rate, sampling=sampling, num_random=num_random
+    )
+
+
+def default_cnn_phases(
+    total_steps: int,
+    *,
+    space: CnnSearchSpace | None = None,
+    learning_rate: float | None = None,
+    sampling: Sampling = "sandwich",
+    num_random: int = 1,
+) -> tuple[PhaseConfig, ...]:
+    """The CNN schedule (OFA's): kernel size, then depth, then width; each large, then all.
+
+    Every phase keeps what earlier phases made elastic. Given ``space``, phases of dimensions it
+    does not make elastic (no kernel-elastic conv, no depth choices) are left out, so no steps
+    go to training the same max subnet. Steps are shared out equally (remainder to the last).
+
+    Example:
+        >>> [p.name for p in default_cnn_phases(50)]
+        ['kernel', 'depth-large', 'depth-all', 'width-large', 'width-all']
+    """
+    plan = [
+        ("kernel", "kernel_sizes", {"kernel_sizes": "all"}),
+        ("depth-large", "depths", {"kernel_sizes": "all", "depths": "large"}),
+        ("depth-all", "depths", {"kernel_sizes": "all", "depths": "all"}),
+        ("width-large", "widths", {"kernel_sizes": "all", "depths": "all", "widths": "large"}),
+        ("width-all", "widths", {"kernel_sizes": "all", "depths": "all", "widths": "all"}),
+    ]
+    if space is not None:
+        elastic = {
+            name
+            for name, field_name in _CNN_FIELDS.items()
+            if any(len(c) > 1 for c in getattr(space, field_name))
+        }
+        plan = [p for p in plan if p[1] in elastic]
+        if not plan:
+            raise ValueError("the space has no elastic dimension: nothing to shrink")
+    return _share_steps(
+        [(name, dims) for name, _, dims in plan],
+        total_steps,
+        learning_rate=learning_rate,
+        sampling=sampling,
+        num_random=num_random,
+    )
+
+
+def _share_steps(
+    plan: list[tuple[str, dict[str, str]]],
+    total_steps: int,
+    *,
+    learning_rate: float | None,
+    sampling: Sampling,
+    num_random: int,
+) -> tuple[PhaseConfig, ...]:
     if total_steps < len(plan):
         raise ValueError(f"the schedule has {len(plan)} phases: give at least as many steps")
     share = total_steps // len(plan)

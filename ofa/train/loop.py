@@ -8,9 +8,10 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import datasets
@@ -19,7 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ofa.data import epoch_order, pad_collate
+from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
+from ofa.evaluate import evaluate
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 from ofa.train import parallel
@@ -80,21 +83,42 @@ def _lr_lambda(plans: list[PhasePlan], config: TrainConfig) -> Any:
     return factor
 
 
+TrainData = datasets.Dataset | ImageData
+Collate = Callable[[list[int]], dict[str, torch.Tensor]]
+
+
+def _collate(supernet: Supernet, data: TrainData) -> Collate:
+    """How the rows at some indices become one batch: padded tokens, or stacked images."""
+    if isinstance(data, ImageData):
+        return lambda index: {"pixel_values": data.images[index], "labels": data.labels[index]}
+    pad_id = getattr(supernet.config, "pad_token_id", None) or 0
+    return lambda index: pad_collate(data[index], pad_id)
+
+
 def _micro_batches(
-    dataset: datasets.Dataset, config: TrainConfig, start: int, pad_id: int, device: torch.device
+    size: int, collate: Collate, config: TrainConfig, start: int, device: torch.device
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Micro-batches from number ``start`` on; each epoch has its own seeded order."""
     rank, world = parallel.rank_and_world()
-    per_epoch = (len(dataset) // world) // config.batch_size
+    per_epoch = (size // world) // config.batch_size
     epoch, position = divmod(start, per_epoch)
     while True:
-        order = epoch_order(
-            len(dataset), seed=config.seed, epoch=epoch, rank=rank, world_size=world
-        )
+        order = epoch_order(size, seed=config.seed, epoch=epoch, rank=rank, world_size=world)
         for b in range(position, per_epoch):
-            rows = dataset[order[b * config.batch_size : (b + 1) * config.batch_size]]
-            yield {k: v.to(device) for k, v in pad_collate(rows, pad_id).items()}
+            rows = collate(order[b * config.batch_size : (b + 1) * config.batch_size])
+            yield {k: v.to(device) for k, v in rows.items()}
         epoch, position = epoch + 1, 0
+
+
+def _forward(model: nn.Module, inputs: dict[str, torch.Tensor], hidden: bool) -> Any:
+    """Outputs with ``.logits`` (and ``.hidden_states``) from a transformer or a plain CNN."""
+    if "pixel_values" in inputs:
+        out = model(inputs["pixel_values"])
+    else:
+        out = model(**inputs, output_hidden_states=hidden)
+    if isinstance(out, torch.Tensor):
+        return SimpleNamespace(logits=out, hidden_states=None)
+    return out
 
 
 def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator) -> list[Subnet]:
@@ -138,7 +162,7 @@ class _Step:
         if self.teacher is None:
             return None
         with torch.no_grad(), self._autocast():
-            return self.teacher(**inputs, output_hidden_states=self.hidden)
+            return _forward(self.teacher, inputs, self.hidden)
 
     def run(
         self,
@@ -150,8 +174,8 @@ class _Step:
         labels = batch.get("labels")
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         teacher_out = self.teacher_outputs(inputs)
-        teacher_depth = self.supernet.space.num_layers
-        if self.teacher is not None:
+        teacher_depth = getattr(self.supernet.space, "num_layers", 0)
+        if self.teacher is not None and self.hidden:
             teacher_depth = getattr(self.teacher.config, "num_hidden_layers", teacher_depth)
         totals: dict[str, float] = {}
         inplace_target = None
@@ -161,10 +185,13 @@ class _Step:
                 if theseus_p is not None and self.teacher is not None:
                     out = theseus_forward(self.supernet, self.teacher, subnet, inputs, theseus_p)
                 else:
-                    out = self.supernet(**inputs, output_hidden_states=self.hidden)
+                    out = _forward(self.supernet, inputs, self.hidden)
             target, depth = teacher_out, teacher_depth
             if self.config.teacher_mode == "inplace" and i > 0:
-                target, depth = inplace_target, self.supernet.space.num_layers
+                target, depth = (
+                    inplace_target,
+                    self.supernet.space.num_layers if self.hidden else 0,
+                )
             if target is None:  # in-place mode without a frozen teacher: max subnet on labels
                 config = _hard_labels(self.config)
             else:
@@ -176,7 +203,11 @@ class _Step:
                 config,
                 adaptor=self.adaptor,
                 attention_mask=inputs.get("attention_mask"),
-                mapping=_layer_map(subnet, depth, self.supernet.space.num_layers),
+                mapping=(
+                    _layer_map(subnet, depth, self.supernet.space.num_layers)
+                    if self.hidden
+                    else None
+                ),
             )
             (loss * scale / len(subnets)).backward()
             if self.config.teacher_mode == "inplace" and i == 0:
@@ -212,11 +243,20 @@ def _check_inputs(
         raise TypeError(
             f"train takes an ofa.Supernet, got {type(supernet).__name__}; use ofa.convert"
         )
-    if supernet.family_name != "bert":
-        raise ValueError(
-            f"ofa.train trains BERT-family supernets; this one is {supernet.family_name!r}"
-        )
-    if not isinstance(train_data, datasets.Dataset) or "input_ids" not in train_data.column_names:
+    if supernet.family_name == "cnn":
+        if not isinstance(train_data, ImageData):
+            raise ValueError(
+                "a CNN supernet trains on ofa.data_images.ImageData (images and labels), "
+                f"got {type(train_data).__name__}; see ofa.data_images.load_fashion_mnist"
+            )
+        if config.distill.hidden_weight > 0 or config.theseus is not None:
+            raise ValueError(
+                "hidden-state distillation and BERT-of-Theseus are for BERT-family supernets: "
+                "use hidden_weight=0 and theseus=None for a CNN"
+            )
+    elif (
+        not isinstance(train_data, datasets.Dataset) or "input_ids" not in train_data.column_names
+    ):
         raise ValueError("train_data must be a tokenized datasets.Dataset (see ofa.data.tokenize)")
     if teacher is None and config.teacher_mode == "frozen" and config.distill.alpha < 1:
         raise ValueError("no teacher: pass teacher=..., or teacher_mode='inplace', or alpha=1.0")
@@ -237,8 +277,8 @@ def train(
     supernet: Supernet,
     *,
     teacher: nn.Module | None,
-    train_data: datasets.Dataset,
-    eval_data: datasets.Dataset | None = None,
+    train_data: TrainData,
+    eval_data: TrainData | None = None,
     config: TrainConfig,
     output_dir: str | os.PathLike,
     resume: bool = False,
@@ -249,19 +289,63 @@ def train(
 
     Args:
         teacher: the frozen fine-tuned model (``None`` with ``teacher_mode="inplace"``).
-        train_data / eval_data: tokenized datasets with ``labels`` (see :mod:`ofa.data`).
+        train_data / eval_data: tokenized datasets with ``labels`` (see :mod:`ofa.data`) for a
+            BERT-family supernet; :class:`ofa.data_images.ImageData` for a CNN. With
+            ``eval_data``, the max and min subnets of each phase are evaluated when it ends
+            (a CNN subnet after batch-norm calibration on training batches) and written to
+            ``metrics.jsonl`` as ``{"step", "phase", "eval": {"max": acc, "min": acc}}``.
         output_dir: receives ``metrics.jsonl`` and ``checkpoint/``.
         resume: continue from ``output_dir/checkpoint`` exactly where it stopped.
         max_steps: stop after this many optimizer steps in total (a later ``resume`` goes on).
 
     Seeds torch's global generator with ``config.seed`` (dropout), samples subnets from its own
-    generator, and leaves the supernet in eval mode on its max subnet.
+    generator, and leaves the supernet in eval mode on its max subnet. A CNN's batch-norm
+    statistics then mix many subnets: calibrate a subnet (:func:`ofa.calibrate_bn_`, or
+    ``ofa.evaluate(..., calibration_data=...)``) before evaluating or exporting it.
 
     Example:
         >>> result = ofa.train(supernet, teacher=bert, train_data=task_train,
         ...                    config=ofa.TrainConfig(phases=ofa.default_phases(60)),
         ...                    output_dir="runs/train")
     """
+    with _frozen(teacher):
+        return _train(
+            supernet,
+            teacher,
+            train_data,
+            eval_data,
+            config,
+            output_dir,
+            resume,
+            max_steps,
+            progress,
+        )
+
+
+@contextlib.contextmanager
+def _frozen(teacher: nn.Module | None) -> Iterator[None]:
+    """The teacher takes no gradients during training; its own flags are restored afterwards."""
+    flags = [] if teacher is None else [(p, p.requires_grad) for p in teacher.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def _train(
+    supernet: Supernet,
+    teacher: nn.Module | None,
+    train_data: TrainData,
+    eval_data: TrainData | None,
+    config: TrainConfig,
+    output_dir: str | os.PathLike,
+    resume: bool,
+    max_steps: int | None,
+    progress: bool,
+) -> TrainResult:
     rank, world = parallel.setup()
     _check_inputs(supernet, teacher, train_data, config)
     device = parallel.device()
@@ -269,7 +353,7 @@ def train(
     torch.manual_seed(config.seed)
     supernet.to(device).train()
     if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)
+        teacher.to(device).eval()
     adaptor = _make_adaptor(supernet, teacher, config, device)
     params = list(supernet.parameters()) + ([] if adaptor is None else list(adaptor.parameters()))
     optimizer = torch.optim.AdamW(
@@ -288,8 +372,10 @@ def train(
         _truncate_metrics(metrics, step)
     total = plans[-1].end if max_steps is None else min(plans[-1].end, max_steps)
     runner = _Step(supernet, teacher, adaptor, config, device)
-    pad_id = getattr(supernet.config, "pad_token_id", None) or 0
-    batches = _micro_batches(train_data, config, step * config.grad_accum_steps, pad_id, device)
+    collate = _collate(supernet, train_data)
+    batches = _micro_batches(
+        len(train_data), collate, config, step * config.grad_accum_steps, device
+    )
     bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, desc="train")
     last: dict[str, float] = {"loss": float("nan")}
     started = time.perf_counter()
@@ -322,8 +408,11 @@ def train(
                 "subnets": len(subnets),
                 "elapsed_s": round(time.perf_counter() - started, 3),
             }
-            with open(metrics, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            _append(metrics, row)
+        if eval_data is not None and rank == 0 and step == plan.end:
+            scores = _evaluate_phase(supernet, plan.phase, eval_data, collate, len(train_data))
+            logger.info("end of phase %s: %s", plan.phase.name, scores)
+            _append(metrics, {"step": step, "phase": plan.phase.name, "eval": scores})
         every = config.checkpoint_every_steps
         if (every and step % every == 0) or step == total:
             _save(
@@ -333,6 +422,35 @@ def train(
     supernet.set_subnet(supernet.space.max_subnet())
     supernet.eval()
     return TrainResult(step, last["loss"], output_dir, metrics)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _evaluate_phase(
+    supernet: Supernet, phase: PhaseConfig, eval_data: TrainData, collate: Collate, size: int
+) -> dict[str, float]:
+    """Accuracy of the phase's max and min subnets (CNNs calibrated on 8 training batches)."""
+    space = supernet.space if phase.subnet is not None else phase.space_for(supernet.space)
+    subnets = {"max": space.max_subnet(), "min": space.min_subnet()}
+    if phase.subnet is not None:
+        subnets = {"subnet": phase.subnet}
+    calibration = None
+    if supernet.family_name == "cnn":
+        order = epoch_order(size, seed=12345, epoch=0)[: 8 * 64]
+        calibration = [collate(order[i : i + 64]) for i in range(0, len(order), 64)]
+    was_training = supernet.training
+    # extraction builds modules, whose init draws from the global generator: keep training's
+    # random stream (dropout) the same with or without evaluation
+    with torch.random.fork_rng(devices=[]):
+        scores = {
+            name: round(evaluate(supernet, s, eval_data, calibration_data=calibration), 5)
+            for name, s in subnets.items()
+        }
+    supernet.train(was_training)
+    return scores
 
 
 def _make_adaptor(
@@ -414,7 +532,7 @@ def _resume(
         scheduler=scheduler,
         generator=generator,
     )
-    if state["config"] != config.to_dict():
+    if TrainConfig.from_dict(state["config"]) != config:
         raise ValueError(f"{directory} was written with another config: resume with the same one")
     if state["world_size"] != parallel.rank_and_world()[1]:
         raise ValueError(

@@ -1,0 +1,130 @@
+"""CNN latency model accuracy on CPU: median absolute relative error on held-out subnets.
+
+Profiles the bench CNN (``benchmarks/bench_cnn.py``'s ResNet-style ``Teacher``, converted with
+the same ``default_space(teacher, image_size=28)``, untrained: latency does not depend on the
+weights) at batch 1, 28 x 28, fp32, 1 thread by default: 30 random extracted subnets (plus max
+and min) to fit, 30 others held out, the per-layer table (conv + BN + activation units timed
+alone, summed over the subnet's live layers, times a calibration ratio) and the fitted predictor
+(non-negative least squares on FLOP-like features), keeping the better one. The machine's noise
+is stated beside it: the IQR/median of each measurement and how much two measurements of the
+same subnet, measured again after profiling, disagree.
+
+Example:
+    python benchmarks/bench_cnn_latency.py --threads 1
+    python benchmarks/bench_cnn_latency.py --quick --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ofa  # noqa: E402
+from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks.bench_cnn import Teacher  # noqa: E402
+from ofa.cnn_space import CnnSubnet  # noqa: E402
+from ofa.convert.cnn import default_space  # noqa: E402
+from search import LatencyModel, MeasuredLatency  # noqa: E402
+
+OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_cnn_latency"
+
+
+def _load() -> str:
+    return os.getloadavg()[0].__format__(".1f") if hasattr(os, "getloadavg") else "?"
+
+
+def _repeat_disagreement(supernet: ofa.Supernet, model: LatencyModel, count: int) -> list[float]:
+    """Re-measure held-out subnets: |second - first| / first, the floor of any model's error."""
+    measurer = MeasuredLatency(supernet, model.target, warmup=3, rounds=10)
+    tests = [m for m in model.measurements if m["split"] == "test"][:count]
+    return [
+        abs(measurer(CnnSubnet.from_dict(m["subnet"])) - m["measured_ms"]) / m["measured_ms"]
+        for m in tests
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--width", type=int, default=16, help="the teacher's base width")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="8 + 4 subnets, 3 rounds")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    num_train, num_test, rounds = (8, 4, 3) if args.quick else (30, 30, args.rounds)
+    torch.set_num_threads(args.threads)  # as measured, so the report's "torch threads" agrees
+    teacher = Teacher(args.width).eval()
+    space = default_space(teacher, image_size=args.image_size)
+    supernet = ofa.convert(teacher, space).eval()
+    load_before, start = _load(), time.time()
+    latency = LatencyModel.profile(
+        supernet,
+        device="cpu",
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        num_threads=args.threads,
+        num_train=num_train,
+        num_test=num_test,
+        warmup=3,
+        rounds=rounds,
+        progress=True,
+    )
+    profile_s = time.time() - start
+    repeat = _repeat_disagreement(supernet, latency, min(10, num_test))
+    load_after = _load()
+    OUT.mkdir(parents=True, exist_ok=True)
+    latency.save(OUT / f"latency_cpu_b{args.batch_size}_i{args.image_size}.json")
+    held = latency.held_out
+    measured = [m["measured_ms"] for m in latency.measurements]
+    rows = [
+        {
+            "method": m,
+            "held-out median abs rel error": f"{100 * held[f'{m}_median_error']:.1f}%",
+            "held-out max error": f"{100 * held[f'{m}_max_error']:.1f}%",
+            "chosen": "yes" if m == latency.method else "",
+        }
+        for m in ("table", "predictor")
+    ]
+    busy = "?" in (load_before, load_after) or max(float(load_before), float(load_after)) > 1.5
+    shared = (
+        ": the CPU was shared with other jobs, so these are upper bounds on the error a quiet "
+        "machine would show"
+        if busy
+        else ": nothing else ran, the machine was quiet"
+    )
+    body = f"""Bench CNN (`benchmarks/bench_cnn.py` `Teacher`, width {args.width}, converted with \
+`default_space(teacher, image_size={args.image_size})`: {len(space.channel_groups)} channel \
+groups, {len(space.stages)} depth-elastic stages, {len(space.kernel_convs)} kernel-elastic convs), \
+{latency.target.describe()}, {num_train} profiled + {num_test} held-out random extracted subnets, \
+{rounds} timed rounds each (median). The table holds {len(latency.table)} entries: \
+{len(latency.plan)} conv / linear units (each with its BN and activation), every width and \
+kernel each can take, timed alone.
+
+{markdown_table(rows)}
+
+Held-out error of the chosen method: **{100 * latency.held_out_error:.1f}%**.
+
+Machine noise while measuring: median IQR/median of one measurement \
+{100 * held["median_measurement_spread"]:.1f}%; the same {len(repeat)} held-out subnets measured \
+again after profiling differ by a median {100 * statistics.median(repeat):.1f}% (max \
+{100 * max(repeat):.1f}%), which bounds what any latency model can reach here. Subnet latencies \
+ranged {min(measured):.2f}-{max(measured):.2f} ms. Load average {load_before} at the start, \
+{load_after} at the end (2 cores){shared}. Profiling took {profile_s:.0f} s."""
+    print(body)
+    if not args.no_write:
+        write_section("cnn_latency_model", "CNN latency model: held-out error on CPU", body)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

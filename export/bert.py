@@ -1,0 +1,164 @@
+"""What a BERT-family export does beyond the shared checkpoint: check, 2:4 masking, files.
+
+:func:`export.save` builds a :class:`BertExport` for BERT-family supernets (the CNN counterpart
+is :class:`export.cnn.CnnExport`): it extracts the subnet as a transformers model, checks it
+against the supernet, optionally masks it 2:4, and writes ``model.safetensors``,
+``config.json``, ``subnet.json``, ``modeling_ofa.py`` when needed, the tokenizer and
+``model.onnx``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from transformers import PreTrainedModel
+
+from export.extract import (
+    CONFIG_FILE,
+    MODELING_FILE,
+    SUBNET_FILE,
+    WEIGHTS_FILE,
+    checkpoint_config,
+    extract,
+    fits_vanilla,
+    modeling_source,
+)
+from export.onnx import ONNX_FILE, check_onnx, export_onnx
+from export.sparsity import (
+    SparsityConfig,
+    apply_2_4_,
+    choose_semi_structured,
+    finetune_masked_,
+    kernels_available,
+    select_layers,
+)
+from export.verify import DENSE_ATOL, check_diff, compare, masked_supernet
+from ofa._io import write_json_atomic
+from ofa.space import Subnet
+from ofa.supernet import Supernet
+
+__all__ = ["BertExport"]
+
+
+def sparsify(
+    model: PreTrainedModel,
+    supernet: Supernet,
+    subnet: Subnet,
+    config: SparsityConfig,
+    finetune_data: Iterable[Mapping[str, torch.Tensor]] | None,
+) -> dict[str, Any]:
+    """Mask ``model`` 2:4 in place, check it against the masked supernet, optionally fine-tune."""
+    if config.finetune_steps and finetune_data is None:
+        raise ValueError(
+            "SparsityConfig.finetune_steps > 0 needs finetune_data (batches of inputs)"
+        )
+    names, skipped = select_layers(model, config)
+    teacher = copy.deepcopy(model) if config.finetune_steps else None
+    masks = apply_2_4_(model, names)
+    reference = masked_supernet(supernet, subnet, masks)
+    with reference.using(subnet):
+        diff = compare(model, reference, vocab_size=model.config.vocab_size)
+    check_diff("masked supernet", diff, DENSE_ATOL)  # raises when the masking went wrong
+    del reference
+    losses: list[float] = []
+    if teacher is not None:
+        assert finetune_data is not None
+        losses = finetune_masked_(model, teacher, masks, finetune_data, config)
+    device = next(model.parameters()).device
+    kernels = None
+    if kernels_available(device):
+        decisions = choose_semi_structured(copy.deepcopy(model).half(), names)
+        kernels = {
+            "device": torch.cuda.get_device_name(device),
+            "dtype": "float16",
+            "layers": decisions,
+        }
+    return {
+        **config.to_dict(),
+        "layers": names,
+        "dense_layers": skipped,
+        "masked_max_abs_diff": diff,
+        "finetune_loss": [losses[0], losses[-1]] if losses else None,
+        "kernels": kernels,
+    }
+
+
+class BertExport:
+    """A BERT-family subnet on its way to a checkpoint: extracted, checked, maybe 2:4-masked."""
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        subnet: Subnet,
+        *,
+        sparsity: SparsityConfig | None,
+        onnx: bool,
+        tokenizer: Any,
+        finetune_data: Iterable[Mapping[str, torch.Tensor]] | None,
+    ) -> None:
+        self.supernet, self.subnet, self.onnx, self.tokenizer = supernet, subnet, onnx, tokenizer
+        self.model: PreTrainedModel = extract(supernet, subnet)  # type: ignore[assignment]
+        with supernet.using(subnet):
+            diff = compare(self.model, supernet, vocab_size=self.model.config.vocab_size)
+        self.check = check_diff("supernet", diff, DENSE_ATOL)
+        self.sparse_info = None
+        if sparsity is not None:
+            self.sparse_info = sparsify(self.model, supernet, subnet, sparsity, finetune_data)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        supernet, subnet = self.supernet, self.subnet
+        teacher = supernet.space.max_subnet()
+        flops = supernet.flops(subnet, batch_size=1, seq_len=128)
+        vanilla = fits_vanilla(supernet.space, subnet)
+        return {
+            "family": "bert",
+            "architecture": type(self.model).__name__,
+            "loads_with": "transformers" if vanilla else "transformers, trust_remote_code=True",
+            "flops": {
+                "value": flops,
+                "batch_size": 1,
+                "seq_len": 128,
+                "counts": "matmul, 2 per MAC",
+            },
+            "teacher_params": supernet.num_params(teacher),
+            "teacher_flops": supernet.flops(teacher, batch_size=1, seq_len=128),
+            "sparsity": self.sparse_info,
+            "verify": self.check.to_dict(),
+        }
+
+    def write(self, tmp: Path) -> dict[str, Any]:
+        """Write the checkpoint's files into ``tmp``; returns the manifest entries they settle."""
+        model = self.model
+        write_files(tmp, model, self.supernet, self.subnet, self.tokenizer, self.sparse_info)
+        if not self.onnx:
+            return {}
+        if next(model.parameters()).device.type != "cpu":
+            model = copy.deepcopy(model).cpu()
+        export_onnx(model, tmp / ONNX_FILE)
+        return {"onnx": {"file": ONNX_FILE, **check_onnx(model, tmp / ONNX_FILE)}}
+
+
+def write_files(
+    tmp: Path,
+    model: PreTrainedModel,
+    supernet: Supernet,
+    subnet: Subnet,
+    tokenizer: Any,
+    sparse_info: dict[str, Any] | None,
+) -> None:
+    metadata = {"format": "pt", "ofa_subnet": subnet.to_json()}
+    if sparse_info is not None:
+        metadata["ofa_sparsity"] = json.dumps({"pattern": "2:4", "layers": sparse_info["layers"]})
+    safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE), metadata=metadata)
+    write_json_atomic(tmp / CONFIG_FILE, checkpoint_config(model, supernet.space, subnet))
+    write_json_atomic(tmp / SUBNET_FILE, subnet.to_dict())
+    if not fits_vanilla(supernet.space, subnet):
+        (tmp / MODELING_FILE).write_text(modeling_source(type(model).__name__))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))

@@ -1,0 +1,243 @@
+"""ofa.train and ofa.evaluate on CNN supernets: the kernel -> depth -> width schedule on real digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ofa
+from ofa.convert.cnn import default_space
+from ofa.data_images import load_digits
+from ofa.distill import DistillConfig
+from ofa.evaluate import accuracy
+from ofa.train import PhaseConfig, TrainConfig, default_cnn_phases, train
+from ofa.train.loop import _subnets
+from tests.ofa._cnn_nets import HomeNet
+from tests.ofa.test_train import tiny_bert
+
+pytest.importorskip("sklearn")
+
+
+def _teacher(data, steps: int = 60) -> HomeNet:
+    """HomeNet trained on the digits for a few seconds (about 0.9 test accuracy)."""
+    torch.manual_seed(0)
+    model = HomeNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        batch = next(data.batches(64, shuffle=True, seed=step))
+        loss = F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(split="train"), load_digits(split="test")
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    return _teacher(digits[0])
+
+
+def _supernet(model) -> ofa.Supernet:
+    return ofa.convert(model, default_space(model, image_size=8, width_ratios=(0.5, 1.0)))
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_default_cnn_schedule_and_phase_spaces(teacher):
+    supernet = _supernet(teacher)
+    space = supernet.space
+    assert space.kernel_convs and any(len(c) > 1 for c in space.depth_choices)
+    phases = default_cnn_phases(50, space=space)
+    assert [p.name for p in phases] == [
+        "kernel",
+        "depth-large",
+        "depth-all",
+        "width-large",
+        "width-all",
+    ]
+    assert sum(p.steps for p in phases) == 50
+    kernel, depth_large, _, width_large, width_all = (p.space_for(space) for p in phases)
+    # kernel phase: every kernel choice, full widths and depths
+    assert kernel.kernel_choices == space.kernel_choices
+    assert kernel.max_subnet() == space.max_subnet()
+    assert all(len(c) == 1 for c in kernel.channel_choices + kernel.depth_choices)
+    # "large": the larger half of each stage's choices, kernels stay elastic
+    assert depth_large.depth_choices == tuple(c[len(c) // 2 :] for c in space.depth_choices)
+    assert depth_large.kernel_choices == space.kernel_choices
+    assert width_large.channel_choices == tuple(c[len(c) // 2 :] for c in space.channel_choices)
+    assert width_all == space
+    # a space without kernel-elastic convs gets no kernel phase
+    flat = default_space(teacher, image_size=8, elastic_kernel=False)
+    assert [p.name for p in default_cnn_phases(8, space=flat)][0] == "depth-large"
+
+
+def test_sandwich_on_a_cnn_phase_and_dimension_errors(teacher):
+    supernet = _supernet(teacher)
+    phase = PhaseConfig(name="w", steps=1, widths="large", depths="all", num_random=2)
+    space = phase.space_for(supernet.space)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        drawn = _subnets(phase, supernet, generator)
+        assert drawn[0] == supernet.space.max_subnet() and drawn[1] == space.min_subnet()
+        assert all(space.contains(s) and supernet.space.contains(s) for s in drawn)
+    with pytest.raises(ValueError, match="num_heads.*CNN"):
+        PhaseConfig(name="x", steps=1, num_heads="all").space_for(supernet.space)
+    with pytest.raises(ValueError, match="differ per"):
+        PhaseConfig(name="x", steps=1, widths=(8, 16)).space_for(supernet.space)
+    bert_space = ofa.convert(tiny_bert()).space
+    with pytest.raises(ValueError, match="kernel_sizes.*BERT"):
+        PhaseConfig(name="x", steps=1, kernel_sizes="all").space_for(bert_space)
+    # a fixed CNN subnet survives the JSON round trip of the config
+    fixed = PhaseConfig(name="f", steps=1, subnet=supernet.space.min_subnet())
+    config = TrainConfig(phases=(fixed, *default_cnn_phases(5)))
+    assert TrainConfig.from_json(config.to_json()) == config
+
+
+def _config(**overrides) -> TrainConfig:
+    base = dict(
+        phases=(
+            PhaseConfig(name="kernel", steps=2, kernel_sizes="all"),
+            PhaseConfig(name="depth", steps=2, kernel_sizes="all", depths="all"),
+            PhaseConfig(name="width", steps=3, kernel_sizes="all", depths="all", widths="all"),
+        ),
+        batch_size=32,
+        learning_rate=2e-3,
+        distill=DistillConfig(temperature=2.0, alpha=0.5),
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_train_a_cnn_supernet_phases_eval_rows_and_exact_resume(tmp_path, digits, teacher):
+    train_data, test_data = digits
+    config = _config(checkpoint_every_steps=3)
+    whole = _supernet(teacher)
+    result = train(
+        whole,
+        teacher=teacher,
+        train_data=train_data,
+        eval_data=test_data,
+        config=config,
+        output_dir=tmp_path / "whole",
+        progress=False,
+    )
+    rows = _rows(result.metrics_path)
+    steps = [r for r in rows if "eval" not in r]
+    assert [r["phase"] for r in steps] == ["kernel"] * 2 + ["depth"] * 2 + ["width"] * 3
+    assert all(r["subnets"] == 3 and {"ce", "logit", "loss"} <= set(r) for r in steps)
+    evals = [r for r in rows if "eval" in r]
+    assert [(r["step"], r["phase"]) for r in evals] == [(2, "kernel"), (4, "depth"), (7, "width")]
+    assert all(0 <= r["eval"]["min"] <= 1 and 0 <= r["eval"]["max"] <= 1 for r in evals)
+    assert whole.active_subnet == whole.space.max_subnet() and not whole.training
+
+    part = _supernet(teacher)
+    train(
+        part,
+        teacher=teacher,
+        train_data=train_data,
+        config=config,
+        output_dir=tmp_path / "part",
+        max_steps=3,
+        progress=False,
+    )
+    fresh = _supernet(HomeNet())  # other weights: the checkpoint must overwrite them all
+    torch.manual_seed(99)
+    train(
+        fresh,
+        teacher=teacher,
+        train_data=train_data,
+        config=config,
+        output_dir=tmp_path / "part",
+        resume=True,
+        progress=False,
+    )
+    got = _rows(tmp_path / "part" / "metrics.jsonl")
+    assert [r["step"] for r in got] == list(range(1, 8))
+    for a, b in zip(steps[3:], got[3:]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+    for (name, a), b in zip(whole.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_trained_cnn_subnets_are_accurate_after_calibration(tmp_path, digits, teacher):
+    train_data, test_data = digits
+    teacher_acc = accuracy(teacher, test_data)
+    supernet = _supernet(teacher)
+    calibration = train_data.subset(512)
+    space = supernet.space
+    untrained_min = ofa.evaluate(
+        supernet, space.min_subnet(), test_data, calibration_data=calibration
+    )
+    train(
+        supernet,
+        teacher=teacher,
+        train_data=train_data,
+        config=TrainConfig(
+            phases=default_cnn_phases(150, space=space),
+            batch_size=64,
+            learning_rate=2e-3,
+            distill=DistillConfig(temperature=2.0, alpha=0.5),
+        ),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    trained_min = ofa.evaluate(
+        supernet, space.min_subnet(), test_data, calibration_data=calibration
+    )
+    trained_max = ofa.evaluate(
+        supernet, space.max_subnet(), test_data, calibration_data=calibration
+    )
+    # evaluating with calibration leaves the supernet (weights and BN statistics) untouched
+    for name, value in supernet.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    # the same figure by hand: extract, calibrate, count
+    small = supernet.extract(space.min_subnet())
+    ofa.calibrate_bn_(small, calibration.batches(64))
+    with torch.no_grad():
+        logits = small.eval()(test_data.images)
+    assert trained_min == pytest.approx(float((logits.argmax(-1) == test_data.labels).float().mean()))
+    # the min subnet (half widths, one block per stage, 3 x 3 kernels) is near chance when cut
+    # from the teacher, and learns from the supernet training; the max keeps the teacher's level
+    assert teacher_acc > 0.8 and trained_max > teacher_acc - 0.05
+    assert untrained_min < 0.3 and trained_min > untrained_min + 0.2
+
+
+def test_cnn_train_and_evaluate_errors(tmp_path, digits, teacher):
+    supernet = _supernet(teacher)
+    train_data, test_data = digits
+    with pytest.raises(ValueError, match="ImageData"):
+        train(
+            supernet,
+            teacher=teacher,
+            train_data=[1, 2, 3],
+            config=_config(),
+            output_dir=tmp_path,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="hidden_weight=0"):
+        train(
+            supernet,
+            teacher=teacher,
+            train_data=train_data,
+            config=_config(distill=DistillConfig(alpha=0.5, hidden_weight=1.0)),
+            output_dir=tmp_path,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="outside the search space"):
+        ofa.evaluate(
+            supernet,
+            ofa.CnnSubnet(widths=(1,)),
+            test_data,
+            calibration_data=train_data,
+        )
