@@ -88,3 +88,35 @@ def test_mobilenet_v3_kernels_and_squeeze_excitation() -> None:
     expanded = groups["features.4.block.0.0"]  # expand conv of the first SE block
     assert "features.4.block.1.0" in expanded.depthwise
     assert "features.4.block.2.fc2" in expanded.producers
+
+
+def test_resnet18_trains_profiles_and_exports(tmp_path) -> None:
+    """The whole loop on a torchvision model: ofa.train (CNN schedule), a latency model, export."""
+    import export
+    import search
+    from ofa.data_images import ImageData
+
+    model, supernet = _pair("resnet18")
+    supernet = copy.deepcopy(supernet)
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(64, 3, 32, 32, generator=generator)
+    data = ImageData(images, torch.randint(10, (64,), generator=generator), tuple("0123456789"))
+    ofa.train(
+        supernet,
+        teacher=model,
+        train_data=data,
+        eval_data=data,
+        config=ofa.TrainConfig(
+            phases=ofa.default_cnn_phases(5, space=supernet.space), batch_size=16
+        ),
+        output_dir=tmp_path / "train",
+        progress=False,
+    )
+    latency = search.LatencyModel.profile(supernet, num_train=4, num_test=2, rounds=2, warmup=1)
+    subnet = supernet.space.sample(torch.Generator().manual_seed(5))
+    assert 0 < latency(subnet) and latency.target.image_size == supernet.space.image_size
+    out = export.save(supernet, subnet, tmp_path / "small", calibration_data=data.batches(32))
+    small = supernet.extract(subnet)
+    ofa.calibrate_bn_(small, data.batches(32))
+    with torch.no_grad():
+        torch.testing.assert_close(export.load(out)(X), small.eval()(X), atol=1e-5, rtol=1e-5)
