@@ -1,8 +1,9 @@
-"""CNN quickstart: a home-made residual CNN on scikit-learn digits, end to end in about a minute of CPU time.
+"""CNN quickstart: a home-made residual CNN on scikit-learn digits, the whole loop in about two minutes.
 
-train a teacher -> ofa.convert -> reorder channels by BN scale -> a few sandwich-rule steps ->
-pick a half-width subnet -> calibrate its batch norms -> extract a plain model -> save it as
-safetensors + architecture JSON -> rebuild it with no elastic code and check it.
+train a teacher -> ofa.convert -> reorder channels by BN scale -> ofa.train (kernel, depth, width
+phases, distilled from the teacher) -> profile this CPU's latency -> search under half the
+teacher's latency -> export the best subnet (batch norms recalibrated) -> reload it with torch
+and safetensors alone and check it.
 
 Run: python examples/cnn_quickstart.py [--out runs/cnn_quickstart]
 (torchvision models work the same way: ofa.convert(torchvision.models.resnet18(), space).)
@@ -11,17 +12,19 @@ Run: python examples/cnn_quickstart.py [--out runs/cnn_quickstart]
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
+import sys
 from pathlib import Path
 
-import safetensors.torch
+import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import export
 import ofa
+import search
 from ofa.convert.cnn import default_space
-from ofa.convert.cnn_graph import CnnGraph
 from ofa.data_images import ImageData, load_digits
 
 
@@ -57,9 +60,15 @@ def accuracy(model: nn.Module, data: ImageData) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description="CNN supernet quickstart on digits")
     parser.add_argument("--out", default="runs/cnn_quickstart")
+    parser.add_argument("--steps", type=int, default=150, help="supernet training steps")
+    parser.add_argument("--trials", type=int, default=30, help="search trials")
     args = parser.parse_args()
     torch.manual_seed(0)
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(args.out)
     train, test = load_digits(split="train"), load_digits(split="test")
+    val, calibration = train.subset(300, seed=1), train.subset(512, seed=2)
 
     teacher = DigitsNet()
     optimizer = torch.optim.Adam(teacher.parameters(), lr=3e-3)
@@ -80,41 +89,52 @@ def main() -> None:
         f"kernel-elastic convs {space.kernel_convs}"
     )
 
-    # a few sandwich-rule steps (max, random, min subnet), distilled from the teacher
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(supernet.parameters(), lr=1e-3)
-    teacher.eval()
-    for batch in train.batches(64, shuffle=True, seed=10):
-        with torch.no_grad():
-            soft = F.softmax(teacher(batch["pixel_values"]), -1)
-        optimizer.zero_grad()
-        supernet.train()
-        for subnet in (space.max_subnet(), space.sample(generator), space.min_subnet()):
-            supernet.set_subnet(subnet)
-            logits = supernet(batch["pixel_values"])
-            F.kl_div(F.log_softmax(logits, -1), soft, reduction="batchmean").backward()
-        optimizer.step()
-
-    half = space.scaled(0.5)
-    small = supernet.extract(half)
-    ofa.calibrate_bn_(small, (b["pixel_values"] for b in train.batches(256)))
-    ratio = supernet.flops(half) / supernet.flops(space.max_subnet())
-    print(
-        f"half-width subnet: {ratio:.0%} of the FLOPs, {supernet.num_params(half)} params, "
-        f"accuracy {accuracy(small, test):.3f}"
+    ofa.train(
+        supernet,
+        teacher=teacher,
+        train_data=train,
+        eval_data=val,
+        config=ofa.TrainConfig(
+            phases=ofa.default_cnn_phases(args.steps, space=space),
+            batch_size=64,
+            learning_rate=2e-3,
+            distill=ofa.DistillConfig(temperature=2.0, alpha=0.5),
+        ),
+        output_dir=out / "train",
     )
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "architecture.json").write_text(small.to_json())
-    (out / "subnet.json").write_text(half.to_json())
-    safetensors.torch.save_model(small, str(out / "model.safetensors"))
+    latency = search.LatencyModel.profile(supernet, batch_size=1, num_threads=1)
+    budget = 0.5 * latency(space.max_subnet())
+    print(f"latency model held-out error {latency.held_out_error:.1%}; budget {budget:.2f} ms")
+    found = search.run(
+        supernet,
+        evaluate=lambda s, n: ofa.evaluate(s, n, val, calibration_data=calibration),
+        latency=latency,
+        budget_ms=budget,
+        trials=args.trials,
+        out_dir=out / "search",
+    )
+    best = found.best
+    print(
+        f"best subnet: {supernet.flops(best.subnet) / supernet.flops(space.max_subnet()):.0%} "
+        f"of the FLOPs, measured {best.measured_ms:.2f} ms (budget {budget:.2f} ms), "
+        f"test accuracy {ofa.evaluate(supernet, best.subnet, test, calibration_data=calibration):.3f}"
+    )
 
-    rebuilt = CnnGraph.from_dict(json.loads((out / "architecture.json").read_text()))
-    safetensors.torch.load_model(rebuilt, str(out / "model.safetensors"))
-    with torch.no_grad():
-        same = torch.equal(rebuilt.eval()(test.images), small.eval()(test.images))
-    print(f"saved to {out}; rebuilt from JSON + safetensors, identical outputs: {same}")
+    target = export.save(
+        supernet,
+        best.subnet,
+        out / "small",
+        calibration_data=calibration.batches(256),
+        overwrite=True,
+    )
+    # the exported directory needs only torch and safetensors: load it as a deployment would
+    spec = importlib.util.spec_from_file_location("cnn_model", target / "cnn_model.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["cnn_model"] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    deployed = module.load_model(target)
+    print(f"exported to {target}; reloaded without ofa: accuracy {accuracy(deployed, test):.3f}")
 
 
 if __name__ == "__main__":
