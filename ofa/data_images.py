@@ -29,6 +29,7 @@ __all__ = [
     "ImageData",
     "load_digits",
     "load_fashion_mnist",
+    "load_images",
     "read_idx",
 ]
 
@@ -188,3 +189,63 @@ def load_digits(
     index = order[cut:] if split == "train" else order[:cut]
     names = tuple(str(d) for d in range(10))
     return ImageData(images[index], labels[index], names)
+
+
+def load_images(
+    spec: str | os.PathLike,
+    *,
+    split: Literal["train", "test"] = "train",
+    limit: int | None = None,
+    seed: int = 0,
+) -> ImageData:
+    """Images named the way the command line names them.
+
+    ``spec`` is ``"digits"``, ``"fashion-mnist"`` (Debian's IDX files) or a ``.npz`` file with
+    arrays ``images`` ``(N, C, H, W)`` (numbers, already normalised) and ``labels`` ``(N,)``
+    (integers from 0); a ``.npz`` file is one split, so ``split`` does not apply to it.
+    ``limit`` keeps a seeded random subset of that many examples.
+
+    Example:
+        >>> train = load_images("digits", split="train", limit=512)
+    """
+    name = str(spec)
+    if name == "digits":
+        data = load_digits(split=split, seed=seed)
+    elif name == "fashion-mnist":
+        data = load_fashion_mnist(split=split)
+    else:
+        data = _load_npz(Path(name))
+    return data if limit is None else data.subset(limit, seed=seed)
+
+
+def _load_npz(path: Path) -> ImageData:
+    if path.suffix != ".npz" or not path.is_file():
+        raise FileNotFoundError(
+            f"image data {str(path)!r} is not 'digits', 'fashion-mnist' or an existing .npz file"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if not {"images", "labels"} <= set(arrays.files):
+                raise ValueError(
+                    f"{path} holds {sorted(arrays.files)}: it needs arrays 'images' and 'labels'"
+                )
+            images, labels = arrays["images"], arrays["labels"]
+    except (OSError, ValueError) as error:
+        if "needs arrays" in str(error):
+            raise
+        raise ValueError(f"{path} is not a plain .npz archive: {error}") from None
+    if images.ndim != 4 or images.dtype.kind not in "fiu":
+        raise ValueError(f"{path}: 'images' must be (N, C, H, W) numbers, got {images.shape}")
+    if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu" or labels.min() < 0:
+        raise ValueError(
+            f"{path}: 'labels' must be {images.shape[0]} integers >= 0, got {labels.shape} "
+            f"{labels.dtype}"
+        )
+    if len(labels) == 0:
+        raise ValueError(f"{path} holds no images")
+    names = tuple(str(i) for i in range(int(labels.max()) + 1))
+    return ImageData(
+        torch.from_numpy(images.astype(np.float32)),
+        torch.from_numpy(labels.astype(np.int64)),
+        names,
+    )

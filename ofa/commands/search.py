@@ -39,11 +39,16 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument(
         "--data",
         help="CSV/JSON/parquet with text and label columns "
-        "(default: the embedded Rotten Tomatoes reviews)",
+        "(default: the embedded Rotten Tomatoes reviews); for a CNN supernet: digits, "
+        "fashion-mnist or FILE.npz (images, labels)",
     )
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--split", default="validation", help="split to score accuracy on")
+    parser.add_argument(
+        "--split",
+        default="validation",
+        help="split to score accuracy on (CNN images: train, or test for validation/test)",
+    )
     parser.add_argument("--examples", type=int, default=300, help="examples per evaluation")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per example")
     parser.add_argument(
@@ -125,6 +130,22 @@ def _evaluation_data(args: argparse.Namespace) -> Any:
     return tokenize(rows, _tokenizer(args), max_length=args.max_length)
 
 
+def _image_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """A CNN's evaluation images and the training images its batch norms are calibrated on."""
+    from ofa.data_images import load_images
+
+    if args.data is None:
+        raise ValueError(
+            "a CNN supernet is scored on images: give --data digits, fashion-mnist or FILE.npz"
+        )
+    if args.examples < 1:
+        raise ValueError(f"--examples must be positive, got {args.examples}")
+    split = "train" if args.split == "train" else "test"
+    data = load_images(args.data, split=split, limit=args.examples, seed=args.seed)
+    calibration = load_images(args.data, split="train", limit=512, seed=args.seed + 1)
+    return data, calibration
+
+
 def _report(result: Any) -> None:
     print(
         f"{result.num_trials} trials ({result.num_feasible} within budget) in study "
@@ -164,16 +185,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     supernet = load_supernet(args.supernet)
-    if not hasattr(supernet.model, "classifier"):
+    if supernet.family_name == "cnn":
+        data, calibration = _image_data(args)
+    elif not hasattr(supernet.model, "classifier"):
         raise ValueError(
             f"{args.supernet} is a bare encoder: accuracy needs a sequence-classification head; "
             "convert a fine-tuned *ForSequenceClassification model (see `ofa finetune`)"
         )
     latency, target = _latency(args, supernet)
-    data = _evaluation_data(args)
+    if supernet.family_name != "cnn":
+        data, calibration = _evaluation_data(args), None
     result = search.run(
         supernet,
-        evaluate=lambda net, subnet: evaluate(net, subnet, data),
+        evaluate=lambda net, subnet: evaluate(net, subnet, data, calibration_data=calibration),
         latency=latency,
         budget_ms=args.budget_ms,
         trials=args.trials,

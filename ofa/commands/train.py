@@ -14,7 +14,11 @@ EXAMPLE = """example:
   ofa convert --model runs/teacher/model --out runs/supernet
   ofa train --supernet runs/supernet --teacher runs/teacher/model --out runs/train --steps 600
   ofa train ... --resume                               # continue exactly after a crash
-  torchrun --nproc_per_node 2 -m ofa.cli train ...     # data-parallel"""
+  torchrun --nproc_per_node 2 -m ofa.cli train ...     # data-parallel
+  # a CNN supernet (saved by Supernet.save); its teacher exported as a plain CNN directory:
+  ofa export --supernet runs/cnn-supernet --subnet max --out runs/cnn-teacher
+  ofa train --supernet runs/cnn-supernet --teacher runs/cnn-teacher --data fashion-mnist \
+      --out runs/cnn-train --steps 1000 --batch-size 128 --lr 2e-3"""
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +27,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data",
         default="rotten_tomatoes",
-        help="'rotten_tomatoes' or 'imdb' (embedded movie reviews) or a .csv/.json/.parquet file",
+        help="'rotten_tomatoes' or 'imdb' (embedded movie reviews) or a .csv/.json/.parquet file; "
+        "for a CNN supernet: 'digits', 'fashion-mnist' or a .npz file (images, labels)",
     )
     group.add_argument("--text-column", default="text")
     group.add_argument("--text-pair-column", help="second sentence of a pair task")
@@ -71,7 +76,10 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--supernet", required=True, help="supernet directory (ofa convert)")
-    parser.add_argument("--teacher", help="fine-tuned teacher checkpoint (ofa finetune)")
+    parser.add_argument(
+        "--teacher",
+        help="fine-tuned teacher checkpoint (ofa finetune); for a CNN an exported CNN directory",
+    )
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the teacher's)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--train-config", help="TrainConfig JSON file (overrides the flags below)")
@@ -100,17 +108,31 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     return "train", parser
 
 
-def train_config(args: argparse.Namespace) -> Any:
+def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
     from ofa.distill import DistillConfig
-    from ofa.space import Subnet
-    from ofa.train import PhaseConfig, TheseusConfig, TrainConfig, default_phases
+    from ofa.train import (
+        PhaseConfig,
+        TheseusConfig,
+        TrainConfig,
+        default_cnn_phases,
+        default_phases,
+    )
 
+    cnn = supernet is not None and supernet.family_name == "cnn"
     if args.train_config:
         return TrainConfig.from_json(Path(args.train_config).read_text())
     if args.fixed_subnet:
-        subnet = Subnet.from_json(Path(args.fixed_subnet).read_text())
+        from ofa.cnn_space import CnnSubnet
+        from ofa.space import Subnet
+
+        subnet_type = CnnSubnet if cnn else Subnet
+        subnet = subnet_type.from_json(Path(args.fixed_subnet).read_text())
         phases: tuple[PhaseConfig, ...] = (
             PhaseConfig(name="fixed", steps=args.steps, subnet=subnet),
+        )
+    elif cnn:
+        phases = default_cnn_phases(
+            args.steps, space=supernet.space, sampling=args.sampling, num_random=args.num_random
         )
     else:
         phases = default_phases(
@@ -147,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     from ofa.supernet import load_supernet
     from ofa.train import parallel, train
 
-    config = train_config(args)
     supernet = load_supernet(args.supernet)
+    if supernet.family_name == "cnn":
+        return _run_cnn(args, supernet)
+    config = train_config(args, supernet)
     teacher = load_pretrained(args.teacher)[0] if args.teacher else None
     tokenizer_dir = args.tokenizer or args.teacher
     if tokenizer_dir is None:
@@ -177,4 +201,66 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"validation accuracy, {name} subnet: {evaluate(supernet, subnet, validation):.4f}"
             )
+    return 0
+
+
+_BERT_ONLY = (
+    ("tokenizer", "--tokenizer"),
+    ("text_pair_column", "--text-pair-column"),
+    ("no_hidden_phases", "--no-hidden-phases"),
+    ("theseus", "--theseus"),
+    ("hidden_weight", "--hidden-weight"),
+)
+
+
+def _run_cnn(args: argparse.Namespace, supernet: Any) -> int:
+    """``ofa train`` on a CNN supernet: image data, an exported CNN teacher, the CNN schedule."""
+    import torch
+
+    from ofa.data_images import load_images
+    from ofa.evaluate import evaluate
+    from ofa.train import parallel, train
+
+    given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for BERT-family supernets; this one is a CNN")
+    if args.data in ("rotten_tomatoes", "imdb"):
+        raise ValueError(
+            "a CNN supernet trains on images: give --data digits, fashion-mnist or FILE.npz"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = train_config(args, supernet)
+    teacher = None
+    if args.teacher:
+        import export
+
+        teacher = export.load(args.teacher)
+    train_data = load_images(args.data, split="train", limit=args.limit, seed=args.seed)
+    validation = None
+    if args.data in ("digits", "fashion-mnist"):
+        validation = load_images(args.data, split="test", limit=args.limit, seed=args.seed)
+    out = Path(args.out)
+    result = train(
+        supernet,
+        teacher=teacher,
+        train_data=train_data,
+        eval_data=validation,
+        config=config,
+        output_dir=out,
+        resume=args.resume,
+    )
+    if parallel.rank_and_world()[0] != 0:
+        return 0
+    supernet.save(out / "supernet")
+    print(
+        f"trained {result.steps} steps, final loss {result.final_loss:.4f}; "
+        f"supernet saved to {out / 'supernet'}"
+    )
+    if validation is not None:
+        calibration = train_data.subset(min(len(train_data), 1024), seed=args.seed)
+        space = supernet.space
+        for name, subnet in (("max", space.max_subnet()), ("min", space.min_subnet())):
+            acc = evaluate(supernet, subnet, validation, calibration_data=calibration)
+            print(f"test accuracy, {name} subnet (batch norms recalibrated): {acc:.4f}")
     return 0
