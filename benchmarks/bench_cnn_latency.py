@@ -17,10 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,27 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._latency_report import profile_report  # noqa: E402
+from benchmarks._report import write_section  # noqa: E402
 from benchmarks.bench_cnn import Teacher  # noqa: E402
-from ofa.cnn_space import CnnSubnet  # noqa: E402
 from ofa.convert.cnn import default_space  # noqa: E402
-from search import LatencyModel, MeasuredLatency  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_cnn_latency"
-
-
-def _load() -> str:
-    return os.getloadavg()[0].__format__(".1f") if hasattr(os, "getloadavg") else "?"
-
-
-def _repeat_disagreement(supernet: ofa.Supernet, model: LatencyModel, count: int) -> list[float]:
-    """Re-measure held-out subnets: |second - first| / first, the floor of any model's error."""
-    measurer = MeasuredLatency(supernet, model.target, warmup=3, rounds=10)
-    tests = [m for m in model.measurements if m["split"] == "test"][:count]
-    return [
-        abs(measurer(CnnSubnet.from_dict(m["subnet"])) - m["measured_ms"]) / m["measured_ms"]
-        for m in tests
-    ]
 
 
 def main() -> None:
@@ -66,60 +48,26 @@ def main() -> None:
     teacher = Teacher(args.width).eval()
     space = default_space(teacher, image_size=args.image_size)
     supernet = ofa.convert(teacher, space).eval()
-    load_before, start = _load(), time.time()
-    latency = LatencyModel.profile(
+    body = profile_report(
         supernet,
-        device="cpu",
+        intro=lambda latency: (
+            f"""Bench CNN (`benchmarks/bench_cnn.py` `Teacher`, width \
+{args.width}, converted with `default_space(teacher, image_size={args.image_size})`: \
+{len(space.channel_groups)} channel groups, {len(space.stages)} depth-elastic stages, \
+{len(space.kernel_convs)} kernel-elastic convs), {latency.target.describe()}, {num_train} \
+profiled + {num_test} held-out random extracted subnets, {rounds} timed rounds each (median). \
+The table holds {len(latency.table)} entries: {len(latency.plan)} conv / linear units (each with \
+its BN and activation), every width and kernel each can take, timed alone."""
+        ),
+        out_file=OUT / f"latency_cpu_b{args.batch_size}_i{args.image_size}.json",
+        num_train=num_train,
+        num_test=num_test,
+        rounds=rounds,
+        busy_load=1.5,
         batch_size=args.batch_size,
         image_size=args.image_size,
         num_threads=args.threads,
-        num_train=num_train,
-        num_test=num_test,
-        warmup=3,
-        rounds=rounds,
-        progress=True,
     )
-    profile_s = time.time() - start
-    repeat = _repeat_disagreement(supernet, latency, min(10, num_test))
-    load_after = _load()
-    OUT.mkdir(parents=True, exist_ok=True)
-    latency.save(OUT / f"latency_cpu_b{args.batch_size}_i{args.image_size}.json")
-    held = latency.held_out
-    measured = [m["measured_ms"] for m in latency.measurements]
-    rows = [
-        {
-            "method": m,
-            "held-out median abs rel error": f"{100 * held[f'{m}_median_error']:.1f}%",
-            "held-out max error": f"{100 * held[f'{m}_max_error']:.1f}%",
-            "chosen": "yes" if m == latency.method else "",
-        }
-        for m in ("table", "predictor")
-    ]
-    busy = "?" in (load_before, load_after) or max(float(load_before), float(load_after)) > 1.5
-    shared = (
-        ": the CPU was shared with other jobs, so these are upper bounds on the error a quiet "
-        "machine would show"
-        if busy
-        else ": nothing else ran, the machine was quiet"
-    )
-    body = f"""Bench CNN (`benchmarks/bench_cnn.py` `Teacher`, width {args.width}, converted with \
-`default_space(teacher, image_size={args.image_size})`: {len(space.channel_groups)} channel \
-groups, {len(space.stages)} depth-elastic stages, {len(space.kernel_convs)} kernel-elastic convs), \
-{latency.target.describe()}, {num_train} profiled + {num_test} held-out random extracted subnets, \
-{rounds} timed rounds each (median). The table holds {len(latency.table)} entries: \
-{len(latency.plan)} conv / linear units (each with its BN and activation), every width and \
-kernel each can take, timed alone.
-
-{markdown_table(rows)}
-
-Held-out error of the chosen method: **{100 * latency.held_out_error:.1f}%**.
-
-Machine noise while measuring: median IQR/median of one measurement \
-{100 * held["median_measurement_spread"]:.1f}%; the same {len(repeat)} held-out subnets measured \
-again after profiling differ by a median {100 * statistics.median(repeat):.1f}% (max \
-{100 * max(repeat):.1f}%), which bounds what any latency model can reach here. Subnet latencies \
-ranged {min(measured):.2f}-{max(measured):.2f} ms. Load average {load_before} at the start, \
-{load_after} at the end (2 cores){shared}. Profiling took {profile_s:.0f} s."""
     print(body)
     if not args.no_write:
         write_section("cnn_latency_model", "CNN latency model: held-out error on CPU", body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import torch
 from transformers import (
     BertConfig,
@@ -56,7 +58,15 @@ def make_model(kind: str = "bert-cls", *, attn: str = "eager", seed: int = 0, **
     return model.eval()
 
 
-KINDS = ("bert", "bert-cls", "roberta", "roberta-cls", "xlmr-cls", "electra-cls", "electra-project")
+KINDS = (
+    "bert",
+    "bert-cls",
+    "roberta",
+    "roberta-cls",
+    "xlmr-cls",
+    "electra-cls",
+    "electra-project",
+)
 
 
 def make_inputs(batch: int = 3, length: int = 12, *, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -73,3 +83,28 @@ def make_inputs(batch: int = 3, length: int = 12, *, seed: int = 1) -> dict[str,
 def main_output(outputs) -> torch.Tensor:
     logits = getattr(outputs, "logits", None)
     return logits if logits is not None else outputs.last_hidden_state
+
+
+# The start of a child script run with `python -I -S`: site-packages only (from argv[1]), and a
+# finder that refuses the project's packages, so what follows proves it needs none of them.
+BLOCK_PROJECT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.extend(json.loads(sys.argv[1]))
+
+    class _NoProject:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name.split(".")[0] in ("ofa", "search", "export", "tests"):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
+            return None
+
+    sys.meta_path.insert(0, _NoProject)
+    try:
+        import ofa  # noqa: F401
+    except ModuleNotFoundError:
+        pass
+    else:
+        sys.exit("ofa is importable in the isolated process")
+    """
+)

@@ -162,84 +162,14 @@ def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from ofa.evaluate import evaluate
-    from ofa.pipeline import load_pretrained
     from ofa.supernet import load_supernet
     from ofa.train import parallel, train
 
     supernet = load_supernet(args.supernet)
-    if supernet.family_name == "cnn":
-        return _run_cnn(args, supernet)
+    inputs = _cnn_inputs if supernet.family_name == "cnn" else _bert_inputs
+    teacher, train_data, validation, calibration, label = inputs(args)
     config = train_config(args, supernet)
-    teacher = load_pretrained(args.teacher)[0] if args.teacher else None
-    tokenizer_dir = args.tokenizer or args.teacher
-    if tokenizer_dir is None:
-        raise ValueError("give --tokenizer (or --teacher, whose tokenizer is used)")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    train_data, validation = load_data(args, tokenizer)
-    out = Path(args.out)
-    result = train(
-        supernet,
-        teacher=teacher,
-        train_data=train_data,
-        config=config,
-        output_dir=out,
-        resume=args.resume,
-    )
-    if parallel.rank_and_world()[0] != 0:
-        return 0
-    supernet.save(out / "supernet")
-    print(
-        f"trained {result.steps} steps, final loss {result.final_loss:.4f}; "
-        f"supernet saved to {out / 'supernet'}"
-    )
-    if validation is not None:
-        space = supernet.space
-        for name, subnet in (("max", space.max_subnet()), ("min", space.min_subnet())):
-            print(
-                f"validation accuracy, {name} subnet: {evaluate(supernet, subnet, validation):.4f}"
-            )
-    return 0
-
-
-_BERT_ONLY = (
-    ("tokenizer", "--tokenizer"),
-    ("text_pair_column", "--text-pair-column"),
-    ("no_hidden_phases", "--no-hidden-phases"),
-    ("theseus", "--theseus"),
-    ("hidden_weight", "--hidden-weight"),
-)
-
-
-def _run_cnn(args: argparse.Namespace, supernet: Any) -> int:
-    """``ofa train`` on a CNN supernet: image data, an exported CNN teacher, the CNN schedule."""
-    import torch
-
-    from ofa.data_images import load_images
-    from ofa.evaluate import evaluate
-    from ofa.train import parallel, train
-
-    given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
-    if given:
-        raise ValueError(f"{', '.join(given)}: only for BERT-family supernets; this one is a CNN")
-    if args.data in ("rotten_tomatoes", "imdb"):
-        raise ValueError(
-            "a CNN supernet trains on images: give --data digits, fashion-mnist or FILE.npz"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = train_config(args, supernet)
-    teacher = None
-    if args.teacher:
-        import export
-
-        teacher = export.load(args.teacher)
-    train_data = load_images(args.data, split="train", limit=args.limit, seed=args.seed)
-    validation = None
-    if args.data in ("digits", "fashion-mnist"):
-        validation = load_images(args.data, split="test", limit=args.limit, seed=args.seed)
     out = Path(args.out)
     result = train(
         supernet,
@@ -258,9 +188,59 @@ def _run_cnn(args: argparse.Namespace, supernet: Any) -> int:
         f"supernet saved to {out / 'supernet'}"
     )
     if validation is not None:
-        calibration = train_data.subset(min(len(train_data), 1024), seed=args.seed)
         space = supernet.space
         for name, subnet in (("max", space.max_subnet()), ("min", space.min_subnet())):
             acc = evaluate(supernet, subnet, validation, calibration_data=calibration)
-            print(f"test accuracy, {name} subnet (batch norms recalibrated): {acc:.4f}")
+            print(f"{label} accuracy, {name} subnet: {acc:.4f}")
     return 0
+
+
+def _bert_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, None, str]:
+    """Teacher, tokenized train / validation splits, no calibration, the report's label."""
+    from transformers import AutoTokenizer
+
+    from ofa.pipeline import load_pretrained
+
+    teacher = load_pretrained(args.teacher)[0] if args.teacher else None
+    tokenizer_dir = args.tokenizer or args.teacher
+    if tokenizer_dir is None:
+        raise ValueError("give --tokenizer (or --teacher, whose tokenizer is used)")
+    train_data, validation = load_data(args, AutoTokenizer.from_pretrained(tokenizer_dir))
+    return teacher, train_data, validation, None, "validation"
+
+
+_BERT_ONLY = (
+    ("tokenizer", "--tokenizer"),
+    ("text_pair_column", "--text-pair-column"),
+    ("no_hidden_phases", "--no-hidden-phases"),
+    ("theseus", "--theseus"),
+    ("hidden_weight", "--hidden-weight"),
+)
+
+
+def _cnn_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, str]:
+    """An exported CNN teacher, images, the test split and calibration images, the label."""
+    import torch
+
+    from ofa.data_images import load_images
+
+    given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for BERT-family supernets; this one is a CNN")
+    if args.data in ("rotten_tomatoes", "imdb"):
+        raise ValueError(
+            "a CNN supernet trains on images: give --data digits, fashion-mnist or FILE.npz"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher = None
+    if args.teacher:
+        import export
+
+        teacher = export.load(args.teacher)
+    train_data = load_images(args.data, split="train", limit=args.limit, seed=args.seed)
+    validation = None
+    if args.data in ("digits", "fashion-mnist"):
+        validation = load_images(args.data, split="test", limit=args.limit, seed=args.seed)
+    calibration = train_data.subset(min(len(train_data), 1024), seed=args.seed)
+    return teacher, train_data, validation, calibration, "test (batch norms recalibrated)"

@@ -67,7 +67,7 @@ def test_train_profile_search_export_on_a_cnn(cnn_dirs, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "trained 6 steps" in out and "min subnet (batch norms recalibrated)" in out
+    assert "trained 6 steps" in out and "recalibrated) accuracy, min subnet" in out
     rows = [json.loads(r) for r in (root / "train" / "metrics.jsonl").read_text().splitlines()]
     phases = [r["phase"] for r in rows if "eval" not in r]
     assert phases[0] == "kernel" and phases[-1] == "width-all" and len(phases) == 6

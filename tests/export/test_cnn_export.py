@@ -24,6 +24,7 @@ from ofa.convert.cnn import default_space
 from ofa.convert.cnn_graph import CnnGraph
 from tests.export.conftest import make_supernet, vanilla_subnet
 from tests.ofa._cnn_nets import home_net, one_thread  # noqa: F401
+from tests.tiny import BLOCK_PROJECT
 
 X = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(7))
 
@@ -132,25 +133,9 @@ def test_onnx_and_torch_export_reproduce_the_subnet(supernet, subnets, tmp_path)
 
 # `python -I -S` with only site-packages on sys.path, and a finder that refuses the project's
 # packages: the shipped cnn_model.py must rebuild the model with torch + safetensors alone.
-_CHILD = textwrap.dedent(
+_CHILD = BLOCK_PROJECT + textwrap.dedent(
     """
     import importlib.util, json, sys
-    sys.path.extend(json.loads(sys.argv[1]))
-
-    class _NoProject:
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name.split(".")[0] in ("ofa", "search", "export", "tests"):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
-            return None
-
-    sys.meta_path.insert(0, _NoProject)
-    try:
-        import ofa  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    else:
-        sys.exit("ofa is importable in the isolated process")
     import torch
 
     x = torch.tensor(json.loads(sys.argv[3]))

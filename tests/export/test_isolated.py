@@ -16,30 +16,14 @@ import torch
 
 import export
 from tests.export.conftest import per_layer_subnet, vanilla_subnet
-from tests.tiny import main_output, make_inputs
+from tests.tiny import BLOCK_PROJECT, main_output, make_inputs
 
 # Runs with `python -I -S`: no user site, no .pth files (so not the editable finder of ofa), no
 # cwd on sys.path. Only site-packages is added, and a finder refuses the project's packages in
 # case they are installed there non-editable.
-_CHILD = textwrap.dedent(
+_CHILD = BLOCK_PROJECT + textwrap.dedent(
     """
     import json, sys
-    sys.path.extend(json.loads(sys.argv[1]))
-
-    class _NoProject:
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name.split(".")[0] in ("ofa", "search", "export", "tests"):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
-            return None
-
-    sys.meta_path.insert(0, _NoProject)
-    try:
-        import ofa  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    else:
-        sys.exit("ofa is importable in the isolated process")
     import torch
     from transformers import AutoModelForSequenceClassification
 
