@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2Model
 
@@ -61,7 +62,7 @@ CASES = (
     Case("latency model file missing", ("search", "--supernet", "{d}/supernet", "--budget-ms",
          "5", "--latency-model", "{d}/missing.json", "--out", "{d}/s3"), "missing.json"),
     Case("storage URL of an unknown kind", ("search", "--supernet", "{d}/supernet",
-         "--budget-ms", "5", "--measure", "--seq-len", "16", "--storage", "bogus://nowhere",
+         "--budget-ms", "10000", "--measure", "--seq-len", "16", "--storage", "bogus://nowhere",
          "--out", "{d}/s4"), "storage"),
     Case("sequence longer than the model's positions", ("profile", "--supernet", "{d}/supernet",
          "--out", "{d}/lat.json", "--seq-len", "128"), "max_position_embeddings"),
@@ -73,6 +74,18 @@ CASES = (
          "nowhere"),
     Case("quickstart budget fraction above 1", ("quickstart", "--budget-fraction", "2", "--out",
          "{d}/q1"), "budget_fraction must be in (0, 1]"),
+    Case("CNN supernet trained without image data", ("train", "--supernet", "{d}/cnn", "--out",
+         "{d}/t2", "--teacher-mode", "inplace"), "a CNN supernet trains on images"),
+    Case("a BERT-only flag on a CNN supernet", ("train", "--supernet", "{d}/cnn", "--out",
+         "{d}/t3", "--data", "digits", "--theseus"), "--theseus: only for BERT-family"),
+    Case("image file missing", ("train", "--supernet", "{d}/cnn", "--out", "{d}/t4", "--data",
+         "{d}/missing.npz"), "is not 'digits', 'fashion-mnist' or an existing .npz file"),
+    Case("image file without labels", ("train", "--supernet", "{d}/cnn", "--out", "{d}/t5",
+         "--data", "{d}/no_labels.npz"), "needs arrays 'images' and 'labels'"),
+    Case("2:4 sparsity on a CNN", ("export", "--supernet", "{d}/cnn", "--subnet", "max", "--out",
+         "{d}/o9", "--sparsity", "2:4"), "only for BERT-family supernets"),
+    Case("CNN search without image data", ("search", "--supernet", "{d}/cnn", "--budget-ms", "5",
+         "--measure", "--out", "{d}/s5"), "a CNN supernet is scored on images"),
 )
 
 
@@ -102,3 +115,9 @@ def build_fixtures(directory: Path) -> None:
     (directory / "unknown_key.json").write_text(json.dumps({"modle": "x"}))
     (directory / "broken.yaml").write_text("model: [unclosed\n")
     (directory / "reviews.csv").write_text("text,label\ngood film,1\nbad film,0\nfine,1\n")
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10),
+    )
+    ofa.convert(cnn).save(directory / "cnn")
+    np.savez(directory / "no_labels.npz", images=np.zeros((4, 1, 8, 8), dtype=np.float32))
