@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss")
     parser.add_argument("--out", default="runs/bench_cnn")
+    parser.add_argument("--section", default="cnn", help="docs/BENCHMARKS.md section name")
     parser.add_argument("--candidates", type=int, default=6)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy CPU")
@@ -322,7 +323,10 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("cnn", "CNN supernet on Fashion-MNIST", body)
+        title = "CNN supernet on Fashion-MNIST"
+        if args.section != "cnn":
+            title += f" ({args.section})"
+        write_section(args.section, title, body)
 
 
 if __name__ == "__main__":
