@@ -98,30 +98,12 @@ def loader_source() -> str:
     return _LOADER_HEADER + "\n" + body.rstrip() + "\n" + _LOADER_FOOTER
 
 
-def input_channels(model: CnnGraph) -> int:
-    """Channels of the image the graph reads: the first conv (or norm) fed from the input."""
-    reached = {node.name for node in model.nodes if node.op == "input"}
-    for node in model.nodes:
-        if reached.isdisjoint(node.inputs):
-            continue
-        if node.op != "layer":
-            reached.add(node.name)  # e.g. a scaling op before the first conv
-            continue
-        layer = model.get_submodule(node.target)
-        if isinstance(layer, nn.Conv2d):
-            return int(layer.in_channels)
-        if isinstance(layer, nn.BatchNorm2d):
-            return int(layer.num_features)
-        reached.add(node.name)
-    raise ValueError("cannot tell the image channels: no Conv2d reads the graph's input")
-
-
 def sample_images(
     model: CnnGraph, image_size: tuple[int, int], *, batch_size: int = 2, seed: int = 0
 ) -> Tensor:
     """Seeded random images ``(batch_size, C, H, W)`` of the shape ``model`` reads."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (batch_size, input_channels(model), *image_size)
+    shape = (batch_size, model.input_channels(), *image_size)
     return torch.randn(shape, generator=generator)
 
 

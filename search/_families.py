@@ -15,7 +15,6 @@ from dataclasses import replace
 from typing import Any, Protocol, cast
 
 import torch
-from torch import nn
 
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.convert import family_named
@@ -149,7 +148,7 @@ class CnnLatency:
     def inputs(self, supernet: Supernet, target: LatencyTarget) -> Inputs:
         assert target.image_size is not None, "resolve_target fills the image size in"
         generator = torch.Generator().manual_seed(0)
-        shape = (target.batch_size, _in_channels(supernet), *target.image_size)
+        shape = (target.batch_size, _graph(supernet).input_channels(), *target.image_size)
         return torch.randn(shape, generator=generator)
 
     def flops(self, supernet: Supernet, subnet: CnnSubnet, target: LatencyTarget) -> int:
@@ -228,18 +227,6 @@ def _graph(supernet: Supernet) -> ElasticCnnGraph:
 
 def _space(supernet: Supernet) -> CnnSearchSpace:
     return cast(CnnSearchSpace, supernet.space)
-
-
-def _in_channels(supernet: Supernet) -> int:
-    """Channels of the image: those of the first layer that reads the graph's input."""
-    graph = _graph(supernet)
-    first = next(n.name for n in graph.nodes if n.op == "input")
-    for node in graph.nodes:
-        if node.op == "layer" and first in node.inputs:
-            layer = graph.get_submodule(node.target)
-            if isinstance(layer, nn.Conv2d):
-                return int(layer.in_channels)
-    raise ValueError("cannot tell the CNN's input channels: its input reaches no conv directly")
 
 
 # family name -> adapter; filled at import time, never changed afterwards

@@ -181,9 +181,7 @@ def _calibration_batches(args: argparse.Namespace, supernet: Any) -> list[Any] |
         images = load_fashion_mnist(split="train", limit=count).images
     else:
         images = _npy_images(Path(spec))
-    from export.cnn import input_channels
-
-    channels = input_channels(supernet.model)
+    channels = supernet.model.input_channels()
     if images.shape[1] != channels:
         raise ValueError(
             f"--calibration-data images have {images.shape[1]} channels, the CNN reads {channels}"

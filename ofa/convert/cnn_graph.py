@@ -221,6 +221,23 @@ class CnnGraph(nn.Module):
         """Dotted path to the layer of every ``"layer"`` node."""
         return {n.target: self.get_submodule(n.target) for n in self.nodes if n.op == "layer"}
 
+    def input_channels(self) -> int:
+        """Channels of the image the graph reads: the first conv (or norm) fed from the input."""
+        reached = {node.name for node in self.nodes if node.op == "input"}
+        for node in self.nodes:
+            if reached.isdisjoint(node.inputs):
+                continue
+            if node.op != "layer":
+                reached.add(node.name)  # e.g. a scaling op before the first conv
+                continue
+            layer = self.get_submodule(node.target)
+            if isinstance(layer, nn.Conv2d):
+                return int(layer.in_channels)
+            if isinstance(layer, nn.BatchNorm2d):
+                return int(layer.num_features)
+            reached.add(node.name)
+        raise ValueError("cannot tell the image channels: no Conv2d reads the graph's input")
+
     def to_dict(self) -> dict[str, Any]:
         return graph_to_dict(self.nodes, self.layers())
 
