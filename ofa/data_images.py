@@ -85,8 +85,11 @@ class ImageData:
         )
         stop = count - count % batch_size if drop_last else count
         for start in range(0, stop, batch_size):
-            index = order[start : start + batch_size]
-            yield {"pixel_values": self.images[index], "labels": self.labels[index]}
+            yield self.take(order[start : start + batch_size])
+
+    def take(self, index: Tensor | list[int]) -> dict[str, Tensor]:
+        """The batch dict ``{"pixel_values", "labels"}`` of the examples at ``index``."""
+        return {"pixel_values": self.images[index], "labels": self.labels[index]}
 
     def subset(self, count: int, *, seed: int = 0) -> ImageData:
         """A seeded random subset of ``count`` examples."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import datasets
@@ -20,8 +21,21 @@ __all__ = ["evaluate", "accuracy"]
 logger = logging.getLogger(__name__)
 
 
-def _logits(out: Any) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out.logits
+def model_outputs(
+    model: nn.Module, inputs: dict[str, torch.Tensor], *, output_hidden_states: bool = False
+) -> Any:
+    """Outputs with ``.logits`` (and ``.hidden_states``) from a transformer or a plain CNN.
+
+    A batch with ``pixel_values`` is an image batch, passed positionally (a CNN returns bare
+    logits); any other batch is passed to the transformer as keyword arguments.
+    """
+    if "pixel_values" in inputs:
+        out = model(inputs["pixel_values"])
+    else:
+        out = model(**inputs, output_hidden_states=output_hidden_states)
+    if isinstance(out, torch.Tensor):
+        return SimpleNamespace(logits=out, hidden_states=None)
+    return out
 
 
 def _batches(data: datasets.Dataset | ImageData, model: nn.Module, batch_size: int) -> Any:
@@ -61,10 +75,7 @@ def accuracy(
         for batch in _batches(data, model, batch_size):
             labels = batch.pop("labels")
             inputs = {k: v.to(device) for k, v in batch.items()}
-            if "pixel_values" in inputs:
-                logits = _logits(model(inputs["pixel_values"]))
-            else:
-                logits = _logits(model(**inputs))
+            logits = model_outputs(model, inputs).logits
             correct += int((logits.argmax(-1).cpu() == labels).sum())
     finally:
         model.train(was_training)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import datasets
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 from ofa.data import epoch_order, pad_collate
 from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
-from ofa.evaluate import evaluate
+from ofa.evaluate import evaluate, model_outputs
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 from ofa.train import parallel
@@ -90,7 +89,7 @@ Collate = Callable[[list[int]], dict[str, torch.Tensor]]
 def _collate(supernet: Supernet, data: TrainData) -> Collate:
     """How the rows at some indices become one batch: padded tokens, or stacked images."""
     if isinstance(data, ImageData):
-        return lambda index: {"pixel_values": data.images[index], "labels": data.labels[index]}
+        return data.take
     pad_id = getattr(supernet.config, "pad_token_id", None) or 0
     return lambda index: pad_collate(data[index], pad_id)
 
@@ -108,17 +107,6 @@ def _micro_batches(
             rows = collate(order[b * config.batch_size : (b + 1) * config.batch_size])
             yield {k: v.to(device) for k, v in rows.items()}
         epoch, position = epoch + 1, 0
-
-
-def _forward(model: nn.Module, inputs: dict[str, torch.Tensor], hidden: bool) -> Any:
-    """Outputs with ``.logits`` (and ``.hidden_states``) from a transformer or a plain CNN."""
-    if "pixel_values" in inputs:
-        out = model(inputs["pixel_values"])
-    else:
-        out = model(**inputs, output_hidden_states=hidden)
-    if isinstance(out, torch.Tensor):
-        return SimpleNamespace(logits=out, hidden_states=None)
-    return out
 
 
 def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator) -> list[Subnet]:
@@ -162,7 +150,7 @@ class _Step:
         if self.teacher is None:
             return None
         with torch.no_grad(), self._autocast():
-            return _forward(self.teacher, inputs, self.hidden)
+            return model_outputs(self.teacher, inputs, output_hidden_states=self.hidden)
 
     def run(
         self,
@@ -174,9 +162,11 @@ class _Step:
         labels = batch.get("labels")
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         teacher_out = self.teacher_outputs(inputs)
-        teacher_depth = getattr(self.supernet.space, "num_layers", 0)
+        # layer counts matter only to hidden-state distillation (BERT-family supernets)
+        depth = self.supernet.space.num_layers if self.hidden else 0
+        teacher_depth = depth
         if self.teacher is not None and self.hidden:
-            teacher_depth = getattr(self.teacher.config, "num_hidden_layers", teacher_depth)
+            teacher_depth = getattr(self.teacher.config, "num_hidden_layers", depth)
         totals: dict[str, float] = {}
         inplace_target = None
         for i, subnet in enumerate(subnets):
@@ -185,13 +175,10 @@ class _Step:
                 if theseus_p is not None and self.teacher is not None:
                     out = theseus_forward(self.supernet, self.teacher, subnet, inputs, theseus_p)
                 else:
-                    out = _forward(self.supernet, inputs, self.hidden)
-            target, depth = teacher_out, teacher_depth
+                    out = model_outputs(self.supernet, inputs, output_hidden_states=self.hidden)
+            target, target_depth = teacher_out, teacher_depth
             if self.config.teacher_mode == "inplace" and i > 0:
-                target, depth = (
-                    inplace_target,
-                    self.supernet.space.num_layers if self.hidden else 0,
-                )
+                target, target_depth = inplace_target, depth
             if target is None:  # in-place mode without a frozen teacher: max subnet on labels
                 config = _hard_labels(self.config)
             else:
@@ -203,11 +190,7 @@ class _Step:
                 config,
                 adaptor=self.adaptor,
                 attention_mask=inputs.get("attention_mask"),
-                mapping=(
-                    _layer_map(subnet, depth, self.supernet.space.num_layers)
-                    if self.hidden
-                    else None
-                ),
+                mapping=_layer_map(subnet, target_depth, depth) if self.hidden else None,
             )
             (loss * scale / len(subnets)).backward()
             if self.config.teacher_mode == "inplace" and i == 0:
@@ -433,10 +416,11 @@ def _evaluate_phase(
     supernet: Supernet, phase: PhaseConfig, eval_data: TrainData, collate: Collate, size: int
 ) -> dict[str, float]:
     """Accuracy of the phase's max and min subnets (CNNs calibrated on 8 training batches)."""
-    space = supernet.space if phase.subnet is not None else phase.space_for(supernet.space)
-    subnets = {"max": space.max_subnet(), "min": space.min_subnet()}
     if phase.subnet is not None:
         subnets = {"subnet": phase.subnet}
+    else:
+        space = phase.space_for(supernet.space)
+        subnets = {"max": space.max_subnet(), "min": space.min_subnet()}
     calibration = None
     if supernet.family_name == "cnn":
         order = epoch_order(size, seed=12345, epoch=0)[: 8 * 64]
