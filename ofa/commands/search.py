@@ -185,16 +185,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     supernet = load_supernet(args.supernet)
-    if supernet.family_name == "cnn":
-        data, calibration = _image_data(args)
-    elif not hasattr(supernet.model, "classifier"):
+    cnn = supernet.family_name == "cnn"
+    if not cnn and not hasattr(supernet.model, "classifier"):
         raise ValueError(
             f"{args.supernet} is a bare encoder: accuracy needs a sequence-classification head; "
             "convert a fine-tuned *ForSequenceClassification model (see `ofa finetune`)"
         )
+    images = _image_data(args) if cnn else None  # cheap: refuse bad image data before timing
     latency, target = _latency(args, supernet)
-    if supernet.family_name != "cnn":
-        data, calibration = _evaluation_data(args), None
+    data, calibration = images or (_evaluation_data(args), None)
     result = search.run(
         supernet,
         evaluate=lambda net, subnet: evaluate(net, subnet, data, calibration_data=calibration),
