@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ofa
+from benchmarks._candidates import best_of, candidates_under
 from benchmarks._report import markdown_table, write_section
 from ofa.convert.cnn import default_space
 from ofa.data_images import ImageData, load_fashion_mnist
@@ -147,20 +148,14 @@ def pick_subnet(
     supernet: ofa.Supernet, target_flops: float, calib: ImageData, val: ImageData, count: int
 ) -> ofa.CnnSubnet:
     """Best of ``count`` random subnets just under ``target_flops`` on ``val`` (BN calibrated)."""
-    space, generator = supernet.space, torch.Generator().manual_seed(7)
-    pool = {space.sample(generator) for _ in range(3000)} | {space.max_subnet()}
-    fitting = sorted(
-        (s for s in pool if supernet.flops(s) <= target_flops),
-        key=lambda s: -supernet.flops(s),
-    )[:count]
-    best, best_accuracy = fitting[0], -1.0
-    for subnet in fitting:
+
+    def score(subnet: ofa.CnnSubnet) -> float:
         small = supernet.extract(subnet)
         ofa.calibrate_bn_(small, calib.batches(256))
-        score = accuracy(small, val)
-        if score > best_accuracy:
-            best, best_accuracy = subnet, score
-    return best
+        return accuracy(small, val)
+
+    fitting = candidates_under(supernet.space, supernet.flops, target_flops, count)
+    return best_of(fitting, score)[0]
 
 
 def median_ms(model: nn.Module, x: torch.Tensor, rounds: int) -> list[float]:
