@@ -1,5 +1,7 @@
 """Fault tests: SIGKILL mid-stage, then continue; nothing lost beyond the last checkpoint.
 
+Both for one process and for ``ofa train`` launched by ``torchrun`` with two gloo ranks.
+
 (SIGKILL during export: tests/export/test_isolated.py. Two search workers sharing one study:
 tests/search/test_search_storage.py.)
 """
@@ -105,3 +107,72 @@ def test_sigkill_during_train_then_resume_matches_an_uninterrupted_run(run_files
         torch.testing.assert_close(resumed[name], tensor, atol=1e-6, rtol=0)
     assert ofa.load_supernet(killed / "supernet").space == ofa.load_supernet(
         straight / "supernet").space
+
+
+def _torchrun(*argv: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "ofa.cli", *argv]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True, **kwargs)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first found."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+LONGER = ("--steps", "40")  # long enough to be killed midway (argparse keeps the last value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's ranks in /proc")
+def test_ofa_train_under_torchrun_killed_and_resumed_matches_an_uninterrupted_run(
+    run_files, tmp_path
+):
+    """The documented launch: two gloo ranks, the whole group SIGKILLed, resumed by torchrun."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    process = _torchrun(*_train_argv(run_files, straight, *LONGER), env=env)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert stdout.count("trained 40 steps") == 1  # rank 0 alone reports and saves
+    assert sorted(_losses(straight)) == list(range(1, 41))  # one metrics row per step
+    state = json.loads((straight / "checkpoint" / "state.json").read_text())
+    assert state["world_size"] == 2
+
+    killed = tmp_path / "killed"
+    process = _torchrun(*_train_argv(run_files, killed, *LONGER), env=env)
+    checkpoint_state = killed / "checkpoint" / "state.json"
+    _wait_for(lambda: checkpoint_state.exists() and len(_losses(killed)) >= 4,
+              timeout=600, process=process)
+    for pid in _descendants(process.pid):  # the ranks: torchrun gives each its own session
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # and the launcher, as a preemption does
+    process.communicate()
+    saved_step = json.loads(checkpoint_state.read_text())["step"]
+    assert 3 <= saved_step < 40
+    assert not (killed / "supernet").exists()
+
+    process = _torchrun(*_train_argv(run_files, killed, *LONGER, "--resume"), env=env)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    after = {s: v for s, v in _losses(killed).items() if s > saved_step}
+    assert sorted(after) == list(range(saved_step + 1, 41))
+    assert all(after[s] == pytest.approx(_losses(straight)[s], abs=1e-6) for s in after)
+    resumed = safetensors.torch.load_file(killed / "supernet" / "model.safetensors")
+    reference = safetensors.torch.load_file(straight / "supernet" / "model.safetensors")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-6, rtol=0)
