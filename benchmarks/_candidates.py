@@ -30,7 +30,8 @@ def candidates_under(
     """The ``count`` largest distinct subnets of ``space`` with ``flops(s) <= budget``.
 
     Drawn from ``pool`` seeded random samples plus the max subnet and ``extra`` (uniform shapes,
-    say), those for which ``keep`` holds (the shapes training covered, say); raises when none fits, so a too-small budget is not silently replaced.
+    say), keeping those for which ``keep`` holds (the shapes training covered, say). Raises when
+    none fits, so a too-small budget is not silently replaced.
     """
     generator = torch.Generator().manual_seed(seed)
     drawn = {space.sample(generator) for _ in range(pool)} | {space.max_subnet(), *extra}

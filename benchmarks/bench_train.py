@@ -252,12 +252,19 @@ def run(args: argparse.Namespace) -> dict:
     for split in ("validation", "test"):
         rows = task[split] if not args.eval_size else task[split].select(range(args.eval_size))
         evals[split] = tokenize(rows, tokenizer, max_length=args.max_length)
-    timings = _earlier_timings(out) if args.reuse_teacher or args.reuse_supernet else {}
+    # what is reused keeps the timings and commands of the runs that made it
+    earlier = _earlier(out) if args.reuse_teacher or args.reuse_supernet else {}
+    timings = {
+        k: v
+        for k, v in earlier.get("timings", {}).items()
+        if k.startswith(("teacher", "supernet"))
+    }
+    commands = [
+        *earlier.get("commands", []),
+        shlex.join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]),
+    ]
     teacher = teacher_model(args, train_data, out, timings)
-    results: dict = {"args": vars(args), "rows": [], "timings": timings, "commands": []}
-    if args.reuse_teacher or args.reuse_supernet:  # the runs that made what is reused
-        results["commands"] = _earlier(out).get("commands", [])
-    results["commands"].append(shlex.join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]))
+    results: dict = {"args": vars(args), "rows": [], "timings": timings, "commands": commands}
     teacher_acc = {k: accuracy(teacher, v) for k, v in evals.items()}
     log.info("teacher accuracy %s", teacher_acc)
     results["teacher"] = teacher_acc
@@ -340,12 +347,6 @@ def _earlier(out: Path) -> dict:
         return json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _earlier_timings(out: Path) -> dict[str, float]:
-    """The teacher and supernet timings of the run whose outputs are being reused."""
-    earlier = _earlier(out).get("timings", {})
-    return {k: v for k, v in earlier.items() if k.startswith(("teacher", "supernet"))}
 
 
 def _dump(out: Path, results: dict) -> None:

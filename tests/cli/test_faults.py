@@ -78,6 +78,17 @@ def _losses(out: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in rows if "loss" in row}
 
 
+def _assert_resumed_like(resumed: Path, straight: Path, saved_step: int, *, steps: int) -> None:
+    """Every step after the checkpoint logged once, with the uninterrupted run's loss and weights."""
+    after = {s: v for s, v in _losses(resumed).items() if s > saved_step}
+    assert sorted(after) == list(range(saved_step + 1, steps + 1))
+    assert all(after[s] == pytest.approx(_losses(straight)[s], abs=1e-6) for s in after)
+    weights = safetensors.torch.load_file(resumed / "supernet" / "model.safetensors")
+    reference = safetensors.torch.load_file(straight / "supernet" / "model.safetensors")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, atol=1e-6, rtol=0)
+
+
 def test_sigkill_during_train_then_resume_matches_an_uninterrupted_run(run_files, tmp_path):
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -99,21 +110,16 @@ def test_sigkill_during_train_then_resume_matches_an_uninterrupted_run(run_files
     assert main(_train_argv(run_files, killed, "--resume")) == 0
     straight = tmp_path / "straight"
     assert main(_train_argv(run_files, straight)) == 0
-    after = {s: v for s, v in _losses(killed).items() if s > saved_step}
-    assert after and all(after[s] == pytest.approx(_losses(straight)[s], abs=1e-6) for s in after)
-    resumed = safetensors.torch.load_file(killed / "supernet" / "model.safetensors")
-    reference = safetensors.torch.load_file(straight / "supernet" / "model.safetensors")
-    for name, tensor in reference.items():
-        torch.testing.assert_close(resumed[name], tensor, atol=1e-6, rtol=0)
+    _assert_resumed_like(killed, straight, saved_step, steps=12)
     assert ofa.load_supernet(killed / "supernet").space == ofa.load_supernet(
         straight / "supernet").space
 
 
-def _torchrun(*argv: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
+def _torchrun(*argv: str, env: dict[str, str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", "-m", "ofa.cli", *argv]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True, **kwargs)
+                            env=env, start_new_session=True)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -169,10 +175,4 @@ def test_ofa_train_under_torchrun_killed_and_resumed_matches_an_uninterrupted_ru
     process = _torchrun(*_train_argv(run_files, killed, *LONGER, "--resume"), env=env)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
-    after = {s: v for s, v in _losses(killed).items() if s > saved_step}
-    assert sorted(after) == list(range(saved_step + 1, 41))
-    assert all(after[s] == pytest.approx(_losses(straight)[s], abs=1e-6) for s in after)
-    resumed = safetensors.torch.load_file(killed / "supernet" / "model.safetensors")
-    reference = safetensors.torch.load_file(straight / "supernet" / "model.safetensors")
-    for name, tensor in reference.items():
-        torch.testing.assert_close(resumed[name], tensor, atol=1e-6, rtol=0)
+    _assert_resumed_like(killed, straight, saved_step, steps=40)
