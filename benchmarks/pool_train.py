@@ -1,0 +1,128 @@
+"""Pool several bench_train runs (seeds of one recipe) into mean gaps with their standard error.
+
+One run cannot settle a one-point goal: the training seed alone moves a subnet by more than a
+point. This reads the ``results.json`` of each run and, per evaluation split, reports each run's
+gaps (OFA subnet minus teacher, OFA subnet minus the prune-then-fine-tune baseline) at 50 % and
+25 % of the teacher's FLOPs, their mean over runs and the standard error of that mean.
+
+Usage:
+    python benchmarks/pool_train.py runs/seed0 runs/seed1 runs/seed2 --section train-pooled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._report import markdown_table, write_section  # noqa: E402
+
+# FLOPs target -> the most the subnet may lose against the teacher (points)
+GOALS = {"0.5": 1.0, "0.25": 3.0}
+SPLITS = {"validation": "val", "test": "test", "heldout": "held-out"}
+
+
+def load(run: Path) -> dict:
+    path = run / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except OSError:
+        raise SystemExit(f"{path}: not found; give the --out directories of bench_train runs")
+    except ValueError as error:
+        raise SystemExit(f"{path}: not JSON ({error})")
+    missing = [k for k in ("teacher", "supernet", "baseline") if k not in results]
+    if missing:
+        raise SystemExit(f"{path}: the run did not finish (no {', '.join(missing)})")
+    return results
+
+
+def gaps(results: dict, split: str) -> dict[str, float]:
+    """Points, per target: OFA minus teacher and OFA minus baseline on ``split``."""
+    out = {}
+    teacher = results["teacher"][split]
+    for target in GOALS:
+        ofa_acc = results["supernet"][target][split]
+        name = f"{float(target):.0%}"
+        out[f"{name} vs teacher"] = 100 * (ofa_acc - teacher)
+        base = results["baseline"].get(target)
+        if base is not None:
+            out[f"{name} vs baseline"] = 100 * (ofa_acc - base[split])
+    return out
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return mean, se
+
+
+def pool(runs: list[Path]) -> str:
+    loaded = [(run, load(run)) for run in runs]
+    splits = [s for s in SPLITS if all(s in r["teacher"] for _, r in loaded)]
+    lines = []
+    for split in splits:
+        label = SPLITS[split]
+        rows, columns = [], None
+        per_run = []
+        for run, results in loaded:
+            g = gaps(results, split)
+            per_run.append(g)
+            columns = list(g)
+            seed = results["args"].get("seed", 0)
+            rows.append(
+                {
+                    "run": f"{run.name} (seed {seed}, {results['args']['steps']} steps)",
+                    "teacher": f"{results['teacher'][split]:.4f}",
+                    **{c: f"{g[c]:+.1f}" for c in columns},
+                }
+            )
+        summary = {c: mean_se([g[c] for g in per_run]) for c in columns}
+        rows.append(
+            {
+                "run": f"**mean of {len(per_run)} (± standard error)**",
+                "teacher": "-",
+                **{c: f"**{m:+.1f} ± {se:.1f}**" for c, (m, se) in summary.items()},
+            }
+        )
+        size = loaded[0][1].get("heldout rows") if split == "heldout" else None
+        lines.append(f"### {label}" + (f" ({size} rows)" if size else "") + "\n")
+        lines.append(markdown_table(rows) + "\n")
+        for target, within in GOALS.items():
+            name = f"{float(target):.0%}"
+            m, se = summary[f"{name} vs teacher"]
+            verdict = "met" if m >= -within else "NOT met"
+            line = (
+                f"- {name} subnet vs teacher: {m:+.1f} ± {se:.1f} points "
+                f"(goal >= -{within}): {verdict}"
+            )
+            if f"{name} vs baseline" in summary:
+                m, se = summary[f"{name} vs baseline"]
+                line += f"; vs baseline {m:+.1f} ± {se:.1f} ({'ahead' if m > 0 else 'not ahead'})"
+            lines.append(line)
+        lines.append("")
+    return (
+        "Gaps in accuracy points (OFA subnet with the shared weights, no retraining, minus the "
+        "teacher or minus the prune-then-fine-tune baseline of the same shape), per run and "
+        "averaged over runs; ± is the standard error of the mean over runs.\n\n" + "\n".join(lines)
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="bench_train --out directories")
+    parser.add_argument("--section", default="train-pooled")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    body = pool(args.runs)
+    print(body)
+    if not args.no_write:
+        write_section(args.section, "Supernet training, pooled over runs", body)
+
+
+if __name__ == "__main__":
+    main()
