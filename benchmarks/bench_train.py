@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -104,6 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden-weight", type=float, default=0.0)
     parser.add_argument("--logit-loss", choices=("kl", "mse"), default="kl")
     parser.add_argument("--num-random", type=int, default=1)
+    parser.add_argument(
+        "--min-width",
+        type=float,
+        default=0.0,
+        help="train only head counts and FFN widths of at least this fraction of the largest "
+        "(0.5: the sandwich's min keeps half the heads and FFN width of each layer)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of supernet and baseline training (not teacher)"
     )
@@ -197,9 +205,24 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
     )
 
 
-def schedule(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
+def schedule(args: argparse.Namespace, space) -> tuple[PhaseConfig, ...]:
     hidden = args.schedule == "default"
-    return default_phases(args.steps, hidden=hidden, num_random=args.num_random)
+    phases = default_phases(args.steps, hidden=hidden, num_random=args.num_random)
+    if not args.min_width:
+        return phases
+    # "all" head counts / FFN widths become those of at least --min-width of the largest
+    narrow = {
+        name: tuple(
+            v for v in getattr(space, name) if v >= args.min_width * getattr(space, name)[-1]
+        )
+        for name in ("num_heads", "ffn_dims")
+    }
+    return tuple(
+        dataclasses.replace(
+            phase, **{n: v for n, v in narrow.items() if getattr(phase, n) == "all"}
+        )
+        for phase in phases
+    )
 
 
 def train_config(args: argparse.Namespace, phases: tuple[PhaseConfig, ...]) -> TrainConfig:
@@ -299,7 +322,7 @@ def run(args: argparse.Namespace) -> dict:
             supernet,
             teacher=teacher,
             train_data=train_data,
-            config=train_config(args, schedule(args)),
+            config=train_config(args, schedule(args, supernet.space)),
             output_dir=out / "supernet_run",
         )
         timings["supernet training (s)"] = round(time.perf_counter() - started)
@@ -438,7 +461,13 @@ def report(args: argparse.Namespace, results: dict) -> str:
         + f"), max length "
         f"{args.max_length}, batch {args.batch_size}. Teacher: {args.teacher_epochs} epochs. "
         f"Supernet: {args.steps} optimizer steps (training seed {args.seed}), schedule {args.schedule} (width, depth"
-        f"{', hidden' if args.schedule == 'default' else ''}; larger choices first), sandwich sampling (max + min + {args.num_random} random), distillation "
+        f"{', hidden' if args.schedule == 'default' else ''}; larger choices first), sandwich sampling (max + min + {args.num_random} random)"
+        + (
+            f", head counts and FFN widths of at least {args.min_width:.0%} of the largest only"
+            if args.min_width
+            else ""
+        )
+        + ", distillation "
         f"{args.logit_loss} T={args.temperature}, alpha={args.alpha}, hidden weight "
         f"{args.hidden_weight}. Baseline: the same-shape subnet of the reordered, untrained "
         f"supernet trained with the same losses for the same {args.steps} steps. FLOPs at sequence "
