@@ -1,0 +1,87 @@
+"""Accuracy against FLOPs of every uniform full-depth width of trained bench_train supernets.
+
+Where does a trained supernet lose accuracy? This evaluates, on the validation split, each
+uniform subnet at full depth and full hidden width (every head count x every FFN width) of the
+supernets saved by ``benchmarks/bench_train.py`` runs, beside their teacher.
+
+Usage:
+    python benchmarks/width_curve.py runs/seed0 runs/seed1 --section train-width-curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ofa  # noqa: E402
+from benchmarks._report import markdown_table, write_section  # noqa: E402
+from ofa.data import load_movie_reviews, tokenize  # noqa: E402
+from ofa.embedded import minilm_path  # noqa: E402
+from ofa.evaluate import evaluate  # noqa: E402
+
+
+def curve(runs: list[Path], threads: int) -> str:
+    torch.set_num_threads(threads)
+    for run in runs:
+        if not (run / "supernet" / "supernet.json").exists():
+            raise SystemExit(f"{run}/supernet: no trained supernet; give bench_train --out dirs")
+    args = json.loads((runs[0] / "results.json").read_text())["args"]
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    val = tokenize(load_movie_reviews()["validation"], tokenizer, max_length=args["max_length"])
+    seq_len = args["seq_len_flops"]
+    supernets = {run: ofa.load_supernet(run / "supernet") for run in runs}
+    teacher = json.loads((runs[0] / "results.json").read_text())["teacher"]["validation"]
+    space = next(iter(supernets.values())).space
+    rows = []
+    for heads in space.num_heads:
+        for ffn in space.ffn_dims:
+            subnet = space.uniform(
+                depth=space.depths[-1],
+                num_heads=heads,
+                ffn_dim=ffn,
+                hidden_size=space.hidden_sizes[-1],
+            )
+            first = next(iter(supernets.values()))
+            share = first.flops(subnet, seq_len=seq_len) / first.flops(
+                space.max_subnet(), seq_len=seq_len
+            )
+            row = {"heads": heads, "ffn": ffn, "FLOPs %": f"{100 * share:.0f}"}
+            for run, supernet in supernets.items():
+                acc = evaluate(supernet, subnet, val)
+                row[f"{run.name} val acc"] = f"{acc:.4f}"
+                row[f"{run.name} minus teacher"] = f"{100 * (acc - teacher):+.1f}"
+            rows.append(row)
+    rows.sort(key=lambda r: float(r["FLOPs %"]))
+    return (
+        f"Validation accuracy ({len(val)} rows; teacher {teacher:.4f}) of every uniform subnet at "
+        f"full depth and hidden width, FLOPs at sequence length {seq_len}, with the shared "
+        "weights and no retraining.\n\n" + markdown_table(rows)
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="bench_train --out directories")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--section", default="train-width-curve")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    body = curve(args.runs, args.threads)
+    print(body)
+    if not args.no_write:
+        write_section(args.section, "Trained supernet: accuracy against width", body)
+
+
+if __name__ == "__main__":
+    main()
