@@ -105,7 +105,12 @@ def pool(runs: list[Path]) -> str:
                 line += f"; vs baseline {m:+.1f} ± {se:.1f} ({'ahead' if m > 0 else 'not ahead'})"
             lines.append(line)
         lines.append("")
+    made = "\n".join(
+        f"- {run.name}: `" + "`, then `".join(results.get("commands", [])) + "`"
+        for run, results in loaded
+    )
     return (
+        f"The runs pooled, each with the commands that made it:\n\n{made}\n\n"
         "Gaps in accuracy points (OFA subnet with the shared weights, no retraining, minus the "
         "teacher or minus the prune-then-fine-tune baseline of the same shape), per run and "
         "averaged over runs; ± is the standard error of the mean over runs.\n\n" + "\n".join(lines)
