@@ -21,10 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import markdown_table, write_section  # noqa: E402
-
-# FLOPs target -> the most the subnet may lose against the teacher (points)
-GOALS = {"0.5": 1.0, "0.25": 3.0}
-SPLITS = {"validation": "val", "test": "test", "heldout": "held-out"}
+from benchmarks.bench_train import GOALS, SPLITS  # noqa: E402
 
 
 def load(run: Path) -> dict:
@@ -46,10 +43,10 @@ def gaps(results: dict, split: str) -> dict[str, float]:
     out = {}
     teacher = results["teacher"][split]
     for target in GOALS:
-        ofa_acc = results["supernet"][target][split]
-        name = f"{float(target):.0%}"
+        ofa_acc = results["supernet"][str(target)][split]
+        name = f"{target:.0%}"
         out[f"{name} vs teacher"] = 100 * (ofa_acc - teacher)
-        base = results["baseline"].get(target)
+        base = results["baseline"].get(str(target))
         if base is not None:
             out[f"{name} vs baseline"] = 100 * (ofa_acc - base[split])
     return out
@@ -93,7 +90,7 @@ def pool(runs: list[Path]) -> str:
         lines.append(f"### {label}" + (f" ({size} rows)" if size else "") + "\n")
         lines.append(markdown_table(rows) + "\n")
         for target, within in GOALS.items():
-            name = f"{float(target):.0%}"
+            name = f"{target:.0%}"
             m, se = summary[f"{name} vs teacher"]
             verdict = "met" if m >= -within else "NOT met"
             line = (

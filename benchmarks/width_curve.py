@@ -36,13 +36,16 @@ def curve(runs: list[Path], threads: int) -> str:
     for run in runs:
         if not (run / "supernet" / "supernet.json").exists():
             raise SystemExit(f"{run}/supernet: no trained supernet; give bench_train --out dirs")
-    args = json.loads((runs[0] / "results.json").read_text())["args"]
+    first_run = json.loads((runs[0] / "results.json").read_text())
+    args = first_run["args"]
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     val = tokenize(load_movie_reviews()["validation"], tokenizer, max_length=args["max_length"])
     seq_len = args["seq_len_flops"]
     supernets = {run: ofa.load_supernet(run / "supernet") for run in runs}
-    teacher = json.loads((runs[0] / "results.json").read_text())["teacher"]["validation"]
-    space = next(iter(supernets.values())).space
+    teacher = first_run["teacher"]["validation"]
+    first = supernets[runs[0]]
+    space = first.space
+    full = first.flops(space.max_subnet(), seq_len=seq_len)
     rows = []
     for heads in space.num_heads:
         for ffn in space.ffn_dims:
@@ -52,10 +55,7 @@ def curve(runs: list[Path], threads: int) -> str:
                 ffn_dim=ffn,
                 hidden_size=space.hidden_sizes[-1],
             )
-            first = next(iter(supernets.values()))
-            share = first.flops(subnet, seq_len=seq_len) / first.flops(
-                space.max_subnet(), seq_len=seq_len
-            )
+            share = first.flops(subnet, seq_len=seq_len) / full
             row = {"heads": heads, "ffn": ffn, "FLOPs %": f"{100 * share:.0f}"}
             for run, supernet in supernets.items():
                 acc = evaluate(supernet, subnet, val)
