@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import logging
 import os
@@ -113,7 +112,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(0.5: the sandwich's min keeps half the heads and FFN width of each layer)",
     )
     parser.add_argument(
+        "--width-multipliers",
+        default="",
+        help="comma-separated width fractions whose uniform subnets are trained every step "
+        "beside the sandwich (DynaBERT's width multipliers), e.g. 0.5",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of supernet and baseline training (not teacher)"
+    )
+    parser.add_argument(
+        "--baselines-from",
+        help="take the baselines from this earlier run instead of training them again: a "
+        "baseline does not depend on the supernet's schedule, so a run with the same data, "
+        "teacher, seed, steps and losses made the same one (checked; subnets must match)",
     )
     parser.add_argument("--baseline-targets", default="0.5,0.25", help="FLOPs fractions")
     parser.add_argument("--seq-len-flops", type=int, default=64)
@@ -205,24 +216,18 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
     )
 
 
-def schedule(args: argparse.Namespace, space) -> tuple[PhaseConfig, ...]:
-    hidden = args.schedule == "default"
-    phases = default_phases(args.steps, hidden=hidden, num_random=args.num_random)
-    if not args.min_width:
-        return phases
-    # "all" head counts / FFN widths become those of at least --min-width of the largest
-    narrow = {
-        name: tuple(
-            v for v in getattr(space, name) if v >= args.min_width * getattr(space, name)[-1]
-        )
-        for name in ("num_heads", "ffn_dims")
-    }
-    return tuple(
-        dataclasses.replace(
-            phase, **{n: v for n, v in narrow.items() if getattr(phase, n) == "all"}
-        )
-        for phase in phases
+def schedule(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
+    return default_phases(
+        args.steps,
+        hidden=args.schedule == "default",
+        num_random=args.num_random,
+        min_width=args.min_width,
+        width_multipliers=_multipliers(args),
     )
+
+
+def _multipliers(args: argparse.Namespace) -> tuple[float, ...]:
+    return tuple(float(m) for m in (getattr(args, "width_multipliers", "") or "").split(",") if m)
 
 
 def train_config(args: argparse.Namespace, phases: tuple[PhaseConfig, ...]) -> TrainConfig:
@@ -319,7 +324,7 @@ def run(args: argparse.Namespace) -> dict:
             supernet,
             teacher=teacher,
             train_data=train_data,
-            config=train_config(args, schedule(args, supernet.space)),
+            config=train_config(args, schedule(args)),
             output_dir=out / "supernet_run",
         )
         timings["supernet training (s)"] = round(time.perf_counter() - started)
@@ -348,7 +353,11 @@ def run(args: argparse.Namespace) -> dict:
     results["subnets"] = {str(t): str(s) for t, s in targets.items()}
     _dump(out, results)
     baselines = {}
+    if args.baselines_from:
+        baselines = _borrowed_baselines(args, targets, results)
     for target in (float(x) for x in args.baseline_targets.split(",") if x):
+        if target in baselines:
+            continue
         subnet = targets[target]
         model = copy.deepcopy(untrained)
         phase = PhaseConfig(name=f"baseline-{target}", steps=args.steps, subnet=subnet)
@@ -383,6 +392,48 @@ def run(args: argparse.Namespace) -> dict:
 SPLITS = {"validation": "val", "test": "test", "heldout": "held-out"}
 # FLOPs target -> the most its subnet may lose against the teacher (points), per the issue
 GOALS = {0.5: 1.0, 0.25: 3.0}
+
+
+# what a baseline depends on: the data, the teacher, the reordering, its training
+_BASELINE_ARGS = (
+    "train_size", "eval_size", "heldout", "max_length", "batch_size", "teacher_batch_size",
+    "teacher_epochs", "teacher_lr", "taylor_batches", "steps", "lr", "temperature", "alpha",
+    "hidden_weight", "logit_loss", "seed", "seq_len_flops", "candidates", "quick", "threads",
+)  # fmt: skip
+
+
+def _borrowed_baselines(
+    args: argparse.Namespace, targets: dict[float, Subnet], results: dict
+) -> dict[float, dict[str, float]]:
+    """The baselines of the run in ``args.baselines_from``, checked to be the ones this run
+    would train; their timings and commands come along."""
+    source = Path(args.baselines_from)
+    earlier = _earlier(source)
+    if not earlier.get("baseline"):
+        raise SystemExit(f"--baselines-from {source}: no baselines in its results.json")
+    differ = [name for name in _BASELINE_ARGS if earlier["args"].get(name) != getattr(args, name)]
+    if differ:
+        raise SystemExit(
+            f"--baselines-from {source}: it ran with other {', '.join(differ)}; its baselines "
+            "are not this run's"
+        )
+    borrowed = {}
+    for key, accs in earlier["baseline"].items():
+        target = float(key)
+        if target in targets and earlier["subnets"].get(key) == str(targets[target]):
+            borrowed[target] = accs
+            results.setdefault("baseline", {})[key] = accs
+            name = f"baseline {target:.0%} (s)"
+            if name in earlier.get("timings", {}):
+                results["timings"][name] = earlier["timings"][name]
+    if not borrowed:
+        raise SystemExit(f"--baselines-from {source}: none of its baseline subnets is this run's")
+    results["baselines from"] = str(source)
+    results["commands"][-1:-1] = [
+        c for c in earlier.get("commands", []) if c not in results["commands"]
+    ]
+    log.info("baselines %s taken from %s", sorted(borrowed), source)
+    return borrowed
 
 
 def _earlier(out: Path) -> dict:
@@ -469,10 +520,21 @@ def report(args: argparse.Namespace, results: dict) -> str:
             if args.min_width
             else ""
         )
+        + (
+            f", and every step the uniform subnets at width multipliers {args.width_multipliers}"
+            if getattr(args, "width_multipliers", "")
+            else ""
+        )
         + ", distillation "
         f"{args.logit_loss} T={args.temperature}, alpha={args.alpha}, hidden weight "
         f"{args.hidden_weight}. Baseline: the same-shape subnet of the reordered, untrained "
-        f"supernet trained with the same losses for the same {args.steps} steps. FLOPs at sequence "
+        f"supernet trained with the same losses for the same {args.steps} steps"
+        + (
+            f" (taken from the run in {results['baselines from']}, checked to match)"
+            if results.get("baselines from")
+            else ""
+        )
+        + ". FLOPs at sequence "
         f"length {args.seq_len_flops}; {picking}. Shared 2-core CPU: timings are noisy.\n\n"
         f"{markdown_table(rows)}\n\nGoals:\n"
         + "\n".join(goals)

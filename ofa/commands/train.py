@@ -21,6 +21,19 @@ EXAMPLE = """example:
       --out runs/cnn-train --steps 1000 --batch-size 128 --lr 2e-3"""
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """``"0.5,0.25"`` -> ``(0.5, 0.25)``, each a fraction in (0, 1]."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give comma-separated fractions in (0, 1], e.g. 0.5,0.25"
+        )
+    return values
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags naming a text-classification task (shared with ``ofa finetune``)."""
     group = parser.add_argument_group("data")
@@ -87,6 +100,20 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--no-hidden-phases", action="store_true", help="keep hidden width full")
     parser.add_argument("--sampling", choices=("sandwich", "random"), default="sandwich")
     parser.add_argument("--num-random", type=int, default=1, help="random subnets per step")
+    parser.add_argument(
+        "--min-width",
+        type=float,
+        default=0.0,
+        help="train only head counts / FFN widths (CNN: channels) of at least this fraction of "
+        "the largest, e.g. 0.5 when no subnet under half width will be deployed",
+    )
+    parser.add_argument(
+        "--width-multipliers",
+        type=_fractions,
+        default=(),
+        help="BERT: comma-separated width fractions (e.g. 0.5,0.25) whose uniform subnets are "
+        "trained every step besides the sandwich, as DynaBERT does",
+    )
     parser.add_argument("--fixed-subnet", help="Subnet JSON file: train only this subnet")
     parser.add_argument("--start-phase", type=int, default=0, help="skip earlier phases")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -132,7 +159,11 @@ def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
         )
     elif cnn:
         phases = default_cnn_phases(
-            args.steps, space=supernet.space, sampling=args.sampling, num_random=args.num_random
+            args.steps,
+            space=supernet.space,
+            sampling=args.sampling,
+            num_random=args.num_random,
+            min_width=args.min_width,
         )
     else:
         phases = default_phases(
@@ -140,6 +171,8 @@ def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
             hidden=not args.no_hidden_phases,
             sampling=args.sampling,
             num_random=args.num_random,
+            min_width=args.min_width,
+            width_multipliers=args.width_multipliers,
         )
     return TrainConfig(
         phases=phases,
@@ -215,6 +248,7 @@ _BERT_ONLY = (
     ("no_hidden_phases", "--no-hidden-phases"),
     ("theseus", "--theseus"),
     ("hidden_weight", "--hidden-weight"),
+    ("width_multipliers", "--width-multipliers"),
 )
 
 

@@ -54,6 +54,12 @@ def _restrict(choices: tuple[int, ...], rule: Choices, name: str) -> tuple[int, 
     return values
 
 
+def _at_least(choices: tuple[int, ...], bound: float) -> tuple[int, ...]:
+    """The choices at or above ``bound`` (the largest alone when none is)."""
+    kept = tuple(c for c in choices if c >= bound - 1e-9)
+    return kept or choices[-1:]
+
+
 def _check_rule(name: str, rule: Any) -> Choices:
     if isinstance(rule, str):
         if rule not in ("max", "large", "all"):
@@ -83,6 +89,14 @@ class PhaseConfig:
         sampling: ``"sandwich"`` (max + min + ``num_random`` random subnets per step) or
             ``"random"`` (``num_random`` random subnets).
         num_random: random subnets per step.
+        min_width: keep only the choices of at least this fraction of the largest, for head
+            counts and FFN widths (a CNN's channel widths): the smallest subnet to be deployed
+            becomes the sandwich's min, and nothing narrower is trained. 0 keeps every choice.
+        width_multipliers: BERT only: besides the sampled subnets, train every step the uniform
+            subnet at each of these fractions of the largest head count and FFN width (the
+            smallest phase choice at or above it; the phase's largest depth and hidden width),
+            as DynaBERT trains its width multipliers. Use it for the widths you will deploy:
+            with per-layer random sampling alone an interior uniform shape is rarely drawn.
         subnet: train only this fixed subnet (PaddleSlim's fixed-subnet mode).
     """
 
@@ -98,6 +112,8 @@ class PhaseConfig:
     learning_rate: float | None = None
     sampling: Sampling = "sandwich"
     num_random: int = 1
+    min_width: float = 0.0
+    width_multipliers: tuple[float, ...] = ()
     subnet: Subnet | CnnSubnet | None = None
     version: int = 1
 
@@ -116,6 +132,17 @@ class PhaseConfig:
             raise ValueError("num_random must be >= 0 (>= 1 with random sampling)")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.min_width <= 1.0:
+            raise ValueError(
+                f"phase {self.name!r}: min_width must be a fraction in [0, 1], got {self.min_width}"
+            )
+        multipliers = tuple(float(m) for m in self.width_multipliers)
+        bad = [m for m in multipliers if not 0.0 < m <= 1.0]
+        if bad:
+            raise ValueError(
+                f"phase {self.name!r}: width_multipliers must be fractions in (0, 1], got {bad}"
+            )
+        object.__setattr__(self, "width_multipliers", multipliers)
         if isinstance(self.subnet, dict):
             object.__setattr__(self, "subnet", _subnet_from_dict(self.subnet))
 
@@ -131,7 +158,10 @@ class PhaseConfig:
         self._only(_BERT_DIMENSIONS, "a BERT-family")
 
         def pick(name: str) -> tuple[int, ...]:
-            return _restrict(getattr(space, name), getattr(self, name), name)
+            choices = _restrict(getattr(space, name), getattr(self, name), name)
+            if name in ("num_heads", "ffn_dims"):
+                return _at_least(choices, self.min_width * getattr(space, name)[-1])
+            return choices
 
         return dataclasses.replace(
             space,
@@ -159,8 +189,37 @@ class PhaseConfig:
                     f"phase {self.name!r}: {name}={list(rule)}: a CNN's choices differ per "
                     "group, stage and conv, so use 'max', 'large' or 'all' (or subnet=...)"
                 )
-            fields[field_name] = [_restrict(c, rule, name) for c in getattr(space, field_name)]
+            fields[field_name] = [
+                _at_least(_restrict(c, rule, name), self.min_width * c[-1])
+                if name == "widths"
+                else _restrict(c, rule, name)
+                for c in getattr(space, field_name)
+            ]
         return CnnSearchSpace.from_dict(fields)
+
+    def multiplier_subnets(self, space: SearchSpace) -> list[Subnet]:
+        """The uniform subnets of ``width_multipliers`` in this phase's part of ``space``."""
+        if not self.width_multipliers:
+            return []
+        if not isinstance(space, SearchSpace):
+            raise ValueError(
+                f"phase {self.name!r}: width_multipliers apply to BERT-family supernets; "
+                "a CNN phase samples its widths (use min_width to bound them)"
+            )
+        part = self.space_for(space)
+
+        def at(fraction: float, name: str) -> int:
+            return _at_least(getattr(part, name), fraction * getattr(space, name)[-1])[0]
+
+        return [
+            part.uniform(
+                depth=part.depths[-1],
+                num_heads=at(m, "num_heads"),
+                ffn_dim=at(m, "ffn_dims"),
+                hidden_size=part.hidden_sizes[-1],
+            )
+            for m in self.width_multipliers
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,6 +227,7 @@ class PhaseConfig:
             value = getattr(self, name)
             data[name] = value if isinstance(value, str) else list(value)
         data["subnet"] = None if self.subnet is None else self.subnet.to_dict()
+        data["width_multipliers"] = list(self.width_multipliers)
         return data
 
     @classmethod
@@ -188,12 +248,16 @@ def default_phases(
     hidden: bool = True,
     sampling: Sampling = "sandwich",
     num_random: int = 1,
+    min_width: float = 0.0,
+    width_multipliers: tuple[float, ...] = (),
 ) -> tuple[PhaseConfig, ...]:
     """The BERT schedule: width, then depth, then hidden width; each large choices, then all.
 
     Steps are shared out equally (remainder to the last phase). Every phase keeps what earlier
     phases made elastic, as OFA and DynaBERT do. ``hidden=False`` leaves out the two hidden-width
-    phases (the residual stream stays full width).
+    phases (the residual stream stays full width). ``min_width`` and ``width_multipliers`` are
+    given to every phase (see :class:`PhaseConfig`): bound the widths at the smallest subnet you
+    will deploy, or train the uniform widths you will deploy every step.
 
     Example:
         >>> [p.name for p in default_phases(60)]
@@ -216,7 +280,13 @@ def default_phases(
     if not hidden:
         plan = plan[:4]
     return _share_steps(
-        plan, total_steps, learning_rate=learning_rate, sampling=sampling, num_random=num_random
+        plan,
+        total_steps,
+        learning_rate=learning_rate,
+        sampling=sampling,
+        num_random=num_random,
+        min_width=min_width,
+        width_multipliers=tuple(width_multipliers),
     )
 
 
@@ -227,12 +297,14 @@ def default_cnn_phases(
     learning_rate: float | None = None,
     sampling: Sampling = "sandwich",
     num_random: int = 1,
+    min_width: float = 0.0,
 ) -> tuple[PhaseConfig, ...]:
     """The CNN schedule (OFA's): kernel size, then depth, then width; each large, then all.
 
     Every phase keeps what earlier phases made elastic. Given ``space``, phases of dimensions it
     does not make elastic (no kernel-elastic conv, no depth choices) are left out, so no steps
     go to training the same max subnet. Steps are shared out equally (remainder to the last).
+    ``min_width`` bounds every phase's channel widths (see :class:`PhaseConfig`).
 
     Example:
         >>> [p.name for p in default_cnn_phases(50)]
@@ -260,30 +332,21 @@ def default_cnn_phases(
         learning_rate=learning_rate,
         sampling=sampling,
         num_random=num_random,
+        min_width=min_width,
     )
 
 
 def _share_steps(
     plan: list[tuple[str, dict[str, str]]],
     total_steps: int,
-    *,
-    learning_rate: float | None,
-    sampling: Sampling,
-    num_random: int,
+    **fields: Any,
 ) -> tuple[PhaseConfig, ...]:
     if total_steps < len(plan):
         raise ValueError(f"the schedule has {len(plan)} phases: give at least as many steps")
     share = total_steps // len(plan)
     steps = [share] * (len(plan) - 1) + [total_steps - share * (len(plan) - 1)]
     return tuple(
-        PhaseConfig(
-            name=name,
-            steps=n,
-            learning_rate=learning_rate,
-            sampling=sampling,
-            num_random=num_random,
-            **dims,  # type: ignore[arg-type]
-        )
+        PhaseConfig(name=name, steps=n, **fields, **dims)  # type: ignore[arg-type]
         for (name, dims), n in zip(plan, steps)
     )
 

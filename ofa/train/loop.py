@@ -114,9 +114,12 @@ def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator)
         return [phase.subnet]
     space = phase.space_for(supernet.space)
     drawn = [space.sample(generator) for _ in range(phase.num_random)]
-    if phase.sampling == "sandwich":
-        return [space.max_subnet(), space.min_subnet(), *drawn]
-    return drawn
+    fixed = [space.max_subnet(), space.min_subnet()] if phase.sampling == "sandwich" else []
+    # width multipliers are trained once each, after the sandwich's max and min
+    for subnet in phase.multiplier_subnets(supernet.space):
+        if subnet not in fixed:
+            fixed.append(subnet)
+    return [*fixed, *drawn]
 
 
 def _layer_map(subnet: Subnet, teacher_depth: int, num_layers: int) -> tuple[int, ...]:
