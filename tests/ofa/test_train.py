@@ -125,6 +125,77 @@ def test_sandwich_includes_max_and_min_and_random_stays_inside_the_phase():
     assert len(_subnets(random_phase, supernet, generator)) == 2
 
 
+def test_min_width_bounds_the_phase_and_width_multipliers_train_uniform_widths(tmp_path):
+    supernet = ofa.convert(tiny_bert())  # 4 heads of 8, FFN 64: choices 1-4 heads, 16-64 FFN
+    space = supernet.space
+    assert space.num_heads == (1, 2, 3, 4) and space.ffn_dims == (16, 32, 48, 64)
+    bounded = PhaseConfig(name="w", steps=1, num_heads="all", ffn_dims="all", min_width=0.5)
+    part = bounded.space_for(space)
+    assert part.num_heads == (2, 3, 4) and part.ffn_dims == (32, 48, 64)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        drawn = _subnets(bounded, supernet, generator)
+        assert drawn[1] == space.uniform(depth=4, num_heads=2, ffn_dim=32, hidden_size=32)
+        assert all(min(s.num_heads) >= 2 and min(s.ffn_dims) >= 32 for s in drawn)
+    # "large" is bounded too, and a bound above every choice keeps the largest
+    large = PhaseConfig(name="l", steps=1, num_heads="large", min_width=0.8).space_for(space)
+    assert large.num_heads == (4,)
+    # the multipliers' uniform subnets come after max and min, once each, at full depth
+    phase = PhaseConfig(
+        name="d", steps=1, num_heads="all", ffn_dims="all", depths="all",
+        width_multipliers=(0.5, 0.75, 0.5), num_random=2,
+    )  # fmt: skip
+    drawn = _subnets(phase, supernet, generator)
+    assert drawn[:4] == [
+        space.max_subnet(),
+        phase.space_for(space).min_subnet(),  # 2 layers, full hidden width
+        space.uniform(depth=4, num_heads=2, ffn_dim=32, hidden_size=32),
+        space.uniform(depth=4, num_heads=3, ffn_dim=48, hidden_size=32),
+    ]
+    assert len(drawn) == 6
+    # a multiplier equal to the min is not trained twice; random sampling gets them as well
+    both = PhaseConfig(name="b", steps=1, num_heads="all", ffn_dims="all", min_width=0.5,
+                       width_multipliers=(0.5,))  # fmt: skip
+    assert len(_subnets(both, supernet, generator)) == 3
+    alone = PhaseConfig(name="r", steps=1, sampling="random", width_multipliers=(0.25,))
+    assert _subnets(alone, supernet, generator)[0] == space.max_subnet()  # widths not elastic
+    assert all(p.min_width == 0.5 for p in default_phases(6, min_width=0.5))
+    config = TrainConfig(phases=default_phases(4, hidden=False, width_multipliers=(0.5,)))
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert config.phases[0].width_multipliers == (0.5,)
+    # trained: one loss per subnet, the multiplier subnets included
+    result = train(
+        supernet,
+        teacher=tiny_bert(seed=1),
+        train_data=toy_data(),
+        config=_config(
+            phases=(
+                PhaseConfig(
+                    name="width",
+                    steps=2,
+                    num_heads="all",
+                    ffn_dims="all",
+                    width_multipliers=(0.5,),
+                ),
+                PhaseConfig(
+                    name="depth",
+                    steps=2,
+                    num_heads="all",
+                    ffn_dims="all",
+                    depths="all",
+                    width_multipliers=(0.5,),
+                ),
+            )  # fmt: skip
+        ),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert [r["subnets"] for r in _rows(result.metrics_path)] == [4, 4, 4, 4]
+    for bad in (dict(min_width=1.5), dict(width_multipliers=(0.0,)), dict(min_width=-0.1)):
+        with pytest.raises(ValueError, match="fraction"):
+            PhaseConfig(name="x", steps=1, **bad)
+
+
 def _config(**overrides) -> TrainConfig:
     base = dict(
         phases=(
@@ -426,6 +497,29 @@ def test_cli_finetune_convert_train_and_errors(tmp_path, capsys):
     )
     assert "min subnet" in capsys.readouterr().out
     assert ofa.load_supernet(tmp_path / "r" / "supernet").space.num_layers == 2
+    # bounded at half width, with the half-width subnet trained every step
+    bounded = [
+        "train",
+        "--supernet",
+        str(tmp_path / "s"),
+        "--teacher",
+        teacher,
+        "--out",
+        str(tmp_path / "r2"),
+        "--steps",
+        "4",
+        "--no-hidden-phases",
+        "--min-width",
+        "0.5",
+    ]
+    assert main([*bounded, "--width-multipliers", "0.5", *common]) == 0
+    rows = _rows(tmp_path / "r2" / "metrics.jsonl")
+    # the multiplier is the bounded min until depth-all (2 layers: depth-large keeps both)
+    assert [r["subnets"] for r in rows if "subnets" in r] == [3, 3, 3, 4]
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error
+        main([*bounded, "--width-multipliers", "2", *common])
+    assert exited.value.code == 2
+    assert "fractions in (0, 1]" in capsys.readouterr().err
     assert (
         main(
             [

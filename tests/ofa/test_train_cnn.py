@@ -98,6 +98,17 @@ def test_sandwich_on_a_cnn_phase_and_dimension_errors(teacher):
     bert_space = ofa.convert(tiny_bert()).space
     with pytest.raises(ValueError, match="kernel_sizes.*BERT"):
         PhaseConfig(name="x", steps=1, kernel_sizes="all").space_for(bert_space)
+    # min_width bounds every channel group's choices; width multipliers are BERT-only
+    bounded = PhaseConfig(name="b", steps=1, widths="all", min_width=0.75)  # ratios 0.5, 1
+    part = bounded.space_for(supernet.space)
+    for full, kept in zip(supernet.space.channel_choices, part.channel_choices):
+        assert kept == tuple(c for c in full if c >= 0.75 * full[-1]) and kept[-1] == full[-1]
+    assert _subnets(bounded, supernet, generator)[1] == part.min_subnet()
+    assert any(
+        len(k) < len(f) for f, k in zip(supernet.space.channel_choices, part.channel_choices)
+    )
+    with pytest.raises(ValueError, match="width_multipliers apply to BERT"):
+        _subnets(PhaseConfig(name="m", steps=1, width_multipliers=(0.5,)), supernet, generator)
     # a fixed CNN subnet survives the JSON round trip of the config
     fixed = PhaseConfig(name="f", steps=1, subnet=supernet.space.min_subnet())
     config = TrainConfig(phases=(fixed, *default_cnn_phases(5)))
@@ -206,7 +217,9 @@ def test_trained_cnn_subnets_are_accurate_after_calibration(tmp_path, digits, te
     ofa.calibrate_bn_(small, calibration.batches(64))
     with torch.no_grad():
         logits = small.eval()(test_data.images)
-    assert trained_min == pytest.approx(float((logits.argmax(-1) == test_data.labels).float().mean()))
+    assert trained_min == pytest.approx(
+        float((logits.argmax(-1) == test_data.labels).float().mean())
+    )
     # the min subnet (half widths, one block per stage, 3 x 3 kernels) is near chance when cut
     # from the teacher, and learns from the supernet training; the max keeps the teacher's level
     assert teacher_acc > 0.8 and trained_max > teacher_acc - 0.05
