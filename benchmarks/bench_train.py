@@ -553,6 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         args = argparse.Namespace(**{**vars(args), **results["args"], **keep})
         # the commands that produced the figures, not this one
         command = "`, then `".join(results.get("commands", [])) or None
+        torch.set_num_threads(args.threads)  # so the section's "Run:" line says what it ran with
     else:
         results = run(args)
         command = None
