@@ -477,65 +477,36 @@ def test_cli_finetune_convert_train_and_errors(tmp_path, capsys):
     assert "validation accuracy" in capsys.readouterr().out
     teacher = str(tmp_path / "t" / "model")
     assert main(["convert", "--model", teacher, "--out", str(tmp_path / "s")]) == 0
-    assert (
-        main(
-            [
-                "train",
-                "--supernet",
-                str(tmp_path / "s"),
-                "--teacher",
-                teacher,
-                "--out",
-                str(tmp_path / "r"),
-                "--steps",
-                "4",
-                "--no-hidden-phases",
-                *common,
-            ]
-        )
-        == 0
-    )
+
+    def train_run(out: str) -> list[str]:
+        return [
+            "train",
+            "--supernet",
+            str(tmp_path / "s"),
+            "--teacher",
+            teacher,
+            "--out",
+            str(tmp_path / out),
+            "--steps",
+            "4",
+            "--no-hidden-phases",
+            *common,
+        ]
+
+    assert main(train_run("r")) == 0
     assert "min subnet" in capsys.readouterr().out
     assert ofa.load_supernet(tmp_path / "r" / "supernet").space.num_layers == 2
     # bounded at half width, with the half-width subnet trained every step
-    bounded = [
-        "train",
-        "--supernet",
-        str(tmp_path / "s"),
-        "--teacher",
-        teacher,
-        "--out",
-        str(tmp_path / "r2"),
-        "--steps",
-        "4",
-        "--no-hidden-phases",
-        "--min-width",
-        "0.5",
-    ]
-    assert main([*bounded, "--width-multipliers", "0.5", *common]) == 0
+    bounded = [*train_run("r2"), "--min-width", "0.5"]
+    assert main([*bounded, "--width-multipliers", "0.5"]) == 0
     rows = _rows(tmp_path / "r2" / "metrics.jsonl")
     # the multiplier is the bounded min until depth-all (2 layers: depth-large keeps both)
     assert [r["subnets"] for r in rows if "subnets" in r] == [3, 3, 3, 4]
     with pytest.raises(SystemExit) as exited:  # argparse's usage error
-        main([*bounded, "--width-multipliers", "2", *common])
+        main([*bounded, "--width-multipliers", "2"])
     assert exited.value.code == 2
     assert "fractions in (0, 1]" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "train",
-                "--supernet",
-                str(tmp_path / "s"),
-                "--teacher",
-                teacher,
-                "--out",
-                str(tmp_path / "none"),
-                "--resume",
-                *common,
-            ]
-        )
-        == 2
-    )
+    assert main([*train_run("none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert (
         main(
