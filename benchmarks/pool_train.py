@@ -52,6 +52,16 @@ def gaps(results: dict, split: str) -> dict[str, float]:
     return out
 
 
+def recipe(args: dict) -> str:
+    """What sets a run apart: seed, steps, and any bound or width multipliers."""
+    parts = [f"seed {args.get('seed', 0)}", f"{args['steps']} steps"]
+    if args.get("min_width"):
+        parts.append(f"min width {args['min_width']:.0%}")
+    if args.get("width_multipliers"):
+        parts.append(f"width multipliers {args['width_multipliers']}")
+    return ", ".join(parts)
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
@@ -70,10 +80,9 @@ def pool(runs: list[Path]) -> str:
             g = gaps(results, split)
             per_run.append(g)
             columns = list(g)
-            seed = results["args"].get("seed", 0)
             rows.append(
                 {
-                    "run": f"{run.name} (seed {seed}, {results['args']['steps']} steps)",
+                    "run": f"{run.name} ({recipe(results['args'])})",
                     "teacher": f"{results['teacher'][split]:.4f}",
                     **{c: f"{g[c]:+.1f}" for c in columns},
                 }
