@@ -26,7 +26,7 @@ EXAMPLE = """examples:
       --tokenizer path/to/bert --onnx
   ofa export --supernet runs/supernet --subnet subnet.json --out runs/small --sparsity 2:4 \\
       --finetune-steps 100 --text-csv reviews.csv --tokenizer path/to/bert
-  ofa export --supernet runs/cnn-supernet --subnet min --out runs/cnn-small \
+  ofa export --supernet runs/cnn-supernet --subnet min --out runs/cnn-small \\
       --calibration-data digits --onnx --torch-export"""
 
 

@@ -9,11 +9,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-EXAMPLE = """example:
+EXAMPLE = r"""example:
   ofa finetune --out runs/teacher                      # MiniLM on Rotten Tomatoes
   ofa convert --model runs/teacher/model --out runs/supernet
   ofa train --supernet runs/supernet --teacher runs/teacher/model --out runs/train --steps 600
   ofa train ... --resume                               # continue exactly after a crash
+  ofa train ... --min-width 0.5                        # nothing under half width is deployed
+  ofa train ... --width-multipliers 0.5,0.25           # train these uniform widths every step
   torchrun --nproc_per_node 2 -m ofa.cli train ...     # data-parallel
   # a CNN supernet (saved by Supernet.save); its teacher exported as a plain CNN directory:
   ofa export --supernet runs/cnn-supernet --subnet max --out runs/cnn-teacher
