@@ -127,12 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="bench_train --out directories")
     parser.add_argument("--section", default="train-pooled")
+    parser.add_argument(
+        "--title", default="Supernet training, pooled over runs", help="the section's heading"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
     body = pool(args.runs)
     print(body)
     if not args.no_write:
-        write_section(args.section, "Supernet training, pooled over runs", body)
+        write_section(args.section, args.title, body)
 
 
 if __name__ == "__main__":
