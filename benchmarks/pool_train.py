@@ -62,6 +62,15 @@ def recipe(args: dict) -> str:
     return ", ".join(parts)
 
 
+def _versus(mean: float, se: float) -> str:
+    """Ahead or behind only by more than one standard error; level otherwise."""
+    if mean > se:
+        return "ahead"
+    if mean < -se:
+        return "behind"
+    return "level: within one standard error"
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
@@ -108,7 +117,7 @@ def pool(runs: list[Path]) -> str:
             )
             if f"{name} vs baseline" in summary:
                 m, se = summary[f"{name} vs baseline"]
-                line += f"; vs baseline {m:+.1f} ± {se:.1f} ({'ahead' if m > 0 else 'not ahead'})"
+                line += f"; vs baseline {m:+.1f} ± {se:.1f} ({_versus(m, se)})"
             lines.append(line)
         lines.append("")
     made = "\n".join(
