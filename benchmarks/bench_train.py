@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ofa  # noqa: E402
 from benchmarks._candidates import best_of, candidates_under  # noqa: E402
 from benchmarks._report import markdown_table, write_section  # noqa: E402
+from ofa.commands.train import parse_fractions  # noqa: E402
 from ofa.data import (  # noqa: E402
     load_movie_reviews,
     pad_collate,  # noqa: E402
@@ -227,7 +228,8 @@ def schedule(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
 
 
 def _multipliers(args: argparse.Namespace) -> tuple[float, ...]:
-    return tuple(float(m) for m in (getattr(args, "width_multipliers", "") or "").split(",") if m)
+    """``--width-multipliers``, parsed as ``ofa train`` parses it (kept as text in results)."""
+    return parse_fractions(args.width_multipliers) if args.width_multipliers else ()
 
 
 def train_config(args: argparse.Namespace, phases: tuple[PhaseConfig, ...]) -> TrainConfig:
@@ -522,7 +524,7 @@ def report(args: argparse.Namespace, results: dict) -> str:
         )
         + (
             f", and every step the uniform subnets at width multipliers {args.width_multipliers}"
-            if getattr(args, "width_multipliers", "")
+            if args.width_multipliers
             else ""
         )
         + ", distillation "

@@ -23,7 +23,7 @@ EXAMPLE = r"""example:
       --out runs/cnn-train --steps 1000 --batch-size 128 --lr 2e-3"""
 
 
-def _fractions(text: str) -> tuple[float, ...]:
+def parse_fractions(text: str) -> tuple[float, ...]:
     """``"0.5,0.25"`` -> ``(0.5, 0.25)``, each a fraction in (0, 1]."""
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -111,7 +111,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     )
     parser.add_argument(
         "--width-multipliers",
-        type=_fractions,
+        type=parse_fractions,
         default=(),
         help="BERT: comma-separated width fractions (e.g. 0.5,0.25) whose uniform subnets are "
         "trained every step besides the sandwich, as DynaBERT does",

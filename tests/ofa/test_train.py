@@ -185,7 +185,7 @@ def test_min_width_bounds_the_phase_and_width_multipliers_train_uniform_widths(t
                     depths="all",
                     width_multipliers=(0.5,),
                 ),
-            )  # fmt: skip
+            )
         ),
         output_dir=tmp_path,
         progress=False,
