@@ -119,6 +119,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "beside the sandwich (DynaBERT's width multipliers), e.g. 0.5",
     )
     parser.add_argument(
+        "--later-lr-scale",
+        type=float,
+        default=1.0,
+        help="peak learning rate of the depth (and hidden) phases as a fraction of --lr, e.g. "
+        "0.25 as OFA's later stages (the baseline keeps --lr)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of supernet and baseline training (not teacher)"
     )
     parser.add_argument(
@@ -224,6 +231,7 @@ def schedule(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
         num_random=args.num_random,
         min_width=args.min_width,
         width_multipliers=_multipliers(args),
+        later_learning_rate=None if args.later_lr_scale == 1.0 else args.lr * args.later_lr_scale,
     )
 
 
@@ -525,6 +533,11 @@ def report(args: argparse.Namespace, results: dict) -> str:
         + (
             f", and every step the uniform subnets at width multipliers {args.width_multipliers}"
             if args.width_multipliers
+            else ""
+        )
+        + (
+            f", depth phases at {args.later_lr_scale:g} of the width phases' learning rate"
+            if args.later_lr_scale != 1.0
             else ""
         )
         + ", distillation "

@@ -116,6 +116,12 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         help="BERT: comma-separated width fractions (e.g. 0.5,0.25) whose uniform subnets are "
         "trained every step besides the sandwich, as DynaBERT does",
     )
+    parser.add_argument(
+        "--later-lr",
+        type=float,
+        help="BERT: peak learning rate of the depth and hidden phases (default: --lr), e.g. a "
+        "quarter of it as OFA trains its later stages",
+    )
     parser.add_argument("--fixed-subnet", help="Subnet JSON file: train only this subnet")
     parser.add_argument("--start-phase", type=int, default=0, help="skip earlier phases")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -175,6 +181,7 @@ def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
             num_random=args.num_random,
             min_width=args.min_width,
             width_multipliers=args.width_multipliers,
+            later_learning_rate=args.later_lr,
         )
     return TrainConfig(
         phases=phases,
@@ -251,6 +258,7 @@ _BERT_ONLY = (
     ("theseus", "--theseus"),
     ("hidden_weight", "--hidden-weight"),
     ("width_multipliers", "--width-multipliers"),
+    ("later_lr", "--later-lr"),
 )
 
 

@@ -250,6 +250,7 @@ def default_phases(
     num_random: int = 1,
     min_width: float = 0.0,
     width_multipliers: tuple[float, ...] = (),
+    later_learning_rate: float | None = None,
 ) -> tuple[PhaseConfig, ...]:
     """The BERT schedule: width, then depth, then hidden width; each large choices, then all.
 
@@ -258,6 +259,8 @@ def default_phases(
     phases (the residual stream stays full width). ``min_width`` and ``width_multipliers`` are
     given to every phase (see :class:`PhaseConfig`): bound the widths at the smallest subnet you
     will deploy, or train the uniform widths you will deploy every step.
+    ``later_learning_rate`` is the peak rate of the depth and hidden phases (default: that of
+    the width phases), as OFA trains its later shrinking stages at a lower rate than the first.
 
     Example:
         >>> [p.name for p in default_phases(60)]
@@ -279,7 +282,7 @@ def default_phases(
     ]
     if not hidden:
         plan = plan[:4]
-    return _share_steps(
+    phases = _share_steps(
         plan,
         total_steps,
         learning_rate=learning_rate,
@@ -287,6 +290,14 @@ def default_phases(
         num_random=num_random,
         min_width=min_width,
         width_multipliers=tuple(width_multipliers),
+    )
+    if later_learning_rate is None:
+        return phases
+    return tuple(
+        p
+        if p.name.startswith("width")
+        else dataclasses.replace(p, learning_rate=later_learning_rate)
+        for p in phases
     )
 
 
