@@ -280,6 +280,8 @@ def default_phases(
             {"num_heads": "all", "ffn_dims": "all", "depths": "all", "hidden_sizes": "all"},
         ),
     ]
+    if later_learning_rate is not None and not later_learning_rate > 0:
+        raise ValueError(f"later_learning_rate must be positive, got {later_learning_rate}")
     if not hidden:
         plan = plan[:4]
     phases = _share_steps(

@@ -78,6 +78,8 @@ CASES = (
          "{d}/t2", "--teacher-mode", "inplace"), "a CNN supernet trains on images"),
     Case("a BERT-only flag on a CNN supernet", ("train", "--supernet", "{d}/cnn", "--out",
          "{d}/t3", "--data", "digits", "--theseus"), "--theseus: only for BERT-family"),
+    Case("a later learning rate on a CNN supernet", ("train", "--supernet", "{d}/cnn", "--out",
+         "{d}/t6", "--data", "digits", "--later-lr", "1e-5"), "--later-lr: only for BERT-family"),
     Case("image file missing", ("train", "--supernet", "{d}/cnn", "--out", "{d}/t4", "--data",
          "{d}/missing.npz"), "is not 'digits', 'fashion-mnist' or an existing .npz file"),
     Case("image file without labels", ("train", "--supernet", "{d}/cnn", "--out", "{d}/t5",

@@ -100,6 +100,9 @@ def test_phase_spaces_and_schedule():
     assert phases[3].space_for(space).depths == space.depths
     assert phases[-1].space_for(space) == space
     assert len(default_phases(8, hidden=False)) == 4
+    # OFA-style: the later dimensions at a lower peak rate, the width phases at the run's
+    slower = default_phases(12, learning_rate=4e-5, later_learning_rate=1e-5)
+    assert [p.learning_rate for p in slower] == [4e-5, 4e-5, 1e-5, 1e-5, 1e-5, 1e-5]
     epochs = TrainConfig(
         phases=(PhaseConfig(name="a", epochs=1.5), PhaseConfig(name="b", steps=2))
     )
@@ -400,6 +403,8 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="not in the supernet's space"):
         bad = _config(phases=(PhaseConfig(name="x", steps=1, num_heads=(5,)),))
         train(supernet, teacher=tiny_bert(), train_data=data, config=bad, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="later_learning_rate must be positive"):
+        default_phases(6, later_learning_rate=0.0)
     with pytest.raises(ValueError, match="exactly one of steps or epochs"):
         PhaseConfig(name="x")
     with pytest.raises(ValueError, match="'max', 'large', 'all'"):
@@ -498,10 +503,14 @@ def test_cli_finetune_convert_train_and_errors(tmp_path, capsys):
     assert ofa.load_supernet(tmp_path / "r" / "supernet").space.num_layers == 2
     # bounded at half width, with the half-width subnet trained every step
     bounded = [*train_run("r2"), "--min-width", "0.5"]
-    assert main([*bounded, "--width-multipliers", "0.5"]) == 0
-    rows = _rows(tmp_path / "r2" / "metrics.jsonl")
+    assert (
+        main([*bounded, "--width-multipliers", "0.5", "--lr", "4e-5", "--later-lr", "1e-5"]) == 0
+    )
+    rows = [r for r in _rows(tmp_path / "r2" / "metrics.jsonl") if "subnets" in r]
     # the multiplier is the bounded min until depth-all (2 layers: depth-large keeps both)
-    assert [r["subnets"] for r in rows if "subnets" in r] == [3, 3, 3, 4]
+    assert [r["subnets"] for r in rows] == [3, 3, 3, 4]
+    # one step per phase: each at its peak, the depth phases at --later-lr
+    assert [r["lr"] for r in rows] == pytest.approx([4e-5, 4e-5, 1e-5, 1e-5])
     with pytest.raises(SystemExit) as exited:  # argparse's usage error
         main([*bounded, "--width-multipliers", "2"])
     assert exited.value.code == 2
