@@ -37,12 +37,15 @@ def environment() -> str:
 
 
 def write_section(name: str, title: str, body: str, *, command: str | None = None) -> None:
-    """Replace (or append) the section ``name`` of docs/BENCHMARKS.md."""
+    """Replace (or append) the section ``name`` of docs/BENCHMARKS.md.
+
+    Paths under this checkout are written relative to it, as a reader runs them from its root.
+    """
     command = command or "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     section = (
         f"<!-- BEGIN {name} -->\n## {title}\n\n"
         f"Command: `{command}`  \nRun: {environment()}\n\n{body.strip()}\n<!-- END {name} -->"
-    )
+    ).replace(f"{DOC.parent.parent.as_posix()}/", "")
     text = DOC.read_text() if DOC.exists() else _HEADER
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text}\n{section}\n"

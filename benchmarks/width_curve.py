@@ -2,10 +2,12 @@
 
 Where does a trained supernet lose accuracy? This evaluates, on the validation split, each
 uniform subnet at full depth and full hidden width (every head count x every FFN width) of the
-supernets saved by ``benchmarks/bench_train.py`` runs, beside their teacher.
+supernets saved by ``benchmarks/bench_train.py`` runs, beside their teacher. ``--depth`` does
+the same for every depth at full width (the layers an elastic depth keeps).
 
 Usage:
     python benchmarks/width_curve.py runs/seed0 runs/seed1 --section train-width-curve
+    python benchmarks/width_curve.py runs/seed0 runs/seed1 --depth --section train-depth-curve
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ofa.embedded import minilm_path  # noqa: E402
 from ofa.evaluate import evaluate  # noqa: E402
 
 
-def curve(runs: list[Path], threads: int) -> str:
+def curve(runs: list[Path], threads: int, depth: bool = False) -> str:
     torch.set_num_threads(threads)
     for run in runs:
         if not (run / "supernet" / "supernet.json").exists():
@@ -47,25 +49,27 @@ def curve(runs: list[Path], threads: int) -> str:
     space = first.space
     full = first.flops(space.max_subnet(), seq_len=seq_len)
     rows = []
-    for heads in space.num_heads:
-        for ffn in space.ffn_dims:
-            subnet = space.uniform(
-                depth=space.depths[-1],
-                num_heads=heads,
-                ffn_dim=ffn,
-                hidden_size=space.hidden_sizes[-1],
-            )
-            share = first.flops(subnet, seq_len=seq_len) / full
-            row = {"heads": heads, "ffn": ffn, "FLOPs %": f"{100 * share:.0f}"}
-            for run, supernet in supernets.items():
-                acc = evaluate(supernet, subnet, val)
-                row[f"{run.name} val acc"] = f"{acc:.4f}"
-                row[f"{run.name} minus teacher"] = f"{100 * (acc - teacher):+.1f}"
-            rows.append(row)
+    shapes = (
+        [(d, space.num_heads[-1], space.ffn_dims[-1]) for d in space.depths]
+        if depth
+        else [(space.depths[-1], h, f) for h in space.num_heads for f in space.ffn_dims]
+    )
+    for layers, heads, ffn in shapes:
+        subnet = space.uniform(
+            depth=layers, num_heads=heads, ffn_dim=ffn, hidden_size=space.hidden_sizes[-1]
+        )
+        share = first.flops(subnet, seq_len=seq_len) / full
+        row = {"layers": layers, "heads": heads, "ffn": ffn, "FLOPs %": f"{100 * share:.0f}"}
+        for run, supernet in supernets.items():
+            acc = evaluate(supernet, subnet, val)
+            row[f"{run.name} val acc"] = f"{acc:.4f}"
+            row[f"{run.name} minus teacher"] = f"{100 * (acc - teacher):+.1f}"
+        rows.append(row)
     rows.sort(key=lambda r: float(r["FLOPs %"]))
     return (
         f"Validation accuracy ({len(val)} rows; teacher {teacher:.4f}) of every uniform subnet at "
-        f"full depth and hidden width, FLOPs at sequence length {seq_len}, with the shared "
+        + ("full width (every depth; " if depth else "full depth (")
+        + f"full hidden width), FLOPs at sequence length {seq_len}, with the shared "
         "weights and no retraining.\n\n" + markdown_table(rows)
     )
 
@@ -74,13 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="bench_train --out directories")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--depth", action="store_true", help="every depth at full width instead")
     parser.add_argument("--section", default="train-width-curve")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
-    body = curve(args.runs, args.threads)
+    body = curve(args.runs, args.threads, args.depth)
     print(body)
     if not args.no_write:
-        write_section(args.section, "Trained supernet: accuracy against width", body)
+        title = "depth" if args.depth else "width"
+        write_section(args.section, f"Trained supernet: accuracy against {title}", body)
 
 
 if __name__ == "__main__":
