@@ -47,7 +47,9 @@ def write_section(name: str, title: str, body: str, *, command: str | None = Non
         f"Command: `{command}`  \nRun: {environment()}\n\n{body.strip()}\n<!-- END {name} -->"
     ).replace(f"{DOC.parent.parent.as_posix()}/", "")
     text = DOC.read_text() if DOC.exists() else _HEADER
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
+    pattern = re.compile(
+        rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S
+    )
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text}\n{section}\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=DOC.parent, suffix=".tmp")
