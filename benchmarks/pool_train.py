@@ -53,12 +53,14 @@ def gaps(results: dict, split: str) -> dict[str, float]:
 
 
 def recipe(args: dict) -> str:
-    """What sets a run apart: seed, steps, and any bound or width multipliers."""
+    """What sets a run apart: seed, steps, and any bound, width multipliers or later rate."""
     parts = [f"seed {args.get('seed', 0)}", f"{args['steps']} steps"]
     if args.get("min_width"):
         parts.append(f"min width {args['min_width']:.0%}")
     if args.get("width_multipliers"):
         parts.append(f"width multipliers {args['width_multipliers']}")
+    if args.get("later_lr_scale", 1.0) != 1.0:
+        parts.append(f"depth phases at {args['later_lr_scale']:g} of the learning rate")
     return ", ".join(parts)
 
 
