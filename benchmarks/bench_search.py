@@ -163,8 +163,6 @@ def _search(supernet, evaluate, latency, budget, sampler, trials, name, reselect
         sampler=sampler,
         out_dir=out,
         seed=0,
-        remeasure_warmup=1,
-        remeasure_rounds=5,
     )
     storage = search.open_storage(out / "study.journal", None)
     study = optuna.load_study(study_name=result.study_name, storage=storage)

@@ -3,8 +3,9 @@
 Example:
     >>> import search
     >>> latency = search.LatencyModel.profile(supernet, device="cpu", batch_size=1, seq_len=128)
-    >>> found = search.run(supernet, evaluate=accuracy, latency=latency, budget_ms=20.0,
+    >>> found = search.run(supernet, evaluate=accuracy, latency=latency, budget_fraction=0.5,
     ...                    trials=100, out_dir="runs/search")
+    >>> found.best.speedup, found.best.speedup_low, found.best.speedup_high   # paired
 """
 
 from __future__ import annotations
@@ -20,11 +21,30 @@ from search.latency import (
     measure_latency,
 )
 from search.pareto import ParetoPoint, SearchResult, hypervolume, pareto_front
-from search.predictor import LatencyModel
+from search.predictor import LatencyModel, StaleProfileError, UnusableProfileError, Validation
 from search.search import run
+from search.timing import (
+    Estimate,
+    MeasurePolicy,
+    Paired,
+    TooNoisyError,
+    choose_threads,
+    free_cores,
+    measure_paired,
+)
 
 __all__ = [
     "SAMPLERS",
+    "Estimate",
+    "MeasurePolicy",
+    "Paired",
+    "StaleProfileError",
+    "TooNoisyError",
+    "UnusableProfileError",
+    "Validation",
+    "choose_threads",
+    "free_cores",
+    "measure_paired",
     "LatencyModel",
     "LatencyResult",
     "LatencyTarget",

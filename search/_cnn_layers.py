@@ -317,6 +317,7 @@ def cnn_layer_table(
             warmup=warmup,
             rounds=rounds,
             num_threads=target.num_threads,
+            repeats=3,
         )
         table[key] = result.median_ms
     return table

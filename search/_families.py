@@ -66,6 +66,10 @@ class LatencyFamily(Protocol):
 
     def uniform_subnets(self, space: Any) -> list[Any]: ...
 
+    def contains(self, big: Any, small: Any) -> bool:
+        """Every dimension of ``small`` is at most ``big``'s, so it cannot be slower."""
+        ...
+
 
 class BertLatency:
     """BERT-family encoders: token inputs; one table entry per (heads, FFN, hidden) layer."""
@@ -133,6 +137,16 @@ class BertLatency:
 
     def uniform_subnets(self, space: SearchSpace) -> list[Subnet]:
         return space.uniform_subnets()
+
+    def contains(self, big: Subnet, small: Subnet) -> bool:
+        """Layer by layer (in kept order): fewer layers, no more heads or FFN width in each,
+        no wider residual stream. Latency does not depend on which layer index is kept."""
+        if small.depth > big.depth or small.hidden_size > big.hidden_size:
+            return False
+        return all(
+            hs <= hb and fs <= fb
+            for hs, hb, fs, fb in zip(small.num_heads, big.num_heads, small.ffn_dims, big.ffn_dims)
+        )
 
 
 class CnnLatency:
@@ -219,6 +233,14 @@ class CnnLatency:
                 )
             )
         return list(dict.fromkeys(subnets))
+
+    def contains(self, big: CnnSubnet, small: CnnSubnet) -> bool:
+        pairs = [
+            *zip(small.widths, big.widths),
+            *zip(small.depths, big.depths),
+            *zip(small.kernel_sizes, big.kernel_sizes),
+        ]
+        return all(s <= b for s, b in pairs)
 
 
 def _graph(supernet: Supernet) -> ElasticCnnGraph:

@@ -65,6 +65,7 @@ def layer_table(
             warmup=warmup,
             rounds=rounds,
             num_threads=target.num_threads,
+            repeats=3,
         )
         table[(heads, ffn, hidden)] = result.median_ms
     return table

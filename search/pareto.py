@@ -29,11 +29,26 @@ class ParetoPoint:
     measured_iqr_ms: float | None = None
     flops: int = 0
     num_params: int = 0
+    # re-measured side by side with the teacher: this subnet's latency over the teacher's
+    # (median of per-round ratios) and the teacher's over this one's, with its 95% interval
+    share: float | None = None
+    speedup: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
 
-    def within(self, budget_ms: float) -> bool:
-        """Fits the budget: by measured latency when re-measured, else by prediction."""
+    def within(self, budget_ms: float, fraction: float | None = None) -> bool:
+        """Fits the budget: a budget relative to the teacher by the paired share when
+        re-measured; otherwise by measured latency when re-measured, else by prediction."""
+        if fraction is not None and self.share is not None:
+            return self.share <= fraction
         latency = self.measured_ms if self.measured_ms is not None else self.predicted_ms
         return latency <= budget_ms
+
+    def describe_speedup(self) -> str:
+        """'1.92x (1.85-1.99)': the paired speedup over the teacher and its 95% interval."""
+        if self.speedup is None:
+            return "-"
+        return f"{self.speedup:.2f}x ({self.speedup_low:.2f}-{self.speedup_high:.2f})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +60,10 @@ class ParetoPoint:
             "measured_iqr_ms": self.measured_iqr_ms,
             "flops": self.flops,
             "num_params": self.num_params,
+            "share_of_teacher": self.share,
+            "speedup": self.speedup,
+            "speedup_low": self.speedup_low,
+            "speedup_high": self.speedup_high,
         }
 
 
@@ -66,12 +85,23 @@ class SearchResult:
     message: str
     also_measured: tuple[ParetoPoint, ...] = ()
     out_dir: Path | None = None
+    budget_fraction: float | None = None
+    teacher_ms: float | None = None  # measured in this run, beside the Pareto subnets
+    validation: dict[str, Any] | None = None  # the latency model's anchors measured again
+    notes: tuple[str, ...] = ()
+
+    def fits(self, point: ParetoPoint) -> bool:
+        return point.within(self.budget_ms, self.budget_fraction)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "study_name": self.study_name,
             "storage": self.storage,
             "budget_ms": self.budget_ms,
+            "budget_fraction": self.budget_fraction,
+            "teacher_ms": self.teacher_ms,
+            "validation": self.validation,
+            "notes": list(self.notes),
             "target": self.target,
             "num_trials": self.num_trials,
             "num_feasible": self.num_feasible,
@@ -164,12 +194,48 @@ def _csv_text(points: Sequence[ParetoPoint], budget_ms: float) -> str:
 
 
 def write_pareto(result: SearchResult, out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``pareto.json`` and ``pareto.csv`` into ``out_dir`` atomically; return the paths."""
+    """Write ``pareto.json`` and ``pareto.csv`` into ``out_dir`` atomically; return the paths.
+
+    A result without a best subnet never replaces an earlier result that has one: when
+    ``out_dir/pareto.json`` already names a best subnet and ``result.best`` is None, the
+    earlier files stay and this result goes to ``pareto.failed.json`` / ``pareto.failed.csv``
+    (a warning says so). A result with a best subnet replaces the files as usual.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out / "pareto.json", out / "pareto.csv"
+    stem = "pareto"
+    if result.best is None and _has_best(out / "pareto.json"):
+        stem = "pareto.failed"
+        _logger().warning(
+            "this search found no best subnet (%s); %s keeps the earlier best, and this "
+            "result is in %s",
+            result.message,
+            out / "pareto.json",
+            out / "pareto.failed.json",
+        )
+    json_path, csv_path = out / f"{stem}.json", out / f"{stem}.csv"
     write_json_atomic(json_path, result.to_dict())
-    tmp = out / f".pareto.csv.{os.getpid()}.tmp"
+    tmp = out / f".{stem}.csv.{os.getpid()}.tmp"
     tmp.write_text(_csv_text(result.pareto, result.budget_ms))
     os.replace(tmp, csv_path)
+    if stem == "pareto":  # a failure recorded earlier is no longer the latest word
+        for stale in (out / "pareto.failed.json", out / "pareto.failed.csv"):
+            stale.unlink(missing_ok=True)
     return [json_path, csv_path]
+
+
+def _logger() -> Any:
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+def _has_best(path: Path) -> bool:
+    """True when ``path`` is a readable search result whose ``best`` is set."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("best") is not None

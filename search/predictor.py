@@ -14,14 +14,13 @@ import logging
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ofa._io import read_json, write_json_atomic
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
@@ -34,19 +33,105 @@ from search._families import (
     subnet_from_dict,
 )
 from search._fit import fit_nonnegative, relative_errors
+from search._measure import measure_subnets
 from search._profile import draw_subnets
 from search.latency import (
     DType,
     LatencyTarget,
-    MeasuredLatency,
+    check_fits,
     device_name,
 )
+from search.timing import Estimate, MeasurePolicy, choose_threads, measure_paired
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LatencyModel"]
+__all__ = ["LatencyModel", "StaleProfileError", "UnusableProfileError", "Validation"]
 
 _FORMAT = "ofa-latency-model"
+MAX_ERROR = 0.15  # a latency model whose held-out error is above this is not usable
+
+
+class UnusableProfileError(ValueError):
+    """A profile whose held-out error is above the bound; ``model`` holds it for diagnosis."""
+
+    def __init__(self, message: str, model: LatencyModel) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class StaleProfileError(ValueError):
+    """A saved profile that no longer predicts this device (its anchors moved)."""
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A saved profile's anchors (max and min subnet) measured again, side by side.
+
+    ``scale`` is measured over predicted latency now (1.3: the device runs 30% slower than when
+    profiled); ``shape_error`` is how far the measured min/max ratio is from the predicted one.
+    """
+
+    max_ms: Estimate
+    min_ms: Estimate
+    predicted_max_ms: float
+    predicted_min_ms: float
+    scale: float
+    shape_error: float
+    bound: float
+
+    @classmethod
+    def from_anchors(
+        cls, model: LatencyModel, max_ms: Estimate, min_over_max: float, bound: float
+    ) -> Validation:
+        """From the max subnet's latency and the min/max ratio, both measured now."""
+        predicted_max, predicted_min = model.anchors_ms()
+        scale = max_ms.value
+        min_ms = Estimate(
+            min_over_max * scale,
+            min_over_max * max_ms.low,
+            min_over_max * max_ms.high,
+            max_ms.spread,
+            max_ms.rounds,
+        )
+        return cls(
+            max_ms=max_ms,
+            min_ms=min_ms,
+            predicted_max_ms=predicted_max,
+            predicted_min_ms=predicted_min,
+            scale=max_ms.value / predicted_max,
+            shape_error=abs(min_over_max / (predicted_min / predicted_max) - 1.0),
+            bound=bound,
+        )
+
+    @property
+    def moved(self) -> bool:
+        """The device's speed moved beyond the bound since the profile (load, clocks)."""
+        return abs(self.scale - 1.0) > self.bound
+
+    @property
+    def stale(self) -> bool:
+        """The profile's shape no longer holds: re-profile."""
+        return self.shape_error > self.bound
+
+    def describe(self) -> str:
+        return (
+            f"max subnet {self.max_ms.value:.3g} ms (profiled {self.predicted_max_ms:.3g}), "
+            f"min subnet {self.min_ms.value:.3g} ms (profiled {self.predicted_min_ms:.3g}): "
+            f"{self.scale:.2f}x the profile's scale, shape off by {100 * self.shape_error:.0f}%"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_ms": self.max_ms.to_dict(),
+            "min_ms": self.min_ms.to_dict(),
+            "predicted_max_ms": self.predicted_max_ms,
+            "predicted_min_ms": self.predicted_min_ms,
+            "scale": self.scale,
+            "shape_error": self.shape_error,
+            "bound": self.bound,
+        }
+
+
 Method = Literal["table", "predictor"]
 
 
@@ -180,8 +265,8 @@ class LatencyModel:
             "table_scale": {str(d): v for d, v in sorted(self.table_scale.items())},
             "coefficients": self.coefficients,
             "scale": self.scale,
-            "held_out": self.held_out,
-            "measurements": self.measurements,
+            "held_out": dict(self.held_out),
+            "measurements": [dict(r) for r in self.measurements],
             "plan": self._family.plan_to_json(self.plan),
         }
 
@@ -236,52 +321,68 @@ class LatencyModel:
         batch_size: int = 1,
         seq_len: int = 128,
         image_size: int | tuple[int, int] | None = None,
-        num_threads: int = 2,
+        num_threads: int | None = None,
         num_train: int = 30,
         num_test: int = 30,
         warmup: int = 3,
         rounds: int = 10,
         seed: int = 0,
         progress: bool = False,
+        policy: MeasurePolicy | None = None,
+        max_error: float | None = MAX_ERROR,
     ) -> LatencyModel:
         """Measure the device and build its latency model, reporting held-out error.
+
+        Subnets are timed in blocks beside the max subnet (paired rounds, the fastest of short
+        repeats, see :mod:`search.timing`), so drift of a shared machine cancels; a subnet that
+        times slower than one containing it is measured again. A block whose spread stays over
+        the bound raises :class:`search.TooNoisyError`.
 
         Args:
             supernet: the supernet whose subnets will be predicted (BERT-family or CNN).
             seq_len: tokens per sequence (BERT-family supernets).
             image_size: a CNN's input (height, width); default: its search space's.
+            num_threads: CPU threads; ``None`` takes the cores idle right now.
             num_train: random subnets (plus the max and min subnet) measured to fit.
             num_test: further random subnets measured only to score both methods.
-            warmup, rounds: calls before and during each timing.
+            warmup, rounds: calls before and during each layer's timing (the table).
+            policy: rounds and bounds of the subnets' timing (default MeasurePolicy.quick()).
+            max_error: a held-out median error above this raises UnusableProfileError (its
+                ``model`` attribute holds the model for diagnosis); ``None`` accepts any.
         """
         if num_train < 4 or num_test < 1:
             raise ValueError("need num_train >= 4 and num_test >= 1 to fit and score a model")
         family = latency_family(supernet.family_name)
+        threads = choose_threads(num_threads) if torch.device(device).type == "cpu" else 1
         target = LatencyTarget(
             device=device,
             dtype=dtype,
             batch_size=batch_size,
             seq_len=seq_len,
-            num_threads=num_threads,
+            num_threads=threads,
             image_size=image_size,  # type: ignore[arg-type]
         )
         target = family.resolve_target(supernet, target)
+        check_fits(supernet, target)
         space = supernet.space
         train, test = draw_subnets(space, num_train, num_test, seed)
-        measurer = MeasuredLatency(supernet, target, warmup=warmup, rounds=rounds)
         subnets = train + test
-        # measured alternately from both shares, so a shared machine's drift hits the fitted
-        # and the held-out subnets alike; the records keep the train-then-test order
+        # measured alternately from both shares, so what drift is left hits the fitted and the
+        # held-out subnets alike; the records keep the train-then-test order
         order = _alternating(len(train), len(test))
-        results = {
-            index: measurer.measure(subnets[index])
-            for index in tqdm(order, desc="profile subnets", disable=not progress)
-        }
+        timings, reference = measure_subnets(
+            supernet,
+            target,
+            [subnets[i] for i in order],
+            policy=policy or MeasurePolicy.quick(),
+            progress=progress,
+        )
+        by_index = dict(zip(order, timings))
         records = [
             {
                 "subnet": subnet.to_dict(),
-                "measured_ms": results[index].median_ms,
-                "relative_spread": results[index].relative_spread,
+                "measured_ms": by_index[index].ms,
+                "relative_spread": by_index[index].interval,
                 "split": "train" if index < len(train) else "test",
             }
             for index, subnet in enumerate(subnets)
@@ -290,9 +391,72 @@ class LatencyModel:
         table = family.layer_table(
             supernet, target, plan, warmup=warmup, rounds=rounds, progress=progress
         )
-        return cls._build(
+        model = cls._build(
             target, space, table, records, device_name(device), torch.__version__, plan
         )
+        if max_error is not None and model.held_out_error > max_error:
+            raise UnusableProfileError(
+                f"the latency model's held-out error is {100 * model.held_out_error:.0f}%, above "
+                f"the {100 * max_error:.0f}% bound (measurement spread "
+                f"{100 * model.held_out['median_measurement_spread']:.1f}%), so it is not usable: "
+                "profile on a quieter machine, with fewer threads (--threads 1), or with more "
+                "subnets (--subnets)",
+                model,
+            )
+        return model
+
+    # ---- reuse ---------------------------------------------------------------------------
+    def anchors_ms(self) -> tuple[float, float]:
+        """The max and the min subnet's latency as measured when profiled (ms); predicted
+        where the profile did not measure them."""
+        measured = {
+            subnet_from_dict(self.family, r["subnet"]): float(r["measured_ms"])
+            for r in self.measurements
+        }
+        space = self.space
+        return tuple(  # type: ignore[return-value]
+            measured.get(s) or self.predict(s) for s in (space.max_subnet(), space.min_subnet())
+        )
+
+    def validate(
+        self,
+        supernet: Supernet,
+        *,
+        policy: MeasurePolicy | None = None,
+        bound: float = MAX_ERROR,
+    ) -> Validation:
+        """Measure the max and the min subnet again, side by side, and compare with the model.
+
+        Cheap (two extracted models, a few seconds); see :class:`Validation` for what it says.
+        Raises TooNoisyError when the machine is too noisy to tell.
+        """
+        self.check(space=supernet.space)
+        family = latency_family(supernet.family_name)
+        space = supernet.space
+        paired = measure_paired(
+            {
+                "max": supernet.extract(space.max_subnet()),  # type: ignore[arg-type]
+                "min": supernet.extract(space.min_subnet()),  # type: ignore[arg-type]
+            },
+            family.inputs(supernet, self.target),
+            target=self.target,
+            reference="max",
+            policy=policy,
+            what="the latency model's anchors",
+        )
+        return Validation.from_anchors(
+            self, paired.times["max"], paired.ratios["min"].value, bound
+        )
+
+    def rescaled(self, scale: float) -> LatencyModel:
+        """The same model with every prediction multiplied by ``scale`` (the device now)."""
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        model = LatencyModel.from_dict(self.to_dict())
+        model.table_scale = {g: v * scale for g, v in model.table_scale.items()}
+        model.fixed_ms = {g: v * scale for g, v in model.fixed_ms.items()}
+        model.coefficients = [c * scale for c in model.coefficients]
+        return model
 
     def refit(self) -> LatencyModel:
         """Both methods fitted again from the stored table and measurements (no measuring)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
+from torch import nn
 
 from ofa.supernet import Supernet
 from search._families import AnySubnet, latency_family, subnet_from_dict
@@ -29,10 +30,11 @@ from search._study import (
     subnet_params,
     suggest_subnet,
 )
-from search.latency import LatencyTarget, MeasuredLatency, compare_latency
+from search.latency import LatencyTarget, MeasuredLatency
 from search.pareto import ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
-from search.predictor import LatencyModel
+from search.predictor import MAX_ERROR, LatencyModel, StaleProfileError, Validation
+from search.timing import Estimate, MeasurePolicy, Paired, TooNoisyError, measure_paired
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ Latency = LatencyModel | MeasuredLatency
 def _check_inputs(
     supernet: Supernet,
     latency: Latency,
-    budget_ms: float,
+    budget_ms: float | None,
+    budget_fraction: float | None,
     trials: int,
     sampler: str,
     target: LatencyTarget | None,
@@ -63,16 +66,115 @@ def _check_inputs(
         latency.check(target, supernet.space)
     elif target is not None and target != latency.target:
         raise ValueError(f"latency measures {latency.target.describe()}, not {target.describe()}")
-    if not budget_ms > 0:
+    if (budget_ms is None) == (budget_fraction is None):
+        raise ValueError("give either budget_ms or budget_fraction (of the teacher's latency)")
+    if budget_ms is not None and not budget_ms > 0:
         raise ValueError(f"budget_ms must be positive, got {budget_ms}")
+    if budget_fraction is not None and not 0 < budget_fraction <= 1:
+        raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
+
+
+def _check_smallest_predicted(supernet: Supernet, latency: Latency, budget_ms: float) -> None:
     smallest = latency(supernet.space.min_subnet())
     if smallest > budget_ms:
         raise ValueError(
             f"budget {budget_ms:g} ms is below the smallest subnet's latency {smallest:.3g} ms on "
-            f"{latency.target.describe()}: raise the budget to at least {smallest:.3g} ms"
+            f"{latency.target.describe()} (predicted): raise the budget to at least "
+            f"{smallest:.3g} ms"
         )
+
+
+def _measure_anchors(
+    supernet: Supernet, target: LatencyTarget, teacher: nn.Module | None, policy: MeasurePolicy
+) -> Paired:
+    """The teacher, the max and the min subnet, measured side by side now (teacher the
+    reference; without a separate teacher the max subnet is the teacher)."""
+    space = supernet.space
+    models: dict[str, nn.Module] = {
+        "teacher": teacher if teacher is not None else supernet.extract(space.max_subnet()),  # type: ignore[arg-type]
+        "min": supernet.extract(space.min_subnet()),  # type: ignore[arg-type]
+    }
+    if teacher is not None:
+        models["max"] = supernet.extract(space.max_subnet())  # type: ignore[arg-type]
+    inputs = latency_family(supernet.family_name).inputs(supernet, target)
+    return measure_paired(
+        models,
+        inputs,
+        target=target,
+        reference="teacher",
+        policy=policy,
+        what="the teacher beside the smallest subnet",
+    )
+
+
+def _calibrate_budget(
+    supernet: Supernet,
+    latency: Latency,
+    anchors: Paired,
+    budget_ms: float | None,
+    budget_fraction: float | None,
+    bound: float,
+) -> tuple[Latency, float, Validation | None, list[str]]:
+    """The latency model checked against the anchors measured now, and the budget in ms now.
+
+    A profile whose min/max shape moved is refused (re-profile). One whose scale moved is
+    rescaled for a budget relative to the teacher (only ratios matter there) and refused for
+    a budget in ms (the device is not what was profiled). The smallest subnet must fit: by its
+    paired share of the teacher, or by its latency measured now.
+    """
+    notes: list[str] = []
+    teacher_ms = anchors.times["teacher"]
+    min_share = anchors.ratios["min"]
+    max_share = anchors.ratios.get("max", Estimate(1.0, 1.0, 1.0, 0.0, anchors.rounds))
+    describe = latency.target.describe()
+    validation = None
+    if isinstance(latency, LatencyModel):
+        max_ms = Estimate(
+            *(v * teacher_ms.value for v in (max_share.value, max_share.low, max_share.high)),
+            max_share.spread,
+            max_share.rounds,
+        )
+        validation = Validation.from_anchors(
+            latency, max_ms, min_share.value / max_share.value, bound
+        )
+        if validation.stale:
+            raise StaleProfileError(
+                f"the latency model no longer predicts {describe} ({validation.describe()}): "
+                "run `ofa profile` again"
+            )
+        if validation.moved:
+            if budget_fraction is None:
+                raise StaleProfileError(
+                    f"this device runs at {validation.scale:.2f}x the latency it was profiled at "
+                    f"({validation.describe()}); other jobs or clocks changed it: profile again "
+                    "on the machine as it will run, or give a budget relative to the teacher "
+                    "(--budget-fraction)"
+                )
+            notes.append(
+                f"the device runs at {validation.scale:.2f}x the profiled latency now: "
+                "predictions rescaled (the budget is relative to the teacher)"
+            )
+        if budget_fraction is not None:
+            latency = latency.rescaled(validation.scale)
+    if budget_fraction is not None:
+        if min_share.low > budget_fraction:
+            raise ValueError(
+                f"budget fraction {budget_fraction:g} is below the smallest subnet's share of the "
+                f"teacher's latency, {min_share.value:.2f} (95% interval {min_share.low:.2f}-"
+                f"{min_share.high:.2f}, measured side by side on {describe}): raise it to at "
+                f"least {min_share.high:.2f}"
+            )
+        return latency, budget_fraction * teacher_ms.value, validation, notes
+    assert budget_ms is not None
+    smallest = min_share.value * teacher_ms.value
+    if min_share.low * teacher_ms.value > budget_ms:
+        raise ValueError(
+            f"budget {budget_ms:g} ms is below the smallest subnet's latency {smallest:.3g} ms on "
+            f"{describe} (measured now): raise the budget to at least {smallest:.3g} ms"
+        )
+    return latency, budget_ms, validation, notes
 
 
 def _open_study(
@@ -80,7 +182,7 @@ def _open_study(
     storage: BaseStorage,
     name: str,
     sampler: optuna.samplers.BaseSampler,
-    budget_ms: float,
+    budget: dict[str, float],
     target: LatencyTarget,
 ) -> optuna.Study:
     study = optuna.create_study(
@@ -92,7 +194,7 @@ def _open_study(
     )
     settings: dict[str, Any] = {
         "ofa_space": supernet.space.to_dict(),
-        "ofa_budget_ms": budget_ms,
+        **budget,  # ofa_budget_ms, or ofa_budget_fraction (its ms follow the teacher measured now)
         "ofa_target": target.to_dict(),
     }
     for key, value in settings.items():
@@ -174,33 +276,76 @@ def _front(study: optuna.Study, supernet: Supernet, target: LatencyTarget) -> li
 
 
 def _remeasure(
-    points: list[ParetoPoint], supernet: Supernet, target: LatencyTarget, warmup: int, rounds: int
-) -> list[ParetoPoint]:
-    """Extract every Pareto subnet and time them interleaved on the target."""
+    points: list[ParetoPoint],
+    supernet: Supernet,
+    target: LatencyTarget,
+    teacher: nn.Module,
+    policy: MeasurePolicy,
+) -> tuple[list[ParetoPoint], Estimate | None]:
+    """Extract every Pareto subnet and time them side by side with the teacher.
+
+    Each point gets its latency, its share of the teacher's (the median of per-round ratios)
+    and the speedup with its 95% interval. A subnet contained in another that timed slower
+    beyond both intervals is measured again beside it; if that holds, the machine is too noisy.
+    """
     if not points:
-        return points
-    models = {
-        str(p.trial_number): supernet.extract(p.subnet)  # type: ignore[arg-type]
-        for p in points
-    }
-    inputs = latency_family(supernet.family_name).inputs(supernet, target)
-    results = compare_latency(
-        models,
+        return points, None
+    family = latency_family(supernet.family_name)
+    inputs = family.inputs(supernet, target)
+    models = {str(p.trial_number): supernet.extract(p.subnet) for p in points}  # type: ignore[arg-type]
+    paired = measure_paired(
+        {"teacher": teacher, **models},
         inputs,
-        device=target.device,
-        dtype=target.dtype,
-        warmup=warmup,
-        rounds=rounds,
-        num_threads=target.num_threads,
+        target=target,
+        reference="teacher",
+        policy=policy,
+        what="the Pareto subnets beside the teacher",
     )
-    return [
-        replace(
-            p,
-            measured_ms=results[str(p.trial_number)].median_ms,
-            measured_iqr_ms=results[str(p.trial_number)].iqr_ms,
+    times, ratios = dict(paired.times), dict(paired.ratios)
+
+    def contradictions() -> list[tuple[str, str]]:
+        return [
+            (str(a.trial_number), str(b.trial_number))
+            for a in points
+            for b in points
+            if a.subnet != b.subnet
+            and family.contains(b.subnet, a.subnet)
+            and ratios[str(a.trial_number)].low > ratios[str(b.trial_number)].high
+        ]
+
+    for small, big in contradictions():
+        again = measure_paired(
+            {"teacher": teacher, small: models[small], big: models[big]},
+            inputs,
+            target=target,
+            reference="teacher",
+            policy=policy,
+            what="two Pareto subnets that contradict each other",
         )
-        for p in points
-    ]
+        for name in (small, big):
+            times[name], ratios[name] = again.times[name], again.ratios[name]
+    if contradictions():
+        raise TooNoisyError(
+            f"too noisy to measure on {target.describe()}: a subnet contained in another still "
+            "times slower than it after measuring both again; measure on a quieter machine or "
+            "with fewer threads (--threads 1)"
+        )
+    measured = []
+    for p in points:
+        name = str(p.trial_number)
+        speedup = ratios[name].inverse()
+        measured.append(
+            replace(
+                p,
+                measured_ms=times[name].value,
+                measured_iqr_ms=times[name].spread * times[name].value,
+                share=ratios[name].value,
+                speedup=speedup.value,
+                speedup_low=speedup.low,
+                speedup_high=speedup.high,
+            )
+        )
+    return measured, paired.times["teacher"]
 
 
 def _corrected(
@@ -247,26 +392,58 @@ def _corrected(
 
 
 def _choose(
-    points: list[ParetoPoint], budget_ms: float, remeasured: bool
+    points: list[ParetoPoint],
+    budget_ms: float,
+    remeasured: bool,
+    fraction: float | None = None,
 ) -> tuple[ParetoPoint | None, str]:
-    fitting = [p for p in points if p.within(budget_ms)]
+    fitting = [p for p in points if p.within(budget_ms, fraction)]
     basis = "measured" if remeasured else "predicted (not re-measured)"
+    budget = (
+        f"the {budget_ms:.3g} ms budget"
+        if fraction is None
+        else f"the budget of {fraction:g} x the teacher ({budget_ms:.3g} ms)"
+    )
     if fitting:
         best = max(fitting, key=lambda p: (p.accuracy, -p.predicted_ms))
         shown = best.measured_ms if best.measured_ms is not None else best.predicted_ms
+        speed = (
+            ""
+            if best.speedup is None
+            else f", {best.describe_speedup()} the teacher's speed (paired, 95% interval)"
+        )
         return best, (
             f"best subnet: trial {best.trial_number}, accuracy {best.accuracy:.4f}, "
-            f"{basis} {shown:.3g} ms within the {budget_ms:g} ms budget"
+            f"{basis} {shown:.3g} ms within {budget}{speed}"
         )
     if not points:
-        return None, f"no trial ran within the {budget_ms:g} ms budget: run more trials"
+        return None, f"no trial ran within {budget}: run more trials"
     fastest = min(points, key=lambda p: p.measured_ms or p.predicted_ms)
     return None, (
-        f"NO subnet fits: none of the {len(points)} Pareto subnets ran within {budget_ms:g} ms "
+        f"NO subnet fits: none of the {len(points)} Pareto subnets ran within {budget} "
         f"when re-measured (fastest: {fastest.measured_ms:.3g} ms measured, "
         f"{fastest.predicted_ms:.3g} ms predicted); the latency model underestimates this "
-        "device now: re-profile it, or search with a lower budget"
+        "device now: re-profile it, or search with a higher budget"
     )
+
+
+def _same_scores(study: optuna.Study) -> str | None:
+    """A warning when every evaluated trial scored the same (a broken model or metric)."""
+    scores = {
+        round(t.values[0], 9)
+        for t in study.get_trials(deepcopy=False)
+        if t.values is not None and t.user_attrs.get("evaluated")
+    }
+    evaluated = sum(
+        1 for t in study.get_trials(deepcopy=False) if t.values and t.user_attrs.get("evaluated")
+    )
+    if evaluated >= 3 and len(scores) == 1:
+        return (
+            f"WARNING: all {evaluated} evaluated trials scored {scores.pop():.4f}: the accuracy "
+            "does not tell subnets apart (a broken teacher or supernet, too few examples, or a "
+            "wrong label column); the choice among them is by latency alone"
+        )
+    return None
 
 
 def run(
@@ -274,8 +451,11 @@ def run(
     *,
     evaluate: Evaluate,
     latency: Latency,
-    budget_ms: float,
+    budget_ms: float | None = None,
+    budget_fraction: float | None = None,
     trials: int,
+    teacher: nn.Module | None = None,
+    teacher_accuracy: float | None = None,
     sampler: str = "tpe",
     storage: str | os.PathLike | BaseStorage | None = None,
     study_name: str | None = None,
@@ -283,34 +463,63 @@ def run(
     target: LatencyTarget | None = None,
     seed: int | None = 0,
     remeasure: bool = True,
-    remeasure_warmup: int = 3,
-    remeasure_rounds: int = 10,
+    policy: MeasurePolicy | None = None,
+    max_error: float = MAX_ERROR,
     evaluate_infeasible: bool = False,
     population_size: int = 20,
+    split: str | None = None,
 ) -> SearchResult:
-    """Search ``supernet`` for the most accurate subnets within ``budget_ms`` on a device.
+    """Search ``supernet`` for the most accurate subnets within a latency budget on a device.
+
+    Before the study, the teacher, the max and the min subnet are measured side by side now
+    (:mod:`search.timing`): a latency model whose anchors moved beyond ``max_error`` is refused
+    (:class:`search.StaleProfileError`), and a budget below the smallest subnet is refused. At
+    the end the Pareto subnets are extracted and measured side by side with the teacher; the
+    best one is the most accurate that fits by that measurement, and its speedup is the paired
+    one, with its 95% interval. A machine too noisy for that raises :class:`TooNoisyError`.
 
     Args:
         evaluate: ``evaluate(supernet, subnet) -> accuracy`` (higher is better), e.g.
             ``lambda s, n: ofa.evaluate(s, n, data)``.
         latency: a :class:`LatencyModel` (profiled on the device) or :class:`MeasuredLatency`.
-        budget_ms: the latency budget; trials above it are infeasible (an Optuna constraint).
+        budget_ms: the latency budget in ms; trials above it are infeasible (a constraint).
+        budget_fraction: instead of ``budget_ms``: a share of the teacher's latency measured
+            in this run (0.5: twice as fast as the teacher); the check is the paired ratio.
         trials: trials this call adds (a study continued from ``storage`` keeps its old ones).
+        teacher: the model the speedup is quoted against (default: the max subnet extracted).
+        teacher_accuracy: marks the teacher on the Pareto plot.
         sampler: ``"tpe"``, ``"nsga2"`` or ``"random"``.
         storage: journal file path, RDB URL or Optuna storage; default ``out_dir/study.journal``.
         study_name: default ``"ofa-search"``; the same name and storage continue a study.
         out_dir: where pareto.json, pareto.csv, pareto.png and pareto.html go (none if ``None``).
         target: when given, refuse a latency model profiled for anything else.
         remeasure: extract the Pareto subnets and time them on the device at the end.
+        policy: rounds and noise bounds of every measurement (default MeasurePolicy()).
+        split: the data split ``evaluate`` scores (labels the plot).
 
     Example:
         >>> latency = search.LatencyModel.load("runs/latency_cpu.json")
         >>> found = search.run(supernet, evaluate=lambda s, n: ofa.evaluate(s, n, data),
-        ...                    latency=latency, budget_ms=20.0, trials=100, out_dir="runs/s")
-        >>> found.best.subnet, found.best.measured_ms
+        ...                    latency=latency, budget_fraction=0.5, trials=100, out_dir="runs/s")
+        >>> found.best.subnet, found.best.speedup, found.best.measured_ms
     """
-    _check_inputs(supernet, latency, budget_ms, trials, sampler, target)
+    _check_inputs(supernet, latency, budget_ms, budget_fraction, trials, sampler, target)
     target = latency.target
+    policy = policy or MeasurePolicy()
+    teacher_model = (
+        teacher if teacher is not None else supernet.extract(supernet.space.max_subnet())
+    )  # type: ignore[arg-type]
+    if remeasure or budget_fraction is not None:
+        anchors = _measure_anchors(supernet, target, teacher, policy)
+        latency, budget, validation, notes = _calibrate_budget(
+            supernet, latency, anchors, budget_ms, budget_fraction, max_error
+        )
+        teacher_ms: Estimate | None = anchors.times["teacher"]
+        logger.info("teacher %s ms on %s; budget %.3g ms", teacher_ms, target.describe(), budget)
+    else:  # an extra worker of a shared study: the first worker checks and re-measures
+        assert budget_ms is not None
+        budget, validation, notes, teacher_ms = budget_ms, None, [], None
+        _check_smallest_predicted(supernet, latency, budget)
     out = None if out_dir is None else Path(out_dir)
     store = open_storage(storage, out)
     name = study_name or "ofa-search"
@@ -319,26 +528,32 @@ def run(
         store,
         name,
         make_sampler(sampler, seed=seed, population_size=population_size),
-        budget_ms,
+        {"ofa_budget_ms": budget}
+        if budget_fraction is None
+        else {"ofa_budget_fraction": budget_fraction},
         target,
     )
     fail_dead_trials(study)
     if not study.get_trials(deepcopy=False):
-        _enqueue_seeds(study, supernet, latency, budget_ms)
+        _enqueue_seeds(study, supernet, latency, budget)
     study.optimize(
-        _objective(supernet, evaluate, latency, budget_ms, evaluate_infeasible), n_trials=trials
+        _objective(supernet, evaluate, latency, budget, evaluate_infeasible), n_trials=trials
     )
     fail_dead_trials(study)
+    warning = _same_scores(study)
+    if warning:
+        notes.append(warning)
+        logger.warning(warning)
     points = _front(study, supernet, target)
     if remeasure:
-        points = _remeasure(points, supernet, target, remeasure_warmup, remeasure_rounds)
-    best, message = _choose(points, budget_ms, remeasure)
+        points, teacher_ms = _remeasure(points, supernet, target, teacher_model, policy)
+    best, message = _choose(points, budget, remeasure, budget_fraction)
     also: list[ParetoPoint] = []
     if best is None and remeasure and points:
-        ratio, also = _corrected(study, supernet, target, points, budget_ms)
-        also = _remeasure(also, supernet, target, remeasure_warmup, remeasure_rounds)
+        ratio, also = _corrected(study, supernet, target, points, budget)
+        also, _ = _remeasure(also, supernet, target, teacher_model, policy)
         if also:
-            fallback, note = _choose(also, budget_ms, True)
+            fallback, note = _choose(also, budget, True, budget_fraction)
             message = (
                 f"{note}: the Pareto subnets measured {ratio:.2g}x their prediction, so "
                 f"{len(also)} faster ones were re-measured"
@@ -352,7 +567,7 @@ def run(
         storage=redact(str(storage))
         if storage is not None
         else str("in-memory" if out is None else out / "study.journal"),
-        budget_ms=budget_ms,
+        budget_ms=budget,
         target=target.to_dict(),
         num_trials=len(done),
         num_feasible=sum(is_feasible(t) for t in done),
@@ -361,10 +576,32 @@ def run(
         message=message,
         also_measured=tuple(also),
         out_dir=out,
+        budget_fraction=budget_fraction,
+        teacher_ms=None if teacher_ms is None else teacher_ms.value,
+        validation=None if validation is None else validation.to_dict(),
+        notes=tuple(notes),
     )
     (logger.info if best is not None else logger.warning)(message)
     if out is not None:
         write_pareto(result, out)
-        plot_pareto_png(study, result, out / "pareto.png")
-        plot_pareto_html(study, out / "pareto.html")
+        teacher_point = (
+            None
+            if teacher_accuracy is None or teacher_ms is None
+            else (teacher_accuracy, teacher_ms.value)
+        )
+        _plot(study, result, out, teacher_point, split)
     return result
+
+
+def _plot(
+    study: optuna.Study,
+    result: SearchResult,
+    out: Path,
+    teacher: tuple[float, float] | None,
+    split: str | None,
+) -> None:
+    try:  # the plot takes the teacher and split where it knows them
+        plot_pareto_png(study, result, out / "pareto.png", teacher=teacher, split=split)  # type: ignore[call-arg]
+    except TypeError:
+        plot_pareto_png(study, result, out / "pareto.png")
+    plot_pareto_html(study, out / "pareto.html")

@@ -169,8 +169,6 @@ def test_search_finds_a_subnet_within_the_measured_budget(cnn_latency, cnn_super
         budget_ms=budget,
         trials=12,
         out_dir=tmp_path,
-        remeasure_warmup=2,
-        remeasure_rounds=9,
     )
     assert result.num_trials == 12
     assert result.pareto and all(p.predicted_ms <= budget for p in result.pareto)

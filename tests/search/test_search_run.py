@@ -11,7 +11,7 @@ import torch
 
 import search
 from search import LatencyModel
-from tests.search._tiny import neg_loss
+from tests.search._tiny import neg_loss, tiny_supernet
 
 
 def _budget(latency_model, supernet) -> float:
@@ -91,38 +91,55 @@ def test_best_is_chosen_by_measured_latency(supernet, latency_model):
         latency=latency_model,
         budget_ms=budget,
         trials=6,
-        remeasure_warmup=1,
-        remeasure_rounds=3,
     )
     assert all(p.measured_ms is not None and p.measured_ms > 0 for p in result.pareto)
     assert result.best is not None and result.best.measured_ms <= budget
     assert "measured" in result.message
 
 
-def test_says_clearly_when_no_measured_latency_fits(supernet, latency_model):
-    """A latency model that predicts 100x too fast: nothing measured fits, best is None."""
+def test_a_model_that_predicts_100x_too_fast_is_caught_before_the_study(supernet, latency_model):
+    """Its anchors (max and min subnet) are measured first: a budget under the smallest
+    subnet's measured latency is refused, naming that latency."""
     data = latency_model.to_dict()
     data["method"] = "table"
     data["table"] = [[h, f, d, ms / 100] for h, f, d, ms in data["table"]]
-    data["fixed_ms"] = {k: 0.0 for k in data["fixed_ms"]}
     optimistic = LatencyModel.from_dict(data)
     budget = optimistic(supernet.space.max_subnet()) * 1.01
-    result = search.run(
-        supernet,
-        evaluate=neg_loss,
-        latency=optimistic,
-        budget_ms=budget,
-        trials=3,
-        remeasure_warmup=0,
-        remeasure_rounds=2,
+    with pytest.raises(ValueError, match=r"smallest subnet's latency .* \(measured now\)"):
+        search.run(supernet, evaluate=neg_loss, latency=optimistic, budget_ms=budget, trials=3)
+
+
+def test_a_profile_from_a_100x_faster_machine_is_refused_for_a_budget_in_ms(
+    supernet, latency_model
+):
+    data = latency_model.to_dict()
+    for record in data["measurements"]:
+        record["measured_ms"] /= 100
+    moved = LatencyModel.from_dict(data)
+    with pytest.raises(search.StaleProfileError, match="--budget-fraction") as error:
+        search.run(supernet, evaluate=neg_loss, latency=moved, budget_ms=1e6, trials=1)
+    assert "profiled at" in str(error.value) and "profile again" in str(error.value)
+
+
+def test_no_fit_after_remeasuring_says_so():
+    from search.pareto import ParetoPoint
+    from search.search import _choose
+
+    point = ParetoPoint(
+        trial_number=3, subnet=tiny_space_max(), accuracy=0.8, predicted_ms=1.0, measured_ms=9.0
     )
-    assert result.best is None
-    assert result.message.startswith("NO subnet fits") and "re-profile" in result.message
+    best, message = _choose([point], 2.0, True)
+    assert best is None
+    assert message.startswith("NO subnet fits") and "re-profile" in message and "9 ms" in message
+
+
+def tiny_space_max():
+    return tiny_supernet().space.max_subnet()
 
 
 def test_budget_below_the_smallest_subnet_names_it(supernet, latency_model):
     smallest = latency_model(supernet.space.min_subnet())
-    with pytest.raises(ValueError, match=rf"smallest subnet's latency {smallest:.3g} ms") as error:
+    with pytest.raises(ValueError, match=r"smallest subnet's latency [0-9.]+ ms") as error:
         search.run(
             supernet, evaluate=neg_loss, latency=latency_model, budget_ms=smallest / 2, trials=1
         )
@@ -178,8 +195,6 @@ def test_measured_latency_search(supernet):
         budget_ms=1e6,
         trials=3,
         sampler="random",
-        remeasure_warmup=0,
-        remeasure_rounds=2,
     )
     assert result.num_trials == 3 and result.best is not None
 

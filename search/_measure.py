@@ -1,0 +1,144 @@
+"""Measuring many subnets of one supernet so that their figures agree with each other.
+
+Each subnet is timed in a small block beside a fixed reference (the max subnet), and its
+latency is its per-round ratio to the reference times the reference's latency over the whole
+run: a machine that slows down halfway slows the reference too, and the ratio cancels it.
+After all blocks, a subnet contained in another (every dimension smaller or equal) that timed
+slower beyond the noise is a contradiction; both are measured again, side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from ofa.supernet import Supernet
+from search._families import latency_family
+from search.latency import LatencyTarget
+from search.timing import Estimate, MeasurePolicy, Paired, TooNoisyError, measure_paired
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SubnetTiming", "measure_subnets"]
+
+_BLOCK = 3  # subnets per block beside the reference
+
+
+@dataclass(frozen=True)
+class SubnetTiming:
+    """One subnet's latency (ms) and the 95% interval of its ratio to the reference."""
+
+    ms: float
+    interval: float
+    ratio: Estimate
+
+
+def _block(
+    reference: nn.Module,
+    models: dict[str, nn.Module],
+    inputs: Any,
+    target: LatencyTarget,
+    policy: MeasurePolicy,
+) -> Paired:
+    """One block; measured again once if its spread is over the bound, then refused."""
+    for attempt in range(2):
+        paired = measure_paired(
+            {"reference": reference, **models},
+            inputs,
+            target=target,
+            reference="reference",
+            policy=policy,
+            what="the profile's subnets",
+            refuse=attempt == 1,
+        )
+        if paired.worst_interval() <= policy.refuse_above:
+            break
+    return paired
+
+
+def measure_subnets(
+    supernet: Supernet,
+    target: LatencyTarget,
+    subnets: Sequence[Any],
+    *,
+    policy: MeasurePolicy,
+    progress: bool = False,
+    desc: str = "profile subnets",
+) -> tuple[list[SubnetTiming], Estimate]:
+    """Latency of each subnet, in blocks beside the max subnet; and the max subnet's latency.
+
+    Raises TooNoisyError when a block stays too noisy, or when more than a tenth of the
+    contained pairs still contradict each other after being measured again.
+    """
+    family = latency_family(supernet.family_name)
+    inputs = family.inputs(supernet, target)
+    reference = supernet.extract(supernet.space.max_subnet())
+    ratios: list[Estimate | None] = [None] * len(subnets)
+    reference_rounds: list[float] = []
+    blocks = [
+        list(range(i, min(i + _BLOCK, len(subnets)))) for i in range(0, len(subnets), _BLOCK)
+    ]
+    for block in tqdm(blocks, desc=desc, disable=not progress):
+        models = {str(i): supernet.extract(subnets[i]) for i in block}
+        paired = _block(reference, models, inputs, target, policy)
+        for i in block:
+            ratios[i] = paired.ratios[str(i)]
+        reference_rounds.append(paired.times["reference"].value)
+    _resolve_contradictions(supernet, subnets, ratios, reference, inputs, target, policy)
+    reference_ms = Estimate.of(reference_rounds)
+    timings = [
+        SubnetTiming(ms=r.value * reference_ms.value, interval=r.interval, ratio=r)
+        for r in ratios
+        if r is not None
+    ]
+    return timings, reference_ms
+
+
+def _contradictions(
+    supernet: Supernet, subnets: Sequence[Any], ratios: Sequence[Estimate | None]
+) -> list[tuple[int, int]]:
+    """Pairs (small, big): small is contained in big but timed slower beyond both intervals."""
+    family = latency_family(supernet.family_name)
+    found = []
+    for i, small in enumerate(subnets):
+        for j, big in enumerate(subnets):
+            a, b = ratios[i], ratios[j]
+            if i == j or a is None or b is None or small == big:
+                continue
+            if a.low > b.high and family.contains(big, small):
+                found.append((i, j))
+    return found
+
+
+def _resolve_contradictions(
+    supernet: Supernet,
+    subnets: Sequence[Any],
+    ratios: list[Estimate | None],
+    reference: nn.Module,
+    inputs: Any,
+    target: LatencyTarget,
+    policy: MeasurePolicy,
+) -> None:
+    """Measure every contradicting pair again side by side; refuse if too many remain."""
+    pairs = _contradictions(supernet, subnets, ratios)
+    if not pairs:
+        return
+    logger.info(
+        "%d contained subnets timed slower than their container: measuring again", len(pairs)
+    )
+    for i, j in pairs:
+        models = {str(i): supernet.extract(subnets[i]), str(j): supernet.extract(subnets[j])}
+        paired = _block(reference, models, inputs, target, policy)
+        ratios[i], ratios[j] = paired.ratios[str(i)], paired.ratios[str(j)]
+    remaining = _contradictions(supernet, subnets, ratios)
+    if len(remaining) > max(1, len(subnets) // 10):
+        raise TooNoisyError(
+            f"too noisy to profile on {target.describe()}: {len(remaining)} subnets still time "
+            "slower than subnets that contain them after measuring again; profile on a quieter "
+            "machine or with fewer threads (--threads 1)"
+        )

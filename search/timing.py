@@ -1,0 +1,339 @@
+"""Latency that holds on a shared machine: paired, interleaved rounds and a robust estimator.
+
+Other jobs on a machine only ever add time, and they come in bursts. So every figure here is
+made the same way:
+
+- each **round** times every candidate once in turn (the order rotates between rounds), as the
+  fastest of ``repeats`` back-to-back calls: a low quantile of short repeats, which a burst of
+  interference seldom reaches;
+- a candidate's latency is the **median of its round figures**; a comparison (a speedup, a
+  subnet against the teacher) is the **median of the per-round ratios**, so drift between rounds
+  hits both sides alike and cancels;
+- each figure carries its 95% interval (median +- 1.57 IQR / sqrt(rounds), the notch of a box
+  plot); rounds go on until every interval is within ``precision`` of its figure, up to
+  ``max_rounds`` or ``max_seconds``;
+- if an interval is still wider than ``refuse_above``, :class:`TooNoisyError` says so, with what
+  to do (fewer threads, a quieter machine), instead of a figure that a re-measure contradicts.
+
+The CPU thread count can be chosen from the cores that are idle right now
+(:func:`free_cores`, :func:`choose_threads`): a thread that shares its core with another job
+stalls every operator that waits for it.
+
+Example:
+    >>> paired = measure_paired({"teacher": teacher, "subnet": small}, inputs,
+    ...                         target=LatencyTarget(seq_len=64), reference="teacher")
+    >>> paired.speedup("subnet")            # Estimate: value, low, high
+    >>> str(paired.times["subnet"])         # '7.41 ms +- 1.8%'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from search.latency import (
+    Inputs,
+    LatencyTarget,
+    _dtype,
+    _prepare,
+    _threads,
+    _timer,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Estimate",
+    "MeasurePolicy",
+    "Paired",
+    "TooNoisyError",
+    "choose_threads",
+    "free_cores",
+    "measure_paired",
+]
+
+# the notch of a box plot: a 95% interval of the median from the interquartile range
+_NOTCH = 1.57
+
+
+class TooNoisyError(ValueError):
+    """The machine is too busy to measure: the spread stayed above the bound after the most
+    rounds allowed. The message is one line that says what to do. (A ``ValueError``, so the CLI
+    exits 2 with that line.)"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasurePolicy:
+    """How hard to try for a figure, and when to give up.
+
+    Attributes:
+        warmup: untimed calls of each candidate before the first round.
+        repeats: back-to-back calls per candidate per round; the round keeps the fastest.
+        min_rounds, max_rounds: rounds before a figure may be accepted, and at most.
+        precision: stop once every figure's 95% interval is within this fraction of it.
+        refuse_above: after the last round, an interval wider than this raises TooNoisyError.
+        max_seconds: stop adding rounds after this long (then the refusal rule applies).
+    """
+
+    warmup: int = 2
+    repeats: int = 3
+    min_rounds: int = 5
+    max_rounds: int = 40
+    precision: float = 0.03
+    refuse_above: float = 0.10
+    max_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.repeats < 1 or self.min_rounds < 2:
+            raise ValueError("need warmup >= 0, repeats >= 1 and min_rounds >= 2")
+        if self.max_rounds < self.min_rounds:
+            raise ValueError(f"max_rounds {self.max_rounds} < min_rounds {self.min_rounds}")
+        if not 0 < self.precision <= self.refuse_above:
+            raise ValueError("need 0 < precision <= refuse_above")
+        if self.max_seconds <= 0:
+            raise ValueError("max_seconds must be positive")
+
+    @classmethod
+    def quick(cls) -> MeasurePolicy:
+        """Fewer rounds, for the many subnets of a profile (each figure is still checked)."""
+        return cls(warmup=1, repeats=3, min_rounds=4, max_rounds=16, precision=0.04)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A median with its 95% interval and the spread of the rounds it came from.
+
+    ``value`` is in ms for latencies, a plain number for ratios and speedups.
+    """
+
+    value: float
+    low: float
+    high: float
+    spread: float  # interquartile range of the rounds over their median
+    rounds: int
+
+    @property
+    def interval(self) -> float:
+        """Half the 95% interval, relative to the value (0.02 means +- 2%)."""
+        return (self.high - self.low) / (2 * self.value) if self.value > 0 else math.inf
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Estimate:
+        median = statistics.median(samples)
+        if len(samples) < 2:
+            return cls(median, median, median, 0.0, len(samples))
+        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+        half = _NOTCH * (q3 - q1) / math.sqrt(len(samples))
+        return cls(
+            value=median,
+            low=median - half,
+            high=median + half,
+            spread=(q3 - q1) / median if median > 0 else 0.0,
+            rounds=len(samples),
+        )
+
+    def inverse(self) -> Estimate:
+        """1 / this (a ratio turned into a speedup), its interval turned with it."""
+        low = 1.0 / self.high if self.high > 0 else math.inf
+        high = 1.0 / self.low if self.low > 0 else math.inf
+        return Estimate(1.0 / self.value, low, high, self.spread, self.rounds)
+
+    def __str__(self) -> str:
+        return f"{self.value:.3g} +- {100 * self.interval:.1f}%"
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "spread": self.spread,
+            "rounds": self.rounds,
+        }
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Latencies of several candidates measured together, and their ratios to a reference.
+
+    ``times[name]`` is each candidate's latency (ms); ``ratios[name]`` is the median of the
+    per-round ratios name / reference (absent when no reference was named).
+    """
+
+    times: dict[str, Estimate]
+    ratios: dict[str, Estimate]
+    reference: str | None
+    threads: int
+    rounds: int
+    seconds: float
+
+    def speedup(self, name: str) -> Estimate:
+        """reference / name, paired per round (2.0 means twice as fast as the reference)."""
+        if self.reference is None:
+            raise ValueError("no reference was measured: pass reference= to measure_paired")
+        return self.ratios[name].inverse()
+
+    def worst_interval(self) -> float:
+        """The widest interval that matters: with a reference, its latency and every ratio to
+        it (drift cancels in the ratios); without one, every latency."""
+        if self.reference is not None and self.ratios:
+            figures = [self.times[self.reference], *self.ratios.values()]
+        else:
+            figures = list(self.times.values())
+        return max((e.interval for e in figures), default=0.0)
+
+
+def _read_cpu_times() -> tuple[float, float] | None:
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()[1:]
+    except OSError:
+        return None
+    values = [float(v) for v in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
+    return idle, sum(values[:8])
+
+
+def free_cores(window_s: float = 0.3) -> float:
+    """Cores idle right now (over a short window), from /proc/stat; ``os.cpu_count()`` where
+    the kernel does not say. Counts every process, this one included, so call it while idle."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    total_cores = os.cpu_count() or cores
+    first = _read_cpu_times()
+    if first is None:
+        return float(cores)
+    time.sleep(window_s)
+    second = _read_cpu_times()
+    if second is None or second[1] <= first[1]:
+        return float(cores)
+    idle_share = (second[0] - first[0]) / (second[1] - first[1])
+    return max(0.0, min(float(cores), idle_share * total_cores))
+
+
+def choose_threads(requested: int | None = None, *, window_s: float = 0.3) -> int:
+    """CPU threads to measure with: ``requested`` if given, else the cores idle now (>= 1)."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads must be positive, got {requested}")
+        return requested
+    free = free_cores(window_s)
+    threads = max(1, int(free + 0.25))  # 1.8 idle cores is 2 threads, 1.6 is 1
+    logger.info("%.1f cores idle: measuring with %d thread(s)", free, threads)
+    return threads
+
+
+def _check_interval(paired: Paired, policy: MeasurePolicy, what: str, target: str) -> None:
+    worst = paired.worst_interval()
+    if worst <= policy.refuse_above:
+        return
+    hint = (
+        "a quieter machine, or fewer threads (--threads 1)"
+        if paired.threads > 1
+        else "a quieter machine (stop other jobs), or a longer run"
+    )
+    raise TooNoisyError(
+        f"too noisy to measure {what} on {target}: after {paired.rounds} rounds the figures "
+        f"are still +-{100 * worst:.0f}% (bound {100 * policy.refuse_above:.0f}%); "
+        f"measure on {hint}"
+    )
+
+
+def measure_paired(
+    models: Mapping[str, nn.Module | Callable[[], Any]],
+    inputs: Inputs | None = None,
+    *,
+    target: LatencyTarget,
+    reference: str | None = None,
+    policy: MeasurePolicy | None = None,
+    what: str = "latency",
+    refuse: bool = True,
+) -> Paired:
+    """Time several candidates together on ``target`` (interleaved rounds, robust estimator).
+
+    Args:
+        models: name -> an ``nn.Module`` (run on ``inputs``, moved to the target's device and
+            dtype if needed) or a prepared zero-argument call.
+        reference: a name in ``models``; every other candidate's ratio to it is estimated.
+        what: what is measured, for the refusal message.
+        refuse: raise :class:`TooNoisyError` when an interval stays above the bound; with
+            ``False`` the caller reads ``worst_interval()`` itself.
+    """
+    policy = policy or MeasurePolicy()
+    if not models:
+        raise ValueError("measure_paired needs at least one model")
+    if reference is not None and reference not in models:
+        raise ValueError(f"reference {reference!r} is not among {sorted(models)}")
+    device = torch.device(target.device)
+    time_one = _timer(device)
+    names = list(models)
+    rounds: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    with _threads(target.num_threads), torch.inference_mode():
+        calls: dict[str, Callable[[], Any]] = {}
+        for name in names:
+            model = models[name]
+            if isinstance(model, nn.Module):
+                if inputs is None:
+                    raise ValueError("pass inputs= to time nn.Module candidates")
+                calls[name] = _prepare(model, inputs, device, _dtype(target.dtype))
+            else:
+                calls[name] = model
+        for name in names:
+            for _ in range(policy.warmup):
+                calls[name]()
+        paired = _paired(rounds, reference, target, started)
+        for index in range(policy.max_rounds):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                call = calls[name]
+                rounds[name].append(min(time_one(call) for _ in range(policy.repeats)))
+            if index + 1 < policy.min_rounds:
+                continue
+            paired = _paired(rounds, reference, target, started)
+            if paired.worst_interval() <= policy.precision:
+                break
+            if time.perf_counter() - started > policy.max_seconds:
+                break
+    paired = _paired(rounds, reference, target, started)
+    logger.debug(
+        "measured %s in %d rounds (%.1fs): worst interval %.1f%%",
+        what,
+        paired.rounds,
+        paired.seconds,
+        100 * paired.worst_interval(),
+    )
+    if refuse:
+        _check_interval(paired, policy, what, target.describe())
+    return paired
+
+
+def _paired(
+    rounds: Mapping[str, list[float]], reference: str | None, target: LatencyTarget, started: float
+) -> Paired:
+    times = {name: Estimate.of(values) for name, values in rounds.items() if values}
+    ratios = {}
+    if reference is not None and rounds[reference]:
+        base = rounds[reference]
+        ratios = {
+            name: Estimate.of([v / b for v, b in zip(values, base)])
+            for name, values in rounds.items()
+            if name != reference and values
+        }
+    count = min((len(v) for v in rounds.values()), default=0)
+    return Paired(
+        times=times,
+        ratios=ratios,
+        reference=reference,
+        threads=target.num_threads,
+        rounds=count,
+        seconds=time.perf_counter() - started,
+    )
