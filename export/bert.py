@@ -101,8 +101,10 @@ class BertExport:
         onnx: bool,
         tokenizer: Any,
         finetune_data: Iterable[Mapping[str, torch.Tensor]] | None,
+        seq_len: int = 128,
     ) -> None:
         self.supernet, self.subnet, self.onnx, self.tokenizer = supernet, subnet, onnx, tokenizer
+        self.seq_len = seq_len  # tokens per input of the manifest's FLOPs
         self.model: PreTrainedModel = extract(supernet, subnet)  # type: ignore[assignment]
         with supernet.using(subnet):
             diff = compare(self.model, supernet, vocab_size=self.model.config.vocab_size)
@@ -114,7 +116,7 @@ class BertExport:
     def manifest_fields(self) -> dict[str, Any]:
         supernet, subnet = self.supernet, self.subnet
         teacher = supernet.space.max_subnet()
-        flops = supernet.flops(subnet, batch_size=1, seq_len=128)
+        flops = supernet.flops(subnet, batch_size=1, seq_len=self.seq_len)
         vanilla = fits_vanilla(supernet.space, subnet)
         return {
             "family": "bert",
@@ -123,11 +125,11 @@ class BertExport:
             "flops": {
                 "value": flops,
                 "batch_size": 1,
-                "seq_len": 128,
+                "seq_len": self.seq_len,
                 "counts": "matmul, 2 per MAC",
             },
             "teacher_params": supernet.num_params(teacher),
-            "teacher_flops": supernet.flops(teacher, batch_size=1, seq_len=128),
+            "teacher_flops": supernet.flops(teacher, batch_size=1, seq_len=self.seq_len),
             "sparsity": self.sparse_info,
             "verify": self.check.to_dict(),
         }

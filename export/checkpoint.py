@@ -111,6 +111,7 @@ def save(
     accuracy: float | Mapping[str, Any] | None = None,
     finetune_data: Iterable[Mapping[str, torch.Tensor]] | None = None,
     calibration_data: Iterable[Any] | None = None,
+    seq_len: int | None = None,
 ) -> Path:
     """Export ``subnet`` of ``supernet`` as a deployable checkpoint directory.
 
@@ -137,6 +138,8 @@ def save(
             ``pixel_values``) to recompute the CNN subnet's batch-norm statistics before saving,
             as :func:`ofa.calibrate_bn_` takes them. Without it a CNN export keeps the max
             subnet's statistics (a warning says so).
+        seq_len: tokens per input the manifest's FLOPs are counted at (BERT only); default:
+            ``latency["seq_len"]`` (the length the latency was measured at) when given, else 128.
 
     Raises:
         ValueError: subnet outside the space, bad sparsity layers, outputs that differ, an
@@ -151,6 +154,8 @@ def save(
     """
     out_dir = Path(out_dir)
     _check_inputs(supernet, subnet, out_dir, overwrite, latency)
+    if seq_len is not None and supernet.family_name == "cnn":
+        raise ValueError("seq_len is for BERT-family exports: a CNN's FLOPs are at its image size")
     exporter = _exporter(
         supernet,
         subnet,
@@ -160,6 +165,7 @@ def save(
         tokenizer=tokenizer,
         finetune_data=finetune_data,
         calibration_data=calibration_data,
+        seq_len=_flops_seq_len(seq_len, latency),
     )
     manifest = _manifest(supernet, subnet, exporter, latency, accuracy)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -185,10 +191,12 @@ def _exporter(
     tokenizer: Any,
     finetune_data: Iterable[Mapping[str, torch.Tensor]] | None,
     calibration_data: Iterable[Any] | None,
+    seq_len: int | None = None,
 ) -> BertExport | CnnExport:
     """The family's exporter: the one place where BERT and CNN exports part ways."""
     if supernet.family_name == "cnn":
         refuse_bert_options(sparsity=sparsity, tokenizer=tokenizer, finetune_data=finetune_data)
+        # a CNN's FLOPs are at its image size: a sequence length (given or from latency) is moot
         return CnnExport(
             supernet,
             subnet,
@@ -210,7 +218,22 @@ def _exporter(
         onnx=onnx,
         tokenizer=tokenizer,
         finetune_data=finetune_data,
+        seq_len=DEFAULT_SEQ_LEN if seq_len is None else seq_len,
     )
+
+
+DEFAULT_SEQ_LEN = 128  # the manifest's FLOPs length when neither seq_len nor latency names one
+
+
+def _flops_seq_len(seq_len: int | None, latency: Mapping[str, Any] | None) -> int | None:
+    """``seq_len``, else the latency's measured length, else None (the default)."""
+    if seq_len is None and latency is not None:
+        seq_len = latency.get("seq_len")
+    if seq_len is None:
+        return None
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+    return seq_len
 
 
 def _sparsity_config(sparsity: SparsityConfig | str | None) -> SparsityConfig | None:

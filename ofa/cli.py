@@ -11,6 +11,7 @@ imports them only when their subcommand runs.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "UsageError"]
+__all__ = ["main", "UsageError", "HelpFormatter"]
 
 logger = logging.getLogger("ofa.cli")
 
@@ -27,8 +28,50 @@ class UsageError(ValueError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
-                IsADirectoryError, NotADirectoryError, KeyError)
+_USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    KeyError,
+)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every subcommand's ``--help``: examples kept as written, and each flag's default.
+
+    A flag shows ``(default: X)`` unless its default says nothing (None, False, an empty
+    value) or its help already speaks of its default; a flag without help text gets one that
+    names its default.
+    """
+
+    @staticmethod
+    def _says_nothing(action: argparse.Action) -> bool:
+        default = action.default
+        return (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or (isinstance(default, (str, tuple, list, dict)) and not default)
+            or not (
+                action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+            )
+        )
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and not self._says_nothing(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if self._says_nothing(action) or "%(default)" in text or "(default" in text:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _registrars() -> list[Callable[[Any], None]]:
@@ -67,6 +110,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parsers: dict[str, argparse.ArgumentParser] = {}
     for add in _registrars():
         name, subparser = add(sub)
+        subparser.formatter_class = HelpFormatter  # every subcommand shows its flags' defaults
         subparser.add_argument("--config", help="YAML or JSON file of flag values")
         subparser.add_argument("--debug", action="store_true", help="show tracebacks")
         subparser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
@@ -125,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as error:
         if args.debug:
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         if isinstance(error, KeyError):
             message = f"missing key {message}"
         print(f"ofa {args.command}: error: {message}", file=sys.stderr)
@@ -133,8 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - one line unless --debug
         if args.debug:
             raise
-        print(f"ofa {args.command}: failed: {type(error).__name__}: {error}".splitlines()[0],
-              file=sys.stderr)
+        print(
+            f"ofa {args.command}: failed: {type(error).__name__}: {error}".splitlines()[0],
+            file=sys.stderr,
+        )
         return 1
 
 

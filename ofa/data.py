@@ -32,6 +32,10 @@ __all__ = [
     "tokenize",
     "make_loader",
     "pad_collate",
+    "EMBEDDED_DATA",
+    "record_data",
+    "recorded_data",
+    "set_label_names",
 ]
 
 _BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -333,3 +337,74 @@ def pad_collate(rows: dict[str, list[Any]], pad_id: int) -> dict[str, torch.Tens
     if "labels" in rows:
         batch["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
     return batch
+
+
+# The embedded demo's data sets, by the names the CLI's --data takes.
+EMBEDDED_DATA = ("rotten_tomatoes", "imdb")
+# The model-config attribute naming the data a task head was trained on. It travels with the
+# config: save_pretrained, ofa convert, Supernet.save and export.save all keep it.
+DATA_RECORD = "ofa_data"
+
+
+def record_data(config: Any, data: str | os.PathLike) -> str:
+    """Record in a model config the data its task head was trained on; returns the record.
+
+    An embedded data set is recorded by name (``"rotten_tomatoes"``); a file by its file name
+    only, so no local path goes into a checkpoint that is shipped.
+
+    Example:
+        >>> record_data(teacher.config, "rotten_tomatoes")
+        'rotten_tomatoes'
+    """
+    name = str(data) if str(data) in EMBEDDED_DATA else Path(data).name
+    setattr(config, DATA_RECORD, name)
+    return name
+
+
+def recorded_data(config: Any) -> str | None:
+    """The data a model config (or its dict) records with :func:`record_data`, or None."""
+    value = (
+        config.get(DATA_RECORD)
+        if isinstance(config, Mapping)
+        else getattr(config, DATA_RECORD, None)
+    )
+    return value if isinstance(value, str) and value else None
+
+
+def set_label_names(config: Any, label_names: Sequence[str], *, replace: bool = False) -> bool:
+    """Put a task's label names into a model config's ``id2label`` / ``label2id``.
+
+    Only names that say more than their index are written (string labels, or integer labels
+    that were renumbered, e.g. ``1, 2`` as ``0, 1``); returns whether the config changed.
+    ``replace=True`` (a head about to be trained again) overwrites other names, with a warning.
+
+    Raises:
+        ValueError: the config already names its labels differently (the data does not match
+            the model's head), unless ``replace``.
+    """
+    names = [str(name) for name in label_names]
+    if names == [str(i) for i in range(len(names))]:
+        return False
+    current = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    default = {i: f"LABEL_{i}" for i in range(len(current))}
+    wanted = dict(enumerate(names))
+    if current and len(current) != len(names):
+        raise ValueError(
+            f"the data has {len(names)} labels {names}, the model's head {len(current)}: give "
+            "the data the model was trained on (or its label column)"
+        )
+    if current and current != default and current != wanted:
+        if replace:
+            logger.warning("label names %s replace the model's %s", names, list(current.values()))
+            config.id2label = wanted
+            config.label2id = {name: i for i, name in wanted.items()}
+            return True
+        raise ValueError(
+            f"the data's labels {names} differ from the model's {list(current.values())}: "
+            "give the data the model was trained on (or its label column)"
+        )
+    if current == wanted:
+        return False
+    config.id2label = wanted
+    config.label2id = {name: i for i, name in wanted.items()}
+    return True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +18,7 @@ from ofa.data_images import ImageData
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 
-__all__ = ["evaluate", "accuracy"]
+__all__ = ["evaluate", "accuracy", "majority_rate", "accuracy_note"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +122,55 @@ def evaluate(
         )
     with supernet.using(subnet):
         return accuracy(supernet, data, batch_size=batch_size)
+
+
+def majority_rate(data: datasets.Dataset | ImageData | Sequence[int] | torch.Tensor) -> float:
+    """Share of the most common label: the accuracy of always predicting that one class.
+
+    ``data`` is a tokenized dataset with ``labels``, an :class:`ofa.data_images.ImageData`, or
+    the labels themselves.
+
+    Example:
+        >>> majority_rate([0, 1, 1, 1])
+        0.75
+    """
+    if isinstance(data, ImageData):
+        labels: Any = data.labels.tolist()
+    elif isinstance(data, datasets.Dataset):
+        if "labels" not in data.column_names:
+            raise ValueError("data has no 'labels' column (see ofa.data.tokenize)")
+        labels = data["labels"]
+    elif isinstance(data, torch.Tensor):
+        labels = data.tolist()
+    else:
+        labels = list(data)
+    if len(labels) == 0:
+        raise ValueError("data is empty: no majority-class rate")
+    counts = Counter(int(label) for label in labels)
+    return max(counts.values()) / len(labels)
+
+
+def accuracy_note(accuracy: float, majority: float, n: int) -> str | None:
+    """A one-line warning when ``accuracy`` is not clearly above the majority-class rate.
+
+    "Clearly above" is more than two standard errors of a binomial share at the majority rate
+    over ``n`` examples (``2 * sqrt(p (1 - p) / n)``); ``None`` when it is.
+
+    Example:
+        >>> accuracy_note(0.51, 0.50, 300)
+        'accuracy 0.510 is not clearly above the majority-class rate 0.500 ...'
+        >>> accuracy_note(0.85, 0.50, 300) is None
+        True
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    margin = 2.0 * math.sqrt(majority * (1.0 - majority) / n)
+    if accuracy > majority + margin:
+        return None
+    where = "below" if accuracy < majority - margin else "not clearly above"
+    return (
+        f"accuracy {accuracy:.3f} is {where} the majority-class rate {majority:.3f} "
+        f"(always predicting the most common label; 2 standard errors over {n} examples: "
+        f"{margin:.3f}): the model may have learned little; train longer, check the labels, "
+        "or evaluate on more examples"
+    )

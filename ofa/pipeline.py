@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -19,7 +20,7 @@ from ofa.supernet import Supernet, convert
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_pretrained", "text_batches", "convert_checkpoint"]
+__all__ = ["load_pretrained", "text_batches", "convert_checkpoint", "find_tokenizer"]
 
 
 def load_pretrained(
@@ -45,28 +46,86 @@ def load_pretrained(
     return model, tokenizer
 
 
-def read_texts(csv_path: str | os.PathLike, *, limit: int, source: str | None = None) -> list[str]:
-    """The first ``limit`` values of the ``text`` column (optionally of one ``source``)."""
+def find_tokenizer(*directories: str | os.PathLike | None) -> Path | None:
+    """The first of ``directories`` that holds a saved tokenizer (``tokenizer_config.json``)."""
+    for directory in directories:
+        if directory is not None and (Path(directory) / "tokenizer_config.json").is_file():
+            return Path(directory)
+    return None
+
+
+def read_columns(
+    csv_path: str | os.PathLike,
+    columns: list[str],
+    *,
+    limit: int,
+    source: str | None = None,
+) -> dict[str, list[str]]:
+    """The first ``limit`` rows' values of ``columns`` (optionally of one ``source``)."""
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"text CSV {path} does not exist")
-    texts = []
+    values: dict[str, list[str]] = {column: [] for column in columns}
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        if "text" not in (reader.fieldnames or []):
-            raise ValueError(f"{path} has no 'text' column (columns: {reader.fieldnames})")
+        for column in columns:
+            if column not in (reader.fieldnames or []):
+                raise ValueError(
+                    f"{path} has no {column!r} column (columns: {reader.fieldnames}); name the "
+                    "right one with --text-column / --label-column"
+                )
+        count = 0
         for row in reader:
-            if source is None or row.get("source") == source:
-                texts.append(row["text"])
-            if len(texts) >= limit:
+            if count >= limit:
                 break
-    if not texts:
+            if source is None or row.get("source") == source:
+                for column in columns:
+                    values[column].append(row[column])
+                count += 1
+    if not values[columns[0]]:
         raise ValueError(f"{path} has no rows to read")
-    return texts
+    return values
+
+
+def read_texts(
+    csv_path: str | os.PathLike,
+    *,
+    limit: int,
+    source: str | None = None,
+    text_column: str = "text",
+) -> list[str]:
+    """The first ``limit`` values of the ``text_column`` column (optionally of one ``source``)."""
+    return read_columns(csv_path, [text_column], limit=limit, source=source)[text_column]
+
+
+def label_ids(values: list[str], config: Any) -> list[int]:
+    """Label cells (names in the model's ``label2id``, or integers) as the head's indices."""
+    names = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    num_labels = int(getattr(config, "num_labels", len(names)))
+    ids = []
+    for value in values:
+        if value in names:
+            ids.append(names[value])
+            continue
+        try:
+            index = int(value)
+        except ValueError:
+            index = -1
+        if not 0 <= index < num_labels:
+            raise ValueError(
+                f"label {value!r} is neither one of the model's label names {sorted(names)} nor "
+                f"an index below its {num_labels} labels"
+            )
+        ids.append(index)
+    return ids
 
 
 def text_batches(
-    texts: list[str], tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 8, max_length: int = 128
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    batch_size: int = 8,
+    max_length: int = 128,
 ) -> Iterator[dict[str, torch.Tensor]]:
     for start in range(0, len(texts), batch_size):
         yield dict(
@@ -88,8 +147,14 @@ def convert_checkpoint(
     text_csv: str | os.PathLike | None = None,
     num_batches: int = 8,
     batch_size: int = 8,
+    text_column: str = "text",
+    label_column: str | None = None,
 ) -> Supernet:
-    """Load, convert, score and reorder a checkpoint: what ``ofa convert`` does."""
+    """Load, convert, score and reorder a checkpoint: what ``ofa convert`` does.
+
+    Taylor scores read ``text_column`` of ``text_csv``; with ``label_column`` the task loss on
+    those labels is what they measure, otherwise the model's own predictions stand in.
+    """
     model, tokenizer = load_pretrained(path)
     space = None
     if space_file is not None:
@@ -100,9 +165,16 @@ def convert_checkpoint(
     batches = None
     if importance_metric == "taylor":
         if text_csv is None or tokenizer is None:
-            raise ValueError("taylor importance needs --text-csv and a tokenizer in the checkpoint")
-        texts = read_texts(text_csv, limit=num_batches * batch_size)
-        batches = list(text_batches(texts, tokenizer, batch_size=batch_size))
+            raise ValueError(
+                "taylor importance needs --text-csv and a tokenizer in the checkpoint"
+            )
+        columns = [text_column] + ([label_column] if label_column else [])
+        rows = read_columns(text_csv, columns, limit=num_batches * batch_size)
+        batches = list(text_batches(rows[text_column], tokenizer, batch_size=batch_size))
+        if label_column:
+            labels = torch.tensor(label_ids(rows[label_column], model.config))
+            for index, batch in enumerate(batches):
+                batch["labels"] = labels[index * batch_size : (index + 1) * batch_size]
     scores = importance.score(supernet, batches, metric=importance_metric)
     reorder_(supernet, scores)
     return supernet

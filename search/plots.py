@@ -19,10 +19,23 @@ logger = logging.getLogger(__name__)
 __all__ = ["plot_pareto_html", "plot_pareto_png"]
 
 
+def _accuracy_label(split: str | None) -> str:
+    return "accuracy" if not split else f"accuracy ({split} split)"
+
+
 def plot_pareto_png(
-    study: optuna.Study, result: SearchResult, path: str | os.PathLike
+    study: optuna.Study,
+    result: SearchResult,
+    path: str | os.PathLike,
+    *,
+    teacher: tuple[float, float] | None = None,
+    split: str | None = None,
 ) -> Path | None:
-    """Every trial (feasible or not), the front, measured latencies and the budget line."""
+    """Every trial (feasible or not), the front, measured latencies and the budget line.
+
+    ``teacher`` is its (accuracy, latency ms), drawn as a marker of its own; ``split`` names
+    the split the accuracies are on, in the y-axis label.
+    """
     try:
         import matplotlib
 
@@ -80,12 +93,24 @@ def plot_pareto_png(
             zorder=5,
             label="best within budget",
         )
+    if teacher is not None:
+        teacher_accuracy, teacher_ms = teacher
+        axes.scatter(
+            [teacher_ms],
+            [teacher_accuracy],
+            marker="D",
+            s=70,
+            color="tab:purple",
+            edgecolors="black",
+            zorder=6,
+            label=f"teacher ({teacher_accuracy:.3f}, {teacher_ms:.2f} ms)",
+        )
     axes.axvline(result.budget_ms, color="black", linestyle="--", label="budget")
     axes.set_xlabel(
         f"latency (ms), {result.target.get('device')} {result.target.get('dtype')} "
         f"batch {result.target.get('batch_size')} seq {result.target.get('seq_len')}"
     )
-    axes.set_ylabel("accuracy")
+    axes.set_ylabel(_accuracy_label(split))
     axes.set_title(f"{result.study_name}: {result.num_trials} trials")
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
@@ -97,8 +122,18 @@ def plot_pareto_png(
     return path
 
 
-def plot_pareto_html(study: optuna.Study, path: str | os.PathLike) -> Path | None:
-    """Optuna's interactive Pareto-front figure, as a self-contained HTML file."""
+def plot_pareto_html(
+    study: optuna.Study,
+    path: str | os.PathLike,
+    *,
+    teacher: tuple[float, float] | None = None,
+    split: str | None = None,
+) -> Path | None:
+    """Optuna's interactive Pareto-front figure, as a self-contained HTML file.
+
+    ``teacher`` (accuracy, latency ms) is added as a trace of its own; ``split`` names the
+    split of the accuracy axis.
+    """
     try:
         import plotly  # noqa: F401
     except ImportError:
@@ -107,7 +142,21 @@ def plot_pareto_html(study: optuna.Study, path: str | os.PathLike) -> Path | Non
     if not any(t.values is not None for t in study.get_trials(deepcopy=False)):
         return None
     # infeasible trials are told apart from the constraints Optuna stored with them
-    figure = optuna.visualization.plot_pareto_front(study, target_names=["accuracy", "latency_ms"])
+    figure = optuna.visualization.plot_pareto_front(
+        study, target_names=[_accuracy_label(split), "latency_ms"]
+    )
+    if teacher is not None:
+        import plotly.graph_objects as go
+
+        figure.add_trace(
+            go.Scatter(
+                x=[teacher[0]],
+                y=[teacher[1]],
+                mode="markers",
+                marker={"symbol": "diamond", "size": 12, "color": "purple"},
+                name="teacher",
+            )
+        )
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.html")
     figure.write_html(str(tmp), include_plotlyjs=True)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ofa.cli import HelpFormatter
+
 EXAMPLE = """example:
   ofa convert --model path/to/bert --out runs/supernet --importance taylor --text-csv data.csv
+  ofa convert --model runs/teacher/model --out runs/supernet --importance taylor \\
+      --text-csv reviews.csv --text-column review --label-column sentiment
   ofa convert --model path/to/bert --out runs/supernet --importance l1"""
 
 
@@ -17,13 +21,19 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         description="Convert a transformers BERT / RoBERTa / ELECTRA checkpoint into a supernet, "
         "score its heads, neurons and channels, reorder them and save it.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", required=True, help="transformers checkpoint directory")
     parser.add_argument("--out", required=True, help="directory to write the supernet to")
     parser.add_argument("--space", help="search-space JSON file (default: derived from the model)")
     parser.add_argument("--importance", choices=("taylor", "l1", "l2", "none"), default="l1")
-    parser.add_argument("--text-csv", help="CSV with a 'text' column, for taylor scores")
+    parser.add_argument("--text-csv", help="CSV of texts for taylor scores (see --text-column)")
+    parser.add_argument("--text-column", default="text", help="--text-csv column of the texts")
+    parser.add_argument(
+        "--label-column",
+        help="--text-csv column of the labels: taylor scores then measure the task loss "
+        "(default: the model's own predictions stand in for labels)",
+    )
     parser.add_argument("--batches", type=int, default=8, help="batches for taylor scores")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
@@ -38,13 +48,34 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists: pass --overwrite or pick another --out")
+    if args.label_column and args.importance != "taylor":
+        raise ValueError("--label-column is read for --importance taylor only")
     supernet = convert_checkpoint(
         args.model,
         space_file=args.space,
         importance_metric=args.importance,
         text_csv=args.text_csv,
         num_batches=args.batches,
+        text_column=args.text_column,
+        label_column=args.label_column,
     )
     supernet.save(out)
-    print(f"supernet saved to {out}")
+    tokenizer = _tokenizer(args.model)
+    if tokenizer is not None:  # the supernet's own tokenizer: train, search and export find it
+        tokenizer.save_pretrained(out)
+    print(f"supernet saved to {out}" + ("" if tokenizer else " (the checkpoint has no tokenizer)"))
     return 0
+
+
+def _tokenizer(model_dir: str) -> Any:
+    """The checkpoint's tokenizer, or None when it has none."""
+    from transformers import AutoTokenizer
+
+    from ofa.pipeline import find_tokenizer
+
+    if find_tokenizer(model_dir) is None:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None

@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+from ofa.cli import HelpFormatter
+
+logger = logging.getLogger(__name__)
 
 EXAMPLE = """examples:
   ofa export --supernet runs/supernet --subnet best --search runs/search --out runs/export \\
@@ -38,20 +43,31 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "loads with transformers (BERT family) or plain torch (CNNs), check that it computes "
         "what the supernet computes, and write its manifest.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--supernet", required=True, help="directory written by Supernet.save")
     parser.add_argument("--subnet", required=True, help="best | max | min | FILE.json | JSON")
     parser.add_argument("--search", help="search output directory or its pareto.json (for best)")
     parser.add_argument("--out", required=True, help="checkpoint directory to create")
-    parser.add_argument("--tokenizer", help="directory holding the tokenizer to ship")
+    parser.add_argument(
+        "--tokenizer",
+        help="directory holding the tokenizer to ship (default: the supernet's own, when its "
+        "directory holds one)",
+    )
     parser.add_argument("--sparsity", choices=("none", "2:4"), default="none")
     parser.add_argument("--sparse-layers", nargs="+", help="fnmatch patterns of Linears for 2:4")
     parser.add_argument("--finetune-steps", type=int, default=0, help="2:4 recovery steps")
     parser.add_argument("--learning-rate", type=float, default=3e-5)
-    parser.add_argument("--text-csv", help="CSV with a 'text' column for the 2:4 fine-tune")
+    parser.add_argument("--text-csv", help="CSV of texts for the 2:4 fine-tune")
+    parser.add_argument("--text-column", default="text", help="--text-csv column of the texts")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per fine-tune text")
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        help="BERT: tokens per input the manifest's FLOPs are counted at (default: the "
+        "search's profiled length with --subnet best, else 128)",
+    )
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx")
     parser.add_argument(
         "--calibration-data",
@@ -132,7 +148,9 @@ def _finetune_batches(args: argparse.Namespace, tokenizer: Any) -> list[dict[str
         raise ValueError("--finetune-steps needs --text-csv and --tokenizer")
     from ofa.pipeline import read_texts, text_batches
 
-    texts = read_texts(args.text_csv, limit=args.finetune_steps * args.batch_size)
+    texts = read_texts(
+        args.text_csv, limit=args.finetune_steps * args.batch_size, text_column=args.text_column
+    )
     return list(
         text_batches(texts, tokenizer, batch_size=args.batch_size, max_length=args.max_length)
     )
@@ -143,6 +161,7 @@ _BERT_ONLY = (
     ("sparse_layers", "--sparse-layers"),
     ("finetune_steps", "--finetune-steps"),
     ("text_csv", "--text-csv"),
+    ("seq_len", "--seq-len"),
 )
 
 
@@ -232,11 +251,7 @@ def run(args: argparse.Namespace) -> int:
             **extras,
         )
         return _report(args, out, supernet, subnet)
-    tokenizer = None
-    if args.tokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = _tokenizer(args)
     sparsity = None
     if args.sparsity == "2:4":
         sparsity = export.SparsityConfig(
@@ -253,9 +268,34 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         tokenizer=tokenizer,
         finetune_data=_finetune_batches(args, tokenizer) if sparsity else None,
+        seq_len=args.seq_len,
         **extras,
     )
     return _report(args, out, supernet, subnet)
+
+
+def _tokenizer(args: argparse.Namespace) -> Any:
+    """``--tokenizer``, else the supernet's own; None (with a warning) when there is neither."""
+    from transformers import AutoTokenizer
+
+    from ofa.pipeline import find_tokenizer
+
+    if args.tokenizer:
+        if find_tokenizer(args.tokenizer) is None:
+            raise FileNotFoundError(
+                f"--tokenizer {args.tokenizer} holds no tokenizer (no tokenizer_config.json)"
+            )
+        return AutoTokenizer.from_pretrained(args.tokenizer)
+    own = find_tokenizer(args.supernet)
+    if own is not None:
+        logger.info("shipping the supernet's own tokenizer from %s", own)
+        return AutoTokenizer.from_pretrained(own)
+    message = (
+        f"{args.supernet} holds no tokenizer, so the checkpoint {args.out} will have none: "
+        "pass --tokenizer DIR (e.g. the teacher's) to ship one"
+    )
+    logger.warning(message)  # the CLI shows it as one line on stderr
+    return None
 
 
 def _report(args: argparse.Namespace, out: Path, supernet: Any, subnet: Any) -> int:

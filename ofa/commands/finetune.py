@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ofa.cli import HelpFormatter
 from ofa.commands.train import add_data_arguments
 
 EXAMPLE = """example:
@@ -20,7 +21,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         description="Fine-tune a BERT-family encoder for text classification on hard labels. "
         "Writes the model and tokenizer to --out/model, plus metrics.jsonl and checkpoint/.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", help="pretrained checkpoint (default: the embedded MiniLM)")
     parser.add_argument("--out", required=True, help="run directory")
@@ -29,7 +30,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps (0: at the end)")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
-    add_data_arguments(parser)
+    add_data_arguments(parser, default="rotten_tomatoes")
     parser.set_defaults(func=run)
     return "finetune", parser
 
@@ -39,19 +40,24 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ofa.commands.train import load_data
+    from ofa.commands.train import load_data, load_task_data
+    from ofa.data import record_data, set_label_names
     from ofa.embedded import minilm_path
-    from ofa.evaluate import accuracy
+    from ofa.evaluate import accuracy, accuracy_note, majority_rate
     from ofa.finetune import FinetuneConfig, finetune
     from ofa.train import parallel
 
     source = Path(args.model) if args.model else minilm_path()
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} is not a transformers checkpoint (no config.json)")
+    args.data = args.data or "rotten_tomatoes"
     tokenizer = AutoTokenizer.from_pretrained(source)
-    train_data, validation = load_data(args, tokenizer)
-    num_labels = max(train_data["labels"]) + 1
+    task = load_task_data(args)
+    train_data, validation = load_data(args, tokenizer, task)
+    num_labels = max(task.num_labels, max(train_data["labels"]) + 1)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+    set_label_names(model.config, task.label_names, replace=True)  # string labels keep their names
+    record_data(model.config, args.data)  # so train / search know which data this head learned
     config = FinetuneConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -69,5 +75,12 @@ def run(args: argparse.Namespace) -> int:
     tokenizer.save_pretrained(out / "model")
     print(f"teacher saved to {out / 'model'}")
     if validation is not None:
-        print(f"validation accuracy: {accuracy(trained, validation):.4f}")
+        score, majority = accuracy(trained, validation), majority_rate(validation)
+        print(
+            f"validation accuracy: {score:.4f} (majority-class rate {majority:.4f}, "
+            f"{len(validation)} examples)"
+        )
+        note = accuracy_note(score, majority, len(validation))
+        if note is not None:
+            print(f"warning: {note}")
     return 0

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ofa.cli import HelpFormatter
+
 EXAMPLE = r"""example:
   ofa finetune --out runs/teacher                      # MiniLM on Rotten Tomatoes
   ofa convert --model runs/teacher/model --out runs/supernet
@@ -36,43 +38,85 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     return values
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags naming a text-classification task (shared with ``ofa finetune``)."""
+_DATA_HELP = (
+    "'rotten_tomatoes' or 'imdb' (embedded movie reviews) or a .csv/.json/.parquet file; "
+    "for a CNN supernet: 'digits', 'fashion-mnist' or a .npz file (images, labels)"
+)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """Flags naming a text-classification task (shared with ``ofa finetune``).
+
+    ``default`` says in ``--help`` what a missing ``--data`` means for the command.
+    """
     group = parser.add_argument_group("data")
     group.add_argument(
         "--data",
-        default="rotten_tomatoes",
-        help="'rotten_tomatoes' or 'imdb' (embedded movie reviews) or a .csv/.json/.parquet file; "
-        "for a CNN supernet: 'digits', 'fashion-mnist' or a .npz file (images, labels)",
+        help=_DATA_HELP + (f" (default: {default})" if default else ""),
     )
-    group.add_argument("--text-column", default="text")
+    group.add_argument("--text-column", default="text", help="column holding the text")
     group.add_argument("--text-pair-column", help="second sentence of a pair task")
-    group.add_argument("--label-column", default="label")
+    group.add_argument("--label-column", default="label", help="column holding the labels")
     group.add_argument("--max-length", type=int, default=128, help="tokens per example")
     group.add_argument("--limit", type=int, help="use at most this many rows of each split")
     group.add_argument("--seed", type=int, default=0, help="split, shuffling and sampling seed")
     group.add_argument("--threads", type=int, help="torch CPU threads (1 is best on busy CPUs)")
 
 
-def load_data(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, Any]:
-    """Tokenized (train, validation-or-None) splits the data flags describe."""
+def default_data(data: str | None, model_dir: str | Path, what: str) -> str:
+    """``--data`` as given, else the embedded data set the model in ``model_dir`` records.
+
+    A model that was not trained on the embedded demo's data (or records nothing) gets no
+    silent default: the error names ``--data`` and, where known, the data it was trained on.
+    """
+    from ofa._io import read_json
+    from ofa.data import EMBEDDED_DATA, recorded_data
+
+    if data is not None:
+        return data
+    config_file = Path(model_dir) / "config.json"
+    recorded = (
+        recorded_data(read_json(config_file, what="config")) if config_file.is_file() else None
+    )
+    if recorded in EMBEDDED_DATA:
+        return recorded
+    seen = (
+        f"was trained on {recorded!r}"
+        if recorded
+        else "records no training data (it was not made from the embedded demo)"
+    )
+    raise ValueError(
+        f"give --data: {what} {model_dir} {seen}, so the embedded reviews would be the wrong "
+        "data; pass --data FILE.csv|.json|.parquet (with --text-column / --label-column) or "
+        "--data rotten_tomatoes | imdb"
+    )
+
+
+def load_task_data(args: argparse.Namespace) -> Any:
+    """The :class:`ofa.data.TaskData` (splits, label names) the data flags describe."""
     import torch
 
-    from ofa.data import load_movie_reviews, load_task, tokenize
+    from ofa.data import EMBEDDED_DATA, load_movie_reviews, load_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.data in ("rotten_tomatoes", "imdb"):
-        task = load_movie_reviews(args.data, seed=args.seed, limit=args.limit)
-    else:
-        task = load_task(
-            args.data,
-            text_column=args.text_column,
-            text_pair_column=args.text_pair_column,
-            label_column=args.label_column,
-            seed=args.seed,
-            limit=args.limit,
-        )
+    if args.data in EMBEDDED_DATA:
+        return load_movie_reviews(args.data, seed=args.seed, limit=args.limit)
+    return load_task(
+        args.data,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        seed=args.seed,
+        limit=args.limit,
+    )
+
+
+def load_data(args: argparse.Namespace, tokenizer: Any, task: Any = None) -> tuple[Any, Any]:
+    """Tokenized (train, validation-or-None) splits the data flags (or ``task``) describe."""
+    from ofa.data import tokenize
+
+    task = load_task_data(args) if task is None else task
     train = tokenize(task["train"], tokenizer, max_length=args.max_length)
     validation = task.splits.get("validation")
     if validation is not None:
@@ -88,14 +132,16 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "(width, depth, hidden; larger choices first) with distillation from a fine-tuned "
         "teacher. Writes metrics.jsonl, checkpoint/ and the trained supernet/ to --out.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--supernet", required=True, help="supernet directory (ofa convert)")
     parser.add_argument(
         "--teacher",
         help="fine-tuned teacher checkpoint (ofa finetune); for a CNN an exported CNN directory",
     )
-    parser.add_argument("--tokenizer", help="tokenizer directory (default: the teacher's)")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer directory (default: the teacher's, else the supernet's)"
+    )
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--train-config", help="TrainConfig JSON file (overrides the flags below)")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps of the schedule")
@@ -138,7 +184,11 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--theseus", action="store_true", help="BERT-of-Theseus for depth")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps (0: at the end)")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
-    add_data_arguments(parser)
+    add_data_arguments(
+        parser,
+        default="the data the supernet records, when that is the embedded demo's; otherwise "
+        "--data is required",
+    )
     parser.set_defaults(func=run)
     return "train", parser
 
@@ -210,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
 
     supernet = load_supernet(args.supernet)
     inputs = _cnn_inputs if supernet.family_name == "cnn" else _bert_inputs
-    teacher, train_data, validation, calibration, label = inputs(args)
+    teacher, train_data, validation, calibration, label, tokenizer = inputs(args, supernet)
     config = train_config(args, supernet)
     out = Path(args.out)
     result = train(
@@ -225,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
     if parallel.rank_and_world()[0] != 0:
         return 0
     supernet.save(out / "supernet")
+    if tokenizer is not None:  # the supernet's own tokenizer: search and export find it there
+        tokenizer.save_pretrained(out / "supernet")
     print(
         f"trained {result.steps} steps, final loss {result.final_loss:.4f}; "
         f"supernet saved to {out / 'supernet'}"
@@ -234,21 +286,44 @@ def run(args: argparse.Namespace) -> int:
         for name, subnet in (("max", space.max_subnet()), ("min", space.min_subnet())):
             acc = evaluate(supernet, subnet, validation, calibration_data=calibration)
             print(f"{label} accuracy, {name} subnet: {acc:.4f}")
+            if name == "max":
+                _print_majority(acc, validation)
     return 0
 
 
-def _bert_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, None, str]:
-    """Teacher, tokenized train / validation splits, no calibration, the report's label."""
+def _print_majority(accuracy: float, data: Any) -> None:
+    """The majority-class rate of ``data``; a warning when ``accuracy`` is not clearly above it."""
+    from ofa.evaluate import accuracy_note, majority_rate
+
+    majority = majority_rate(data)
+    print(f"  majority-class rate of that split: {majority:.4f} ({len(data)} examples)")
+    note = accuracy_note(accuracy, majority, len(data))
+    if note is not None:
+        print(f"  warning: {note}")
+
+
+def _bert_inputs(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any, Any, None, str, Any]:
+    """Teacher, tokenized train / validation splits, no calibration, the report's label and the
+    tokenizer; the data's name and label names go into the supernet's config."""
     from transformers import AutoTokenizer
 
-    from ofa.pipeline import load_pretrained
+    from ofa.data import record_data, set_label_names
+    from ofa.pipeline import find_tokenizer, load_pretrained
 
-    teacher = load_pretrained(args.teacher)[0] if args.teacher else None
-    tokenizer_dir = args.tokenizer or args.teacher
+    args.data = default_data(args.data, args.supernet, "the supernet")
+    tokenizer_dir = args.tokenizer or find_tokenizer(args.teacher, args.supernet)
     if tokenizer_dir is None:
-        raise ValueError("give --tokenizer (or --teacher, whose tokenizer is used)")
-    train_data, validation = load_data(args, AutoTokenizer.from_pretrained(tokenizer_dir))
-    return teacher, train_data, validation, None, "validation"
+        raise ValueError(
+            "give --tokenizer (or --teacher, whose tokenizer is used): neither the teacher nor "
+            "the supernet directory holds one"
+        )
+    teacher = load_pretrained(args.teacher)[0] if args.teacher else None
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    task = load_task_data(args)
+    set_label_names(supernet.model.config, task.label_names)
+    record_data(supernet.model.config, args.data)
+    train_data, validation = load_data(args, tokenizer, task)
+    return teacher, train_data, validation, None, "validation", tokenizer
 
 
 _BERT_ONLY = (
@@ -262,7 +337,7 @@ _BERT_ONLY = (
 )
 
 
-def _cnn_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, str]:
+def _cnn_inputs(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any, Any, Any, str, None]:
     """An exported CNN teacher, images, the test split and calibration images, the label."""
     import torch
 
@@ -271,7 +346,7 @@ def _cnn_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, str]:
     given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
     if given:
         raise ValueError(f"{', '.join(given)}: only for BERT-family supernets; this one is a CNN")
-    if args.data in ("rotten_tomatoes", "imdb"):
+    if args.data is None or args.data in ("rotten_tomatoes", "imdb"):
         raise ValueError(
             "a CNN supernet trains on images: give --data digits, fashion-mnist or FILE.npz"
         )
@@ -287,4 +362,4 @@ def _cnn_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, str]:
     if args.data in ("digits", "fashion-mnist"):
         validation = load_images(args.data, split="test", limit=args.limit, seed=args.seed)
     calibration = train_data.subset(min(len(train_data), 1024), seed=args.seed)
-    return teacher, train_data, validation, calibration, "test (batch norms recalibrated)"
+    return teacher, train_data, validation, calibration, "test (batch norms recalibrated)", None

@@ -43,17 +43,37 @@ search.run(supernet, evaluate=evaluate, latency=latency, budget_ms=float(sys.arg
 def _worker(tmp_path: Path, budget: float, trials: int, mode: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(tmp_path / "supernet"), str(tmp_path / "latency.json"),
-         str(budget), str(trials), str(tmp_path / f"{mode}.marker"), mode],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            WORKER,
+            str(tmp_path / "supernet"),
+            str(tmp_path / "latency.json"),
+            str(budget),
+            str(trials),
+            str(tmp_path / f"{mode}.marker"),
+            mode,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def test_killed_worker_trial_is_failed_and_the_study_goes_on(supernet, latency_model, tmp_path):
     budget = latency_model(supernet.space.max_subnet())  # every subnet fits
     storage = str(tmp_path / "study.journal")
-    search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=budget, trials=2,
-               storage=storage, study_name="faults", remeasure=False)
+    search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_ms=budget,
+        trials=2,
+        storage=storage,
+        study_name="faults",
+        remeasure=False,
+    )
     supernet.save(tmp_path / "supernet")
     latency_model.save(tmp_path / "latency.json")
     doomed = _worker(tmp_path, budget, 3, "slow")
@@ -68,12 +88,23 @@ def test_killed_worker_trial_is_failed_and_the_study_goes_on(supernet, latency_m
     assert steady.wait(timeout=300) == 0, steady.stderr.read()
 
     study = optuna.load_study(study_name="faults", storage=search.open_storage(storage, None))
-    killed = [t for t in study.get_trials() if t.user_attrs.get("ofa_worker", {}).get("pid")
-              == doomed.pid]
+    killed = [
+        t
+        for t in study.get_trials()
+        if t.user_attrs.get("ofa_worker", {}).get("pid") == doomed.pid
+    ]
     assert len(killed) == 1  # the steady worker, on this host, has already failed it
     assert killed[0].state == TrialState.FAIL
-    search.run(supernet, evaluate=neg_loss, latency=latency_model, budget_ms=budget, trials=2,
-               storage=storage, study_name="faults", remeasure=False)
+    search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_ms=budget,
+        trials=2,
+        storage=storage,
+        study_name="faults",
+        remeasure=False,
+    )
     trials = study.get_trials()
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == 2 + 1 + 4 + 2
