@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-from ofa._io import read_json, write_json_atomic
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["QuickstartConfig", "run_quickstart"]
@@ -40,13 +38,15 @@ class QuickstartConfig:
     trials: int = 30
     budget_fraction: float = 0.5
     latency_batch_size: int = 1
-    threads: int = 2
+    threads: int | None = None  # CPU threads for latency; None: the cores idle when profiling
     seed: int = 0
     version: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.budget_fraction <= 1:
             raise ValueError(f"budget_fraction must be in (0, 1], got {self.budget_fraction}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be positive, got {self.threads}")
         for name in ("train_examples", "eval_examples", "max_length", "supernet_steps", "trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -99,6 +99,7 @@ class _Stages:
     def teacher(self) -> Any:
         from transformers import BertForSequenceClassification
 
+        from ofa.data import record_data
         from ofa.embedded import minilm_path
         from ofa.finetune import FinetuneConfig, finetune
 
@@ -115,6 +116,7 @@ class _Stages:
             resume=(self.out / "teacher_run" / "checkpoint").exists(),
             config=FinetuneConfig(epochs=self.config.teacher_epochs, seed=self.config.seed),
         )
+        record_data(teacher.config, "rotten_tomatoes")  # `ofa search` then knows its data
         teacher.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         return teacher.eval()
@@ -152,53 +154,71 @@ class _Stages:
             resume=(self.out / "supernet_run" / "checkpoint").exists(),
         )
         supernet.save(path)
+        self.tokenizer.save_pretrained(path)  # `ofa search` / `ofa export` find it there
         return supernet
 
-    def latency(self, supernet: Any, teacher: Any) -> tuple[Any, Any, float]:
+    def latency(self, supernet: Any) -> Any:
+        """The latency model: a saved one only if its anchors, measured again now, still agree
+        with it (and its thread count is the one chosen now); otherwise profiled again."""
         import search
 
+        threads = search.choose_threads(self.config.threads) if self.config.device == "cpu" else 1
         target = search.LatencyTarget(
             device=self.config.device,
             batch_size=self.config.latency_batch_size,
             seq_len=self.config.max_length,
-            num_threads=self.config.threads,
+            num_threads=threads,
         )
         path = self.out / f"latency_{self.config.device.replace(':', '')}.json"
         if path.exists():
-            self.say(f"[3/6] latency model: reusing {path}")
-            model = search.LatencyModel.load(path, target=target, space=supernet.space)
+            reason = self._stale(path, target, supernet)
+            if reason is None:
+                self.say(f"[3/6] latency model: reusing {path} (its anchors re-measured agree)")
+                return search.LatencyModel.load(path, target=target, space=supernet.space)
+            self.say(f"[3/6] the saved latency model is stale ({reason}): profiling again")
         else:
-            self.say(f"[3/6] profiling latency on {search.device_name(self.config.device)}")
-            model = search.LatencyModel.profile(
-                supernet,
-                device=target.device,
-                batch_size=target.batch_size,
-                seq_len=target.seq_len,
-                num_threads=target.num_threads,
-                num_train=16,
-                num_test=8,
-                rounds=5,
-                progress=True,
+            self.say(
+                f"[3/6] profiling latency on {search.device_name(self.config.device)}, "
+                f"{target.describe()}"
             )
-            model.save(path)
-        # measured once per run directory: the search budget derives from it, and a continued
-        # study must keep its budget
-        record = self.out / "teacher_latency.json"
-        if record.exists() and read_json(record, what="teacher latency")["target"] == (
-            target.to_dict()
-        ):
-            return model, target, float(read_json(record, what="teacher latency")["median_ms"])
-        inputs = search.example_inputs(
+        try:
+            model = self._profile(supernet, target)
+        except search.UnusableProfileError as error:
+            if target.num_threads == 1 or self.config.threads is not None:
+                raise
+            self.say(f"      {error}; profiling again with 1 thread")
+            target = search.LatencyTarget(**{**target.to_dict(), "num_threads": 1})
+            model = self._profile(supernet, target)
+        model.save(path)
+        return model
+
+    def _profile(self, supernet: Any, target: Any) -> Any:
+        import search
+
+        return search.LatencyModel.profile(
+            supernet,
+            device=target.device,
             batch_size=target.batch_size,
             seq_len=target.seq_len,
-            vocab_size=teacher.config.vocab_size,
-            device=target.device,
+            num_threads=target.num_threads,
+            num_train=16,
+            num_test=8,
+            rounds=5,
+            progress=True,
         )
-        teacher_ms = search.measure_latency(
-            teacher, inputs, device=target.device, num_threads=target.num_threads
-        ).median_ms
-        write_json_atomic(record, {"median_ms": teacher_ms, "target": target.to_dict()})
-        return model, target, teacher_ms
+
+    def _stale(self, path: Path, target: Any, supernet: Any) -> str | None:
+        """Why the saved latency model cannot be reused now, or None if it can."""
+        import search
+
+        try:
+            model = search.LatencyModel.load(path, target=target, space=supernet.space)
+        except ValueError as error:
+            return str(error).split(":")[0]
+        validation = model.validate(supernet)
+        if validation.stale or validation.moved:
+            return validation.describe()
+        return None
 
 
 def run_quickstart(
@@ -212,7 +232,7 @@ def run_quickstart(
     import export
     import search
     from ofa.evaluate import accuracy as model_accuracy
-    from ofa.evaluate import evaluate
+    from ofa.evaluate import accuracy_note, evaluate, majority_rate
 
     config = config or QuickstartConfig()
     torch.manual_seed(config.seed)
@@ -224,29 +244,48 @@ def run_quickstart(
     )
     stages = _Stages(config, emit)
     teacher = stages.teacher()
+    validation = stages.evals["validation"]
+    teacher_val = model_accuracy(teacher, validation)
+    note = accuracy_note(teacher_val, majority_rate(validation), len(validation))
+    emit(
+        f"      teacher validation accuracy {teacher_val:.3f} (majority class "
+        f"{majority_rate(validation):.3f})" + (f"; WARNING: {note}" if note else "")
+    )
     supernet = stages.supernet(teacher)
-    latency, target, teacher_ms = stages.latency(supernet, teacher)
+    latency = stages.latency(supernet)
+    target = latency.target
+    max_ms, min_ms = latency.anchors_ms()
     emit(
         f"      latency model: {latency.method}, held-out median error "
-        f"{100 * latency.held_out_error:.1f}%; teacher {teacher_ms:.1f} ms"
+        f"{100 * latency.held_out_error:.1f}%; max subnet {max_ms:.1f} ms, min {min_ms:.1f} ms "
+        f"({target.describe()})"
     )
-    budget = config.budget_fraction * teacher_ms
-    emit(f"[4/6] searching {config.trials} trials under {budget:.1f} ms")
-    validation = stages.evals["validation"]
+    emit(
+        f"[4/6] searching {config.trials} trials under {config.budget_fraction:g} x the "
+        "teacher's latency (the teacher measured side by side in this run)"
+    )
     found = search.run(
         supernet,
         evaluate=lambda s, n: evaluate(s, n, validation),
         latency=latency,
-        budget_ms=budget,
+        budget_fraction=config.budget_fraction,
+        teacher=teacher,
+        teacher_accuracy=teacher_val,
+        split="validation",
         trials=config.trials,
         out_dir=stages.out / "search",
+        # a new latency model starts a new study: trials never mix timings of two profiles
+        study_name=f"quickstart-{_digest(latency)}",
         target=target,
         seed=config.seed,
     )
+    for line in found.notes:
+        emit(f"      {line}")
     emit(f"      {found.message}")
     if found.best is None:
-        raise RuntimeError(f"no subnet fits {budget:.1f} ms: {found.message}")
+        raise RuntimeError(f"no subnet fits the budget: {found.message}")
     best = found.best
+    teacher_ms = float(found.teacher_ms)
     test_acc = evaluate(supernet, best.subnet, stages.evals["test"])
     emit("[5/6] exporting the best subnet and verifying it against the supernet")
     export_dir = export.save(
@@ -256,7 +295,14 @@ def run_quickstart(
         overwrite=True,
         tokenizer=stages.tokenizer,
         accuracy={"validation": best.accuracy, "test": test_acc},
-        latency={"median_ms": best.measured_ms, **target.to_dict()},
+        latency={
+            "median_ms": best.measured_ms,
+            "teacher_ms": teacher_ms,
+            "speedup": best.speedup,
+            "speedup_interval": [best.speedup_low, best.speedup_high],
+            "measured": "side by side with the teacher, one run",
+            **target.to_dict(),
+        },
     )
     check = export.verify(export_dir, supernet, best.subnet)
     emit(
@@ -266,6 +312,10 @@ def run_quickstart(
     teacher_test = model_accuracy(teacher, stages.evals["test"])
     for line in _final_table(supernet, teacher, best, teacher_test, test_acc, teacher_ms, config):
         emit(line)
+    emit(
+        f"      latency: {target.describe()}, the teacher and the subnet measured side by side "
+        "(interleaved rounds; speedup is the median of per-round ratios, 95% interval)"
+    )
     emit(f"Pareto plot: {stages.out / 'search' / 'pareto.png'}")
     emit(f"exported checkpoint: {export_dir}")
     emit(f"done in {(time.perf_counter() - started) / 60:.1f} min")
@@ -298,7 +348,16 @@ def _final_table(
             "params (M)": f"{supernet.num_params(best.subnet) / 1e6:.1f}",
             f"GFLOPs@{seq_len}": f"{supernet.flops(best.subnet, seq_len=seq_len) / 1e9:.2f}",
             "latency (ms)": f"{measured:.1f}",
-            "speedup": f"{teacher_ms / measured:.2f}x",
+            "speedup": best.describe_speedup(),
         },
     ]
     return _table(rows) + [f"chosen subnet: {best.subnet.to_json()}"]
+
+
+def _digest(latency: Any) -> str:
+    """A short digest of a latency model, naming the study its timings belong to."""
+    import hashlib
+    import json
+
+    text = json.dumps(latency.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -21,6 +21,7 @@ from torch import nn
 from ofa.cnn_space import CnnSubnet
 from ofa.space import Subnet
 from ofa.supernet import Supernet
+from search.runtimes import check_runtime, runtime_call
 
 __all__ = [
     "LatencyResult",
@@ -76,6 +77,8 @@ class LatencyTarget:
         image_size: (height, width) of a CNN's input; ``None`` for BERT-family models. Profiling
             or measuring a CNN fills it in from the search space's ``image_size`` when unset;
             the input channels come from the model.
+        runtime: what runs the model: ``"eager"`` PyTorch, ``"compile"`` (torch.compile) or
+            ``"onnxruntime"`` (see :mod:`search.runtimes`).
     """
 
     device: str = "cpu"
@@ -84,6 +87,7 @@ class LatencyTarget:
     seq_len: int = 128
     num_threads: int = 2
     image_size: tuple[int, int] | None = None
+    runtime: str = "eager"
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -109,6 +113,7 @@ class LatencyTarget:
             raise ValueError("batch_size, seq_len and num_threads must be positive")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} asked for, but CUDA is not available here")
+        check_runtime(self.runtime, self.device)
 
     def describe(self) -> str:
         shape = (
@@ -116,12 +121,16 @@ class LatencyTarget:
             if self.image_size is None
             else f"image {self.image_size[0]}x{self.image_size[1]}"
         )
-        return f"{self.device} {self.dtype} batch {self.batch_size} {shape}" + (
-            f" {self.num_threads} threads" if torch.device(self.device).type == "cpu" else ""
+        return (
+            f"{self.device} {self.dtype} batch {self.batch_size} {shape}"
+            + (f" {self.num_threads} threads" if torch.device(self.device).type == "cpu" else "")
+            + ("" if self.runtime == "eager" else f" {self.runtime}")
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.runtime == "eager":  # eager targets keep the JSON they always had
+            del data["runtime"]
         if self.image_size is None:  # BERT targets keep the JSON they always had
             del data["image_size"]
         else:
@@ -196,21 +205,39 @@ def _threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _prepare(model: nn.Module, inputs: Inputs, device: torch.device, dtype: torch.dtype):
-    """The model on ``device``/``dtype`` (a copy if it has to move) and a call that runs it."""
+def _prepare(
+    model: nn.Module,
+    inputs: Inputs,
+    device: torch.device,
+    dtype: torch.dtype,
+    runtime: str = "eager",
+    threads: int = 1,
+) -> Callable[[], Any]:
+    """The model on ``device``/``dtype`` (a copy if it has to move) and a call that runs it in
+    ``runtime`` (see :mod:`search.runtimes`)."""
     first = next(model.parameters(), None)
     if first is not None and (first.device != device or first.dtype != dtype):
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
     model.eval()
-    if isinstance(inputs, torch.Tensor):
-        moved: Any = inputs.to(device)
-        return lambda: model(moved)
-    kwargs = {k: v.to(device) for k, v in inputs.items()}
-    return lambda: model(**kwargs)
+
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        # floating inputs (hidden states, images) in the model's dtype; token ids stay ints
+        cast = dtype if tensor.is_floating_point() else tensor.dtype
+        return tensor.to(device=device, dtype=cast)
+
+    moved: Any = (
+        move(inputs)
+        if isinstance(inputs, torch.Tensor)
+        else {k: move(v) for k, v in inputs.items()}
+    )
+    return runtime_call(runtime, model, moved, device, threads)
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
-    """Times one call in ms: CUDA events with synchronisation on GPU, perf_counter on CPU."""
+def _timer(device: torch.device, num_threads: int = 0) -> Callable[[Callable[[], Any]], float]:
+    """Times one call in ms: CUDA events with synchronisation on GPU; on CPU with one thread,
+    the CPU time of the calling thread (torch runs every op in it, so on a quiet machine it
+    equals the wall time, and on a busy one it leaves out the time slices other jobs took:
+    measured 15.5 ms both ways where the wall clock said 47); otherwise perf_counter."""
     if device.type == "cuda":
 
         def cuda_time(call: Callable[[], Any]) -> float:
@@ -225,12 +252,21 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
 
         return cuda_time
 
-    def cpu_time(call: Callable[[], Any]) -> float:
+    if num_threads == 1 and hasattr(time, "thread_time"):
+
+        def thread_time(call: Callable[[], Any]) -> float:
+            begin = time.thread_time()
+            call()
+            return (time.thread_time() - begin) * 1000.0
+
+        return thread_time
+
+    def wall_time(call: Callable[[], Any]) -> float:
         begin = time.perf_counter()
         call()
         return (time.perf_counter() - begin) * 1000.0
 
-    return cpu_time
+    return wall_time
 
 
 def _result(times: list[float], inputs: Inputs, target: LatencyTarget) -> LatencyResult:
@@ -269,6 +305,7 @@ def measure_latency(
     rounds: int = 10,
     num_threads: int = 2,
     repeats: int = 1,
+    runtime: str = "eager",
 ) -> LatencyResult:
     """Time ``model(**example_inputs)`` on a device: warmup, then ``rounds`` timed calls.
 
@@ -283,11 +320,11 @@ def measure_latency(
         >>> result.median_ms, result.relative_spread
     """
     _check_counts(warmup, rounds)
-    target = LatencyTarget(device=device, dtype=dtype, num_threads=num_threads)
+    target = LatencyTarget(device=device, dtype=dtype, num_threads=num_threads, runtime=runtime)
     torch_device = torch.device(device)
-    time_one = _timer(torch_device)
+    time_one = _timer(torch_device, num_threads)
     with _threads(num_threads), torch.inference_mode():
-        call = _prepare(model, example_inputs, torch_device, _dtype(dtype))
+        call = _prepare(model, example_inputs, torch_device, _dtype(dtype), runtime, num_threads)
         for _ in range(warmup):
             call()
         times = [min(time_one(call) for _ in range(max(1, repeats))) for _ in range(rounds)]
@@ -317,7 +354,7 @@ def compare_latency(
         raise ValueError("compare_latency needs at least one model")
     target = LatencyTarget(device=device, dtype=dtype, num_threads=num_threads)
     torch_device = torch.device(device)
-    time_one = _timer(torch_device)
+    time_one = _timer(torch_device, num_threads)
     names = list(models)
     times: dict[str, list[float]] = {name: [] for name in names}
     with _threads(num_threads), torch.inference_mode():
@@ -388,6 +425,7 @@ class MeasuredLatency:
             rounds=self.rounds,
             num_threads=self.target.num_threads,
             repeats=3,
+            runtime=self.target.runtime,
         )
 
     def predict(self, subnet: Subnet | CnnSubnet) -> float:

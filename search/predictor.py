@@ -330,6 +330,7 @@ class LatencyModel:
         progress: bool = False,
         policy: MeasurePolicy | None = None,
         max_error: float | None = MAX_ERROR,
+        runtime: str = "eager",
     ) -> LatencyModel:
         """Measure the device and build its latency model, reporting held-out error.
 
@@ -349,19 +350,23 @@ class LatencyModel:
             policy: rounds and bounds of the subnets' timing (default MeasurePolicy.quick()).
             max_error: a held-out median error above this raises UnusableProfileError (its
                 ``model`` attribute holds the model for diagnosis); ``None`` accepts any.
+            runtime: ``"eager"``, ``"compile"`` or ``"onnxruntime"``: what runs the subnets
+                (the per-layer table is timed eager and calibrated on them).
         """
         if num_train < 4 or num_test < 1:
             raise ValueError("need num_train >= 4 and num_test >= 1 to fit and score a model")
         family = latency_family(supernet.family_name)
-        threads = choose_threads(num_threads) if torch.device(device).type == "cpu" else 1
-        target = LatencyTarget(
+        target = LatencyTarget(  # validates the device before anything is measured
             device=device,
             dtype=dtype,
             batch_size=batch_size,
             seq_len=seq_len,
-            num_threads=threads,
+            num_threads=num_threads or 1,
             image_size=image_size,  # type: ignore[arg-type]
+            runtime=runtime,
         )
+        if torch.device(device).type == "cpu":
+            target = replace(target, num_threads=choose_threads(num_threads))
         target = family.resolve_target(supernet, target)
         check_fits(supernet, target)
         space = supernet.space

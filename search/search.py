@@ -509,6 +509,8 @@ def run(
     teacher_model = (
         teacher if teacher is not None else supernet.extract(supernet.space.max_subnet())
     )  # type: ignore[arg-type]
+    out = None if out_dir is None else Path(out_dir)
+    store = open_storage(storage, out)  # a bad storage URL fails before anything is timed
     if remeasure or budget_fraction is not None:
         anchors = _measure_anchors(supernet, target, teacher, policy)
         latency, budget, validation, notes = _calibrate_budget(
@@ -520,8 +522,6 @@ def run(
         assert budget_ms is not None
         budget, validation, notes, teacher_ms = budget_ms, None, [], None
         _check_smallest_predicted(supernet, latency, budget)
-    out = None if out_dir is None else Path(out_dir)
-    store = open_storage(storage, out)
     name = study_name or "ofa-search"
     study = _open_study(
         supernet,
@@ -600,8 +600,5 @@ def _plot(
     teacher: tuple[float, float] | None,
     split: str | None,
 ) -> None:
-    try:  # the plot takes the teacher and split where it knows them
-        plot_pareto_png(study, result, out / "pareto.png", teacher=teacher, split=split)  # type: ignore[call-arg]
-    except TypeError:
-        plot_pareto_png(study, result, out / "pareto.png")
-    plot_pareto_html(study, out / "pareto.html")
+    plot_pareto_png(study, result, out / "pareto.png", teacher=teacher, split=split)
+    plot_pareto_html(study, out / "pareto.html", teacher=teacher, split=split)

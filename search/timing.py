@@ -17,7 +17,8 @@ made the same way:
 
 The CPU thread count can be chosen from the cores that are idle right now
 (:func:`free_cores`, :func:`choose_threads`): a thread that shares its core with another job
-stalls every operator that waits for it.
+stalls every operator that waits for it. With one thread, calls are timed by the thread's own
+CPU time, which the time slices of other jobs do not inflate (see ``search.latency._timer``).
 
 Example:
     >>> paired = measure_paired({"teacher": teacher, "subnet": small}, inputs,
@@ -273,7 +274,7 @@ def measure_paired(
     if reference is not None and reference not in models:
         raise ValueError(f"reference {reference!r} is not among {sorted(models)}")
     device = torch.device(target.device)
-    time_one = _timer(device)
+    time_one = _timer(device, target.num_threads)
     names = list(models)
     rounds: dict[str, list[float]] = {name: [] for name in names}
     started = time.perf_counter()
@@ -284,7 +285,9 @@ def measure_paired(
             if isinstance(model, nn.Module):
                 if inputs is None:
                     raise ValueError("pass inputs= to time nn.Module candidates")
-                calls[name] = _prepare(model, inputs, device, _dtype(target.dtype))
+                calls[name] = _prepare(
+                    model, inputs, device, _dtype(target.dtype), target.runtime, target.num_threads
+                )
             else:
                 calls[name] = model
         for name in names:

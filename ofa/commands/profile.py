@@ -27,7 +27,23 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's count)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (default: the cores idle right now; a busy machine gets fewer)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("eager", "compile", "onnxruntime"),
+        default="eager",
+        help="what runs the model where it is deployed (a profile is refused for another)",
+    )
+    parser.add_argument(
+        "--max-error",
+        type=float,
+        default=0.15,
+        help="refuse a latency model whose held-out median error is above this",
+    )
     parser.add_argument("--subnets", type=int, default=30, help="random subnets measured to fit")
     parser.add_argument("--held-out", type=int, default=30, help="subnets measured to score")
     parser.add_argument("--warmup", type=int, default=3)
@@ -41,29 +57,36 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from ofa.supernet import load_supernet
-    from search import LatencyModel
+    from search import LatencyModel, UnusableProfileError
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists: pass --overwrite or pick another --out")
+    if not 0 < args.max_error:
+        raise ValueError(f"--max-error must be positive, got {args.max_error}")
     supernet = load_supernet(args.supernet)
-    model = LatencyModel.profile(
-        supernet,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        num_threads=args.threads or torch.get_num_threads(),
-        num_train=args.subnets,
-        num_test=args.held_out,
-        warmup=args.warmup,
-        rounds=args.rounds,
-        seed=args.seed,
-        progress=True,
-    )
+    try:
+        model = LatencyModel.profile(
+            supernet,
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            num_threads=args.threads,
+            num_train=args.subnets,
+            num_test=args.held_out,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            seed=args.seed,
+            progress=True,
+            max_error=args.max_error,
+            runtime=args.runtime,
+        )
+    except UnusableProfileError as error:
+        rejected = out.with_name(out.name + ".rejected.json")
+        error.model.save(rejected)  # for diagnosis; never read as a latency model
+        raise UnusableProfileError(f"{error} (its figures: {rejected})", error.model) from None
     model.save(out)
     held = model.held_out
     print(f"latency model for {model.device_name}, {model.target.describe()}: {model.method}")
@@ -73,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
             f"(max {100 * held[f'{method}_max_error']:.1f}%) on {held['num_subnets']} subnets"
         )
     print(
-        f"  measurement noise (median IQR/median) {100 * held['median_measurement_spread']:.1f}%"
+        f"  measurement noise (median 95% interval) {100 * held['median_measurement_spread']:.1f}%"
+    )
+    max_ms, min_ms = model.anchors_ms()
+    print(
+        f"  max subnet (the teacher's shape) {max_ms:.3g} ms, min subnet {min_ms:.3g} ms "
+        f"({min_ms / max_ms:.2f} of the max): a budget between them, e.g. "
+        "`ofa search --budget-fraction 0.5`"
     )
     print(f"saved to {out}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ofa.cli import HelpFormatter
+
 EXAMPLE = """examples:
   ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~10-15 min
   ofa quickstart --device cuda          # GPU latency as the target
@@ -21,7 +23,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "measured latency, export the best subnet and verify it. Ends with a table of the "
         "teacher beside the chosen subnet.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", default="runs/quickstart", help="run directory")
     parser.add_argument("--device", default="cpu", help="latency target: cpu, cuda or cuda:N")
@@ -37,7 +39,11 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         default=0.5,
         help="latency budget as a fraction of the teacher's measured latency",
     )
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for latency (default: the cores idle when it profiles)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return "quickstart", parser

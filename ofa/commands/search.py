@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 EXAMPLE = """example:
+  ofa search --supernet runs/supernet --latency-model runs/latency_cpu.json \\
+      --budget-fraction 0.5 --trials 200 --out runs/search    # twice as fast as the teacher
   ofa search --supernet runs/supernet --latency-model runs/latency_cpu.json --budget-ms 25 \\
       --trials 200 --out runs/search
   ofa search ... --storage postgresql://user:pw@db/ofa --study-name minilm-cpu   # one worker
@@ -30,7 +32,14 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         action="store_true",
         help="measure every trial's extracted subnet instead of a latency model",
     )
-    parser.add_argument("--budget-ms", type=float, required=True)
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-ms", type=float, help="latency budget in ms on the target")
+    budget.add_argument(
+        "--budget-fraction",
+        type=float,
+        help="latency budget as a share of the teacher's (the max subnet's), measured side by "
+        "side in this run: 0.5 is twice as fast",
+    )
     parser.add_argument("--trials", type=int, default=100, help="trials this run adds")
     parser.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random")
     parser.add_argument("--storage", help="RDB URL or journal file (default: OUT/study.journal)")
@@ -38,9 +47,9 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--out", default="runs/search", help="output directory")
     parser.add_argument(
         "--data",
-        help="CSV/JSON/parquet with text and label columns "
-        "(default: the embedded Rotten Tomatoes reviews); for a CNN supernet: digits, "
-        "fashion-mnist or FILE.npz (images, labels)",
+        help="CSV/JSON/parquet with text and label columns, or rotten_tomatoes / imdb "
+        "(default: the embedded data the supernet records it was trained on; an error if it "
+        "records none); for a CNN supernet: digits, fashion-mnist or FILE.npz (images, labels)",
     )
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
@@ -60,6 +69,11 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--runtime",
+        choices=("eager", "compile", "onnxruntime"),
+        help="with --measure (and to check a latency model): what runs the model",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
     parser.add_argument(
         "--no-remeasure",
@@ -79,6 +93,7 @@ def _target(args: argparse.Namespace, base: dict[str, Any] | None) -> Any:
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "num_threads": args.threads,
+        "runtime": args.runtime,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     if base is None:
@@ -116,15 +131,22 @@ def _tokenizer(args: argparse.Namespace) -> Any:
 
 
 def _evaluation_data(args: argparse.Namespace) -> Any:
-    """A few hundred tokenized examples, tokenized once and reused by every trial."""
-    from ofa.data import load_movie_reviews, load_task, tokenize
+    """A few hundred tokenized examples, tokenized once and reused by every trial.
+
+    Without ``--data`` only a supernet that records the embedded demo's data (``ofa finetune``
+    / ``ofa train`` write it into the model config) is scored on it; any other gets an error
+    naming ``--data`` instead of a silent run on the embedded reviews.
+    """
+    from ofa.commands.train import default_data
+    from ofa.data import EMBEDDED_DATA, load_movie_reviews, load_task, tokenize
 
     if args.examples < 1:
         raise ValueError(f"--examples must be positive, got {args.examples}")
-    if args.data is None:
-        task = load_movie_reviews()
+    data = default_data(args.data, args.supernet, "the supernet")
+    if data in EMBEDDED_DATA:
+        task = load_movie_reviews(data)
     else:
-        task = load_task(args.data, text_column=args.text_column, label_column=args.label_column)
+        task = load_task(data, text_column=args.text_column, label_column=args.label_column)
     rows = task[args.split]
     rows = rows.select(range(min(args.examples, len(rows))))
     return tokenize(rows, _tokenizer(args), max_length=args.max_length)
@@ -147,11 +169,20 @@ def _image_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _report(result: Any) -> None:
+    budget = (
+        f"{result.budget_ms:.3g} ms"
+        if result.budget_fraction is None
+        else f"{result.budget_fraction:g} x the teacher's {result.teacher_ms:.3g} ms"
+    )
     print(
         f"{result.num_trials} trials ({result.num_feasible} within budget) in study "
-        f"{result.study_name!r}; Pareto front, latency predicted vs measured:"
+        f"{result.study_name!r}; budget {budget}; Pareto front, latency predicted vs measured "
+        "(measured side by side with the teacher):"
     )
-    print(f"  {'trial':>5} {'accuracy':>8} {'predicted':>10} {'measured':>10}  fits")
+    print(
+        f"  {'trial':>5} {'accuracy':>8} {'predicted':>10} {'measured':>10} "
+        f"{'speedup (95% interval)':>24}  fits"
+    )
     rows = [*result.pareto]
     if result.also_measured:
         rows += [None, *result.also_measured]
@@ -162,8 +193,11 @@ def _report(result: Any) -> None:
         measured = "-" if point.measured_ms is None else f"{point.measured_ms:.2f} ms"
         print(
             f"  {point.trial_number:>5} {point.accuracy:8.4f} {point.predicted_ms:7.2f} ms "
-            f"{measured:>10}  {'yes' if point.within(result.budget_ms) else 'NO'}"
+            f"{measured:>10} {point.describe_speedup():>24}  "
+            f"{'yes' if result.fits(point) else 'NO'}"
         )
+    for note in result.notes:
+        print(note)
     print(result.message)
     if result.out_dir is not None:
         print(f"results in {result.out_dir} (pareto.json, pareto.csv, plots)")
@@ -192,13 +226,14 @@ def run(args: argparse.Namespace) -> int:
             "convert a fine-tuned *ForSequenceClassification model (see `ofa finetune`)"
         )
     images = _image_data(args) if cnn else None  # cheap: refuse bad image data before timing
+    data, calibration = images or (_evaluation_data(args), None)  # bad data fails before timing
     latency, target = _latency(args, supernet)
-    data, calibration = images or (_evaluation_data(args), None)
     result = search.run(
         supernet,
         evaluate=lambda net, subnet: evaluate(net, subnet, data, calibration_data=calibration),
         latency=latency,
         budget_ms=args.budget_ms,
+        budget_fraction=args.budget_fraction,
         trials=args.trials,
         sampler=args.sampler,
         storage=args.storage,
@@ -207,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         target=target,
         seed=args.seed,
         remeasure=not args.no_remeasure,
+        split=args.split,
     )
     _report(result)
     if result.best is None:

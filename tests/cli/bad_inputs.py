@@ -56,14 +56,21 @@ CASES = (
     Case("profile with batch size 0", ("profile", "--supernet", "{d}/supernet", "--out",
          "{d}/lat.json", "--batch-size", "0"), "batch_size"),
     Case("unknown sampler", ("search", "--supernet", "{d}/supernet", "--budget-ms", "5",
-         "--sampler", "grid", "--measure", "--seq-len", "16", "--out", "{d}/s1"), "unknown sampler 'grid'"),
+         "--data", "{d}/reviews.csv", "--sampler", "grid", "--measure", "--seq-len", "16",
+         "--out", "{d}/s1"), "unknown sampler 'grid'"),
     Case("negative budget", ("search", "--supernet", "{d}/supernet", "--budget-ms", "-1",
-         "--measure", "--seq-len", "16", "--out", "{d}/s2"), "budget"),
+         "--data", "{d}/reviews.csv", "--measure", "--seq-len", "16", "--out", "{d}/s2"),
+         "budget"),
     Case("latency model file missing", ("search", "--supernet", "{d}/supernet", "--budget-ms",
-         "5", "--latency-model", "{d}/missing.json", "--out", "{d}/s3"), "missing.json"),
+         "5", "--data", "{d}/reviews.csv", "--latency-model", "{d}/missing.json", "--out",
+         "{d}/s3"), "missing.json"),
+    Case("budget as a fraction above 1", ("search", "--supernet", "{d}/supernet",
+         "--budget-fraction", "1.5", "--data", "{d}/reviews.csv", "--measure", "--seq-len", "16",
+         "--out", "{d}/s5"), "budget_fraction must be in (0, 1]"),
+
     Case("storage URL of an unknown kind", ("search", "--supernet", "{d}/supernet",
-         "--budget-ms", "10000", "--measure", "--seq-len", "16", "--storage", "bogus://nowhere",
-         "--out", "{d}/s4"), "storage"),
+         "--budget-ms", "10000", "--data", "{d}/reviews.csv", "--measure", "--seq-len", "16",
+         "--storage", "bogus://nowhere", "--out", "{d}/s4"), "storage"),
     Case("sequence longer than the model's positions", ("profile", "--supernet", "{d}/supernet",
          "--out", "{d}/lat.json", "--seq-len", "128"), "max_position_embeddings"),
     Case("training data file missing", ("finetune", "--model", "{d}/bert", "--data",
@@ -88,6 +95,14 @@ CASES = (
          "{d}/o9", "--sparsity", "2:4"), "only for BERT-family supernets"),
     Case("CNN search without image data", ("search", "--supernet", "{d}/cnn", "--budget-ms", "5",
          "--measure", "--out", "{d}/s5"), "a CNN supernet is scored on images"),
+    Case("search without --data on a supernet not made from the demo", ("search", "--supernet",
+         "{d}/supernet", "--budget-ms", "10000", "--measure", "--seq-len", "16", "--out",
+         "{d}/s6"), "give --data: the supernet {d}/supernet records no training data"),
+    Case("train without --data on a supernet not made from the demo", ("train", "--supernet",
+         "{d}/supernet", "--out", "{d}/t7"), "give --data: the supernet {d}/supernet records no"),
+    Case("export --tokenizer of a directory without one", ("export", "--supernet",
+         "{d}/supernet", "--subnet", "max", "--out", "{d}/o10", "--tokenizer", "{d}/bert"),
+         "holds no tokenizer (no tokenizer_config.json)"),
 )
 
 
@@ -116,7 +131,8 @@ def build_fixtures(directory: Path) -> None:
     (directory / "bad_subnet.json").write_text(bad.to_json())
     (directory / "unknown_key.json").write_text(json.dumps({"modle": "x"}))
     (directory / "broken.yaml").write_text("model: [unclosed\n")
-    (directory / "reviews.csv").write_text("text,label\ngood film,1\nbad film,0\nfine,1\n")
+    reviews = "".join(f"film {i} was {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(20))
+    (directory / "reviews.csv").write_text("text,label\n" + reviews)
     cnn = torch.nn.Sequential(
         torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10),

@@ -30,10 +30,15 @@ def test_quickstart_runs_every_stage_to_its_final_table(tmp_path, capsys):
     assert (run / "search" / "pareto.png").exists() and (run / "search" / "pareto.json").exists()
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["subnet"] == json.loads((run / "export" / "subnet.json").read_text())
-    best = json.loads((run / "search" / "pareto.json").read_text())["best"]
-    assert best["measured_ms"] <= json.loads((run / "search" / "pareto.json").read_text())[
-        "budget_ms"]
-    # a second run reuses every finished stage
+    found = json.loads((run / "search" / "pareto.json").read_text())
+    best = found["best"]
+    # the budget is relative: the chosen subnet's share of the teacher, measured side by side
+    assert found["budget_fraction"] == 0.9 and best["share_of_teacher"] <= 0.9
+    assert best["speedup_low"] <= best["speedup"] <= best["speedup_high"]
+    assert f"{best['speedup']:.2f}x ({best['speedup_low']:.2f}-" in out
+    assert "majority class" in out and "side by side" in out
+    # a second run reuses every finished stage, but only timings that re-measure the same
     assert main(argv) == 0
     again = capsys.readouterr().out
     assert "teacher: reusing" in again and "supernet: reusing" in again
+    assert "anchors re-measured agree" in again or "is stale" in again
