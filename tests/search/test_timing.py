@@ -1,0 +1,245 @@
+"""Paired measurement (search.timing), profile refusal and reuse checks, budgets relative to the
+teacher, and the runtime of a latency target."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import search
+from ofa.cnn_space import CnnSubnet
+from ofa.space import Subnet
+from search._families import latency_family
+from search.latency import _timer
+from search.timing import Estimate, MeasurePolicy, measure_paired
+from tests.search._tiny import neg_loss
+
+BURN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+
+
+def _mlp(width: int, depth: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)]).eval()
+
+
+def test_estimate_is_the_median_with_a_notch_interval_and_inverts():
+    samples = [10.0, 11.0, 12.0, 13.0, 30.0]  # one burst: the median ignores it
+    estimate = Estimate.of(samples)
+    assert estimate.value == 12.0 and estimate.rounds == 5
+    half = 1.57 * (13.0 - 11.0) / math.sqrt(5)
+    assert estimate.low == pytest.approx(12.0 - half) and estimate.high == pytest.approx(
+        12.0 + half
+    )
+    assert estimate.interval == pytest.approx(half / 12.0)
+    inverse = Estimate.of([0.5, 0.5, 0.5]).inverse()
+    assert inverse.value == 2.0 and inverse.low <= 2.0 <= inverse.high
+
+
+def test_paired_ratio_of_a_model_four_times_the_work_is_near_four():
+    inputs = torch.randn(16, 256)
+    target = search.LatencyTarget(num_threads=1)
+    paired = measure_paired(
+        {"big": _mlp(256, 8), "small": _mlp(256, 2)}, inputs, target=target, reference="big"
+    )
+    speedup = paired.speedup("small")
+    assert 2.5 < speedup.value < 5.0, speedup
+    assert speedup.low <= speedup.value <= speedup.high
+    assert MeasurePolicy().min_rounds <= paired.rounds <= MeasurePolicy().max_rounds
+    assert paired.times["big"].value > paired.times["small"].value
+
+
+def test_a_candidate_whose_time_jumps_is_refused_as_too_noisy():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(256, 256)
+
+    def jumpy() -> None:  # real work, 1 or 12 matmuls at random: no stable figure exists
+        for _ in range(1 if torch.rand(1, generator=generator).item() < 0.5 else 12):
+            weight @ weight
+
+    policy = MeasurePolicy(
+        repeats=1, min_rounds=4, max_rounds=8, precision=0.01, refuse_above=0.02
+    )
+    with pytest.raises(
+        search.TooNoisyError, match="too noisy to measure the test's call"
+    ) as error:
+        measure_paired(
+            {"steady": lambda: weight @ weight, "jumpy": jumpy},
+            target=search.LatencyTarget(num_threads=2),
+            reference="steady",
+            policy=policy,
+            what="the test's call",
+        )
+    assert "fewer threads (--threads 1)" in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_one_thread_is_timed_by_cpu_time_so_a_sleep_costs_nothing():
+    one, two = _timer(torch.device("cpu"), 1), _timer(torch.device("cpu"), 2)
+    assert one(lambda: time.sleep(0.05)) < 5.0  # ms: the thread was not running
+    assert two(lambda: time.sleep(0.05)) >= 45.0  # the wall clock
+
+
+def test_choose_threads_takes_what_is_asked_and_fewer_when_cores_are_busy():
+    assert search.choose_threads(3) == 3
+    with pytest.raises(ValueError, match="threads must be positive"):
+        search.choose_threads(0)
+    cores = len(os.sched_getaffinity(0))
+    assert 0.0 <= search.free_cores(0.1) <= cores
+    burners = [
+        subprocess.Popen([sys.executable, "-c", BURN.format(seconds=30)]) for _ in range(cores)
+    ]
+    try:
+        time.sleep(0.5)
+        assert search.choose_threads(window_s=0.5) < max(2, cores)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def test_contained_subnets():
+    bert = latency_family("bert")
+    big = Subnet(layers=(0, 1, 2), num_heads=(4, 4, 2), ffn_dims=(64, 64, 32), hidden_size=32)
+    small = Subnet(layers=(0, 2), num_heads=(2, 4), ffn_dims=(64, 32), hidden_size=32)
+    assert bert.contains(big, small) and not bert.contains(small, big)
+    wider = Subnet(layers=(0,), num_heads=(1,), ffn_dims=(16,), hidden_size=64)
+    assert not bert.contains(big, wider)
+    cnn = latency_family("cnn")
+    assert cnn.contains(
+        CnnSubnet(widths=(8, 16), depths=(2,)), CnnSubnet(widths=(8, 8), depths=(1,))
+    )
+    assert not cnn.contains(
+        CnnSubnet(widths=(8, 16), depths=(1,)), CnnSubnet(widths=(8, 8), depths=(2,))
+    )
+
+
+def test_a_profile_above_the_error_bound_is_refused_with_its_model(supernet):
+    with pytest.raises(search.UnusableProfileError, match="not usable") as error:
+        search.LatencyModel.profile(
+            supernet, seq_len=16, num_threads=1, num_train=5, num_test=2, max_error=1e-9
+        )
+    assert "quieter machine" in str(error.value) and error.value.model.held_out_error > 1e-9
+
+
+def test_validation_tells_a_slower_machine_from_a_stale_shape(supernet, latency_model):
+    check = latency_model.validate(supernet)
+    assert not check.stale, check.describe()
+    data = latency_model.to_dict()
+    for record in data["measurements"]:
+        record["measured_ms"] *= 3  # profiled on a machine three times slower
+    slower = search.LatencyModel.from_dict(data).validate(supernet)
+    assert slower.moved and slower.scale == pytest.approx(1 / 3, rel=0.3)
+    data = latency_model.to_dict()
+    for record in data["measurements"]:
+        if search.LatencyModel.from_dict(data).space.min_subnet().to_dict() == record["subnet"]:
+            record["measured_ms"] *= 3  # the min subnet alone: the shape changed
+    assert search.LatencyModel.from_dict(data).validate(supernet).stale
+
+
+def test_rescaled_model_multiplies_every_prediction(supernet, latency_model):
+    scaled = latency_model.rescaled(1.5)
+    for subnet in (supernet.space.max_subnet(), supernet.space.min_subnet()):
+        assert scaled(subnet) == pytest.approx(1.5 * latency_model(subnet))
+    assert scaled.anchors_ms() == latency_model.anchors_ms()  # measurements stay as profiled
+
+
+def test_budget_fraction_is_checked_by_the_paired_share(supernet, latency_model, tmp_path):
+    result = search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_fraction=0.9,
+        trials=6,
+        out_dir=tmp_path,
+    )
+    assert result.budget_fraction == 0.9 and result.teacher_ms > 0
+    assert result.best is not None and result.best.share <= 0.9
+    best = result.best
+    assert best.speedup_low <= best.speedup <= best.speedup_high
+    assert best.speedup == pytest.approx(1 / best.share, rel=0.05)
+    assert "the teacher's speed (paired, 95% interval)" in result.message
+    saved = json.loads((tmp_path / "pareto.json").read_text())
+    assert saved["budget_fraction"] == 0.9 and saved["validation"]["scale"] > 0
+    assert saved["best"]["share_of_teacher"] == best.share
+
+
+def test_budget_fraction_below_the_smallest_subnet_names_its_share(supernet, latency_model):
+    with pytest.raises(ValueError, match="below the smallest subnet's share") as error:
+        search.run(
+            supernet, evaluate=neg_loss, latency=latency_model, budget_fraction=0.01, trials=1
+        )
+    assert "measured side by side" in str(error.value) and "raise it to at least" in str(
+        error.value
+    )
+
+
+def test_exactly_one_budget(supernet, latency_model):
+    with pytest.raises(ValueError, match="either budget_ms or budget_fraction"):
+        search.run(supernet, evaluate=neg_loss, latency=latency_model, trials=1)
+    with pytest.raises(ValueError, match=r"budget_fraction must be in \(0, 1\]"):
+        search.run(
+            supernet, evaluate=neg_loss, latency=latency_model, budget_fraction=2.0, trials=1
+        )
+
+
+def test_onnxruntime_latency_is_measured_recorded_and_refused_for_eager(supernet, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = search.LatencyModel.profile(
+        supernet,
+        seq_len=16,
+        num_threads=1,
+        num_train=5,
+        num_test=2,
+        runtime="onnxruntime",
+        max_error=None,
+    )
+    model.save(tmp_path / "ort.json")
+    saved = json.loads((tmp_path / "ort.json").read_text())
+    assert saved["target"]["runtime"] == "onnxruntime"
+    assert all(r["measured_ms"] > 0 for r in saved["measurements"])
+    eager = search.LatencyTarget(seq_len=16, num_threads=1)
+    with pytest.raises(ValueError, match="onnxruntime, not cpu float32 batch 1 seq 16 1 threads:"):
+        search.LatencyModel.load(tmp_path / "ort.json", target=eager)
+    with pytest.raises(ValueError, match="unknown runtime 'tvm'"):
+        search.LatencyTarget(runtime="tvm")
+
+
+@pytest.mark.slow
+def test_compiled_latency_is_measured_and_refused_for_eager(supernet):
+    target = search.LatencyTarget(seq_len=16, num_threads=1, runtime="compile")
+    family = latency_family("bert")
+    small = supernet.extract(supernet.space.min_subnet())
+    policy = MeasurePolicy(warmup=2, min_rounds=3, max_rounds=6, refuse_above=0.5)
+    paired = measure_paired(
+        {"small": small}, family.inputs(supernet, target), target=target, policy=policy
+    )
+    assert paired.times["small"].value > 0
+    assert target.describe().endswith(" compile") and target.to_dict()["runtime"] == "compile"
+    assert "runtime" not in search.LatencyTarget().to_dict()  # eager JSON unchanged
+
+
+def test_profile_cli_prints_anchors_and_keeps_a_refused_profile_aside(tmp_path, capsys):
+    from ofa.cli import main
+    from tests.search._tiny import tiny_supernet
+
+    tiny_supernet().save(tmp_path / "supernet")
+    base = ["profile", "--supernet", str(tmp_path / "supernet"), "--seq-len", "16", "--subnets",
+            "5", "--held-out", "2", "--threads", "1"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "lat.json")]) == 0
+    out = capsys.readouterr().out
+    assert "max subnet (the teacher's shape)" in out and "min subnet" in out
+    assert "--budget-fraction" in out
+    code = main([*base, "--out", str(tmp_path / "bad.json"), "--max-error", "1e-9"])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("ofa ")]  # beside progress bars
+    assert code == 2 and len(ours) == 1 and "not usable" in ours[0]
+    assert not (tmp_path / "bad.json").exists()
+    assert (tmp_path / "bad.json.rejected.json").is_file()
