@@ -113,6 +113,13 @@ def _from_result(data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict
     ms = best.get("measured_ms")
     if ms is not None and isinstance(data.get("target"), dict) and "device" in data["target"]:
         extras["latency"] = {"ms": ms, "iqr_ms": best.get("measured_iqr_ms"), **data["target"]}
+        if best.get("speedup") is not None:  # measured side by side with the teacher
+            extras["latency"].update(
+                teacher_ms=data.get("teacher_ms"),
+                speedup=best["speedup"],
+                speedup_interval=[best.get("speedup_low"), best.get("speedup_high")],
+                runtime=data["target"].get("runtime", "eager"),
+            )
     return best["subnet"], extras
 
 
@@ -303,6 +310,15 @@ def _report(args: argparse.Namespace, out: Path, supernet: Any, subnet: Any) -> 
 
     manifest = export.read_manifest(out)
     print(f"exported {subnet.to_json()} to {out} ({manifest['params']:,} params)")
+    latency = manifest.get("latency") or {}
+    if latency.get("speedup") is not None:
+        low, high = latency.get("speedup_interval") or (None, None)
+        interval = "" if low is None else f" (95% interval {low:.2f}-{high:.2f})"
+        print(
+            f"speedup over the teacher: {latency['speedup']:.2f}x{interval} in "
+            f"{latency.get('runtime', 'eager')} on {latency.get('device', '?')}, "
+            "measured side by side in the search"
+        )
     if not args.no_verify:
         result = export.verify(out, supernet, subnet)
         bound = "unbounded" if result.atol is None else f"<= {result.atol:.0e}"

@@ -116,3 +116,28 @@ def test_search_refuses_another_shape(workspace, capsys):
         workspace, "--budget-ms", "1e5", "--seq-len", "128", "--out", str(workspace / "shape")
     )
     assert code == 2 and "run `ofa profile` with those settings" in capsys.readouterr().err
+
+
+def test_budget_fraction_search_then_export_reports_the_paired_speedup(workspace, capsys):
+    out = workspace / "fraction"
+    code = _search(workspace, "--budget-fraction", "0.9", "--trials", "4", "--out", str(out))
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "0.9 x the teacher's" in printed and "speedup (95% interval)" in printed
+    saved = json.loads((out / "pareto.json").read_text())
+    best = saved["best"]
+    assert saved["budget_fraction"] == 0.9 and best["share_of_teacher"] <= 0.9
+    assert f"{best['speedup']:.2f}x ({best['speedup_low']:.2f}-{best['speedup_high']:.2f})" in (
+        printed
+    )
+    exported = workspace / "fraction_export"
+    code = main(
+        ["export", "--supernet", str(workspace / "supernet"), "--subnet", "best", "--search",
+         str(out), "--out", str(exported)]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"speedup over the teacher: {best['speedup']:.2f}x" in printed and "eager" in printed
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["latency"]["speedup"] == best["speedup"]
+    assert manifest["latency"]["teacher_ms"] == saved["teacher_ms"]
