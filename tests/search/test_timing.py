@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,9 +18,7 @@ from ofa.space import Subnet
 from search._families import latency_family
 from search.latency import _timer
 from search.timing import Estimate, MeasurePolicy, measure_paired
-from tests.search._tiny import neg_loss
-
-BURN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+from tests.search._tiny import cpu_burners, neg_loss
 
 
 def _mlp(width: int, depth: int) -> nn.Module:
@@ -93,16 +89,8 @@ def test_choose_threads_takes_what_is_asked_and_fewer_when_cores_are_busy():
         search.choose_threads(0)
     cores = len(os.sched_getaffinity(0))
     assert 0.0 <= search.free_cores(0.1) <= cores
-    burners = [
-        subprocess.Popen([sys.executable, "-c", BURN.format(seconds=30)]) for _ in range(cores)
-    ]
-    try:
-        time.sleep(0.5)
+    with cpu_burners(cores, seconds=30):
         assert search.choose_threads(window_s=0.5) < max(2, cores)
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
 
 
 def test_contained_subnets():
