@@ -223,7 +223,11 @@ def main() -> None:
         "Speedups: teacher (max subnet) over subnet, median of per-round ratios from "
         "`search.measure_paired`; the quiet reference is measured right after the burners stop. "
         "Goals: quiet held-out <= 5%; loaded <= 10% or a refusal; every reported speedup within "
-        "10% of its paired quiet figure.\n\n" + render(rows)
+        "10% of its paired quiet figure. The last figure column is the latency model's own "
+        "predicted speedup (max over subnet, predicted) against the quiet paired one: the "
+        "search never reports it, it re-measures the front side by side with the teacher, "
+        "which is why the reported column is held to the goal and this one is not.\n\n"
+        + render(rows)
     )
     print(body)
     if not args.no_write:

@@ -8,7 +8,7 @@ from typing import Any
 from ofa.cli import HelpFormatter
 
 EXAMPLE = """examples:
-  ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~10-15 min
+  ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~4-13 min
   ofa quickstart --device cuda          # GPU latency as the target
   ofa quickstart --out runs/qs          # run it again: finished stages are reused"""
 
