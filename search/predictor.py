@@ -67,12 +67,15 @@ class StaleProfileError(ValueError):
 class Validation:
     """A saved profile's anchors (max and min subnet) measured again, side by side.
 
-    ``scale`` is measured over predicted latency now (1.3: the device runs 30% slower than when
-    profiled); ``shape_error`` is how far the measured min/max ratio is from the predicted one.
+    ``scale`` is the max subnet's latency now over as profiled (1.3: the device runs 30% slower
+    than when profiled); ``shape_error`` is how far the min/max ratio measured now is from the
+    profiled one. Both are judged on their 95% intervals: only a move beyond ``bound`` that the
+    noise cannot explain counts.
     """
 
     max_ms: Estimate
     min_ms: Estimate
+    ratio: Estimate  # min over max, paired, now
     predicted_max_ms: float
     predicted_min_ms: float
     scale: float
@@ -81,37 +84,40 @@ class Validation:
 
     @classmethod
     def from_anchors(
-        cls, model: LatencyModel, max_ms: Estimate, min_over_max: float, bound: float
+        cls, model: LatencyModel, max_ms: Estimate, ratio: Estimate, bound: float
     ) -> Validation:
         """From the max subnet's latency and the min/max ratio, both measured now."""
         predicted_max, predicted_min = model.anchors_ms()
         scale = max_ms.value
         min_ms = Estimate(
-            min_over_max * scale,
-            min_over_max * max_ms.low,
-            min_over_max * max_ms.high,
-            max_ms.spread,
-            max_ms.rounds,
+            ratio.value * scale, ratio.low * scale, ratio.high * scale, ratio.spread, ratio.rounds
         )
         return cls(
             max_ms=max_ms,
             min_ms=min_ms,
+            ratio=ratio,
             predicted_max_ms=predicted_max,
             predicted_min_ms=predicted_min,
             scale=max_ms.value / predicted_max,
-            shape_error=abs(min_over_max / (predicted_min / predicted_max) - 1.0),
+            shape_error=abs(ratio.value / (predicted_min / predicted_max) - 1.0),
             bound=bound,
+        )
+
+    @staticmethod
+    def _outside(estimate: Estimate, reference: float, bound: float) -> bool:
+        return estimate.low > reference * (1.0 + bound) or estimate.high < reference * (
+            1.0 - bound
         )
 
     @property
     def moved(self) -> bool:
         """The device's speed moved beyond the bound since the profile (load, clocks)."""
-        return abs(self.scale - 1.0) > self.bound
+        return self._outside(self.max_ms, self.predicted_max_ms, self.bound)
 
     @property
     def stale(self) -> bool:
-        """The profile's shape no longer holds: re-profile."""
-        return self.shape_error > self.bound
+        """The profile's shape (min over max) no longer holds: re-profile."""
+        return self._outside(self.ratio, self.predicted_min_ms / self.predicted_max_ms, self.bound)
 
     def describe(self) -> str:
         return (
@@ -124,6 +130,7 @@ class Validation:
         return {
             "max_ms": self.max_ms.to_dict(),
             "min_ms": self.min_ms.to_dict(),
+            "min_over_max": self.ratio.to_dict(),
             "predicted_max_ms": self.predicted_max_ms,
             "predicted_min_ms": self.predicted_min_ms,
             "scale": self.scale,
@@ -449,9 +456,7 @@ class LatencyModel:
             policy=policy,
             what="the latency model's anchors",
         )
-        return Validation.from_anchors(
-            self, paired.times["max"], paired.ratios["min"].value, bound
-        )
+        return Validation.from_anchors(self, paired.times["max"], paired.ratios["min"], bound)
 
     def rescaled(self, scale: float) -> LatencyModel:
         """The same model with every prediction multiplied by ``scale`` (the device now)."""

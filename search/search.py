@@ -119,10 +119,11 @@ def _calibrate_budget(
 ) -> tuple[Latency, float, Validation | None, list[str]]:
     """The latency model checked against the anchors measured now, and the budget in ms now.
 
-    A profile whose min/max shape moved is refused (re-profile). One whose scale moved is
-    rescaled for a budget relative to the teacher (only ratios matter there) and refused for
-    a budget in ms (the device is not what was profiled). The smallest subnet must fit: by its
-    paired share of the teacher, or by its latency measured now.
+    A profile whose min/max shape moved is refused (re-profile). One whose scale moved (the
+    machine is slower or faster now) is rescaled to now, and says so; for a budget in ms a move
+    beyond 2x is refused (that is not the machine that was profiled). A budget relative to the
+    teacher always uses predictions rescaled to now (only ratios matter there). The smallest
+    subnet must fit: by its paired share of the teacher, or by its latency measured now.
     """
     notes: list[str] = []
     teacher_ms = anchors.times["teacher"]
@@ -131,32 +132,35 @@ def _calibrate_budget(
     describe = latency.target.describe()
     validation = None
     if isinstance(latency, LatencyModel):
+        top = max_share.value
         max_ms = Estimate(
-            *(v * teacher_ms.value for v in (max_share.value, max_share.low, max_share.high)),
+            *(v * teacher_ms.value for v in (top, max_share.low, max_share.high)),
             max_share.spread,
             max_share.rounds,
         )
-        validation = Validation.from_anchors(
-            latency, max_ms, min_share.value / max_share.value, bound
-        )
+        ratio = Estimate(
+            min_share.value / top, min_share.low / top, min_share.high / top,
+            min_share.spread, min_share.rounds,
+        )  # fmt: skip
+        validation = Validation.from_anchors(latency, max_ms, ratio, bound)
         if validation.stale:
             raise StaleProfileError(
                 f"the latency model no longer predicts {describe} ({validation.describe()}): "
                 "run `ofa profile` again"
             )
-        if validation.moved:
-            if budget_fraction is None:
-                raise StaleProfileError(
-                    f"this device runs at {validation.scale:.2f}x the latency it was profiled at "
-                    f"({validation.describe()}); other jobs or clocks changed it: profile again "
-                    "on the machine as it will run, or give a budget relative to the teacher "
-                    "(--budget-fraction)"
-                )
-            notes.append(
-                f"the device runs at {validation.scale:.2f}x the profiled latency now: "
-                "predictions rescaled (the budget is relative to the teacher)"
+        if budget_fraction is None and not 0.5 <= validation.scale <= 2.0:
+            raise StaleProfileError(
+                f"this device runs at {validation.scale:.2f}x the latency it was profiled at "
+                f"({validation.describe()}): that is not the machine as profiled; profile again "
+                "on the machine as it will run, or give a budget relative to the teacher "
+                "(--budget-fraction)"
             )
-        if budget_fraction is not None:
+        if validation.moved:
+            notes.append(
+                f"the device runs at {validation.scale:.2f}x the profiled latency now "
+                f"({validation.describe()}): predictions rescaled to now"
+            )
+        if budget_fraction is not None or validation.moved:
             latency = latency.rescaled(validation.scale)
     if budget_fraction is not None:
         if min_share.low > budget_fraction:

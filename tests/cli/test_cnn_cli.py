@@ -118,7 +118,7 @@ def test_train_profile_search_export_on_a_cnn(cnn_dirs, capsys):
             ]
         )
         == 0
-    )
+    ), capsys.readouterr().err
     pareto = json.loads((root / "search" / "pareto.json").read_text())
     assert pareto["best"]["measured_ms"] <= pareto["budget_ms"]
 
