@@ -79,7 +79,6 @@ def measure_subnets(
     inputs = family.inputs(supernet, target)
     reference = supernet.extract(supernet.space.max_subnet())
     ratios: list[Estimate | None] = [None] * len(subnets)
-    reference_rounds: list[float] = []
     blocks = [
         list(range(i, min(i + _BLOCK, len(subnets)))) for i in range(0, len(subnets), _BLOCK)
     ]
@@ -88,9 +87,17 @@ def measure_subnets(
         paired = _block(reference, models, inputs, target, policy)
         for i in block:
             ratios[i] = paired.ratios[str(i)]
-        reference_rounds.append(paired.times["reference"].value)
     _resolve_contradictions(supernet, subnets, ratios, reference, inputs, target, policy)
-    reference_ms = Estimate.of(reference_rounds)
+    # the absolute scale: the max subnet beside the min one, as a later check re-measures them
+    # (LatencyModel.validate, search.run), so that check compares like with like
+    anchors = measure_paired(
+        {"max": reference, "min": supernet.extract(supernet.space.min_subnet())},
+        inputs,
+        target=target,
+        reference="max",
+        what="the profile's anchors",
+    )
+    reference_ms = anchors.times["max"]
     timings = [
         SubnetTiming(ms=r.value * reference_ms.value, interval=r.interval, ratio=r)
         for r in ratios

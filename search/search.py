@@ -133,10 +133,14 @@ def _calibrate_budget(
     validation = None
     if isinstance(latency, LatencyModel):
         top = max_share.value
-        max_ms = Estimate(
-            *(v * teacher_ms.value for v in (top, max_share.low, max_share.high)),
-            max_share.spread,
-            max_share.rounds,
+        max_ms = (
+            Estimate(
+                *(v * teacher_ms.value for v in (top, max_share.low, max_share.high)),
+                max_share.spread,
+                max_share.rounds,
+            )
+            if "max" in anchors.ratios
+            else teacher_ms  # the max subnet was the teacher
         )
         ratio = Estimate(
             min_share.value / top, min_share.low / top, min_share.high / top,
