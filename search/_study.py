@@ -100,72 +100,20 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
 def suggest_subnet(
     trial: optuna.trial.Trial, space: SearchSpace | CnnSearchSpace
 ) -> Subnet | CnnSubnet:
-    """A subnet from the trial, one categorical parameter per elastic choice of ``space``.
+    """A subnet from the trial, one categorical parameter per elastic choice of ``space`` (the
+    family's adapter names them; see ``search._family_bert`` / ``search._family_cnn``)."""
+    from search._families import family_of  # the adapters import this module's neighbours
 
-    BERT: depth, hidden width, and heads and FFN width of every layer. Every layer's widths are
-    suggested whatever the depth, so the parameter space is fixed (which NSGA-II and
-    multivariate TPE need); a layer the depth drops ignores its values. CNN: a width per channel
-    group (``width_i``), a depth per stage (``depth_i``) and a kernel per kernel-elastic conv
-    (``kernel_i``), in the space's order; a block the depth drops ignores its values.
-    """
-    if isinstance(space, CnnSearchSpace):
-        return _suggest_cnn(trial, space)
-    depth = trial.suggest_categorical("depth", list(space.depths))
-    hidden = trial.suggest_categorical("hidden_size", list(space.hidden_sizes))
-    heads = [
-        trial.suggest_categorical(f"heads_{i}", list(space.num_heads))
-        for i in range(space.num_layers)
-    ]
-    ffn = [
-        trial.suggest_categorical(f"ffn_{i}", list(space.ffn_dims))
-        for i in range(space.num_layers)
-    ]
-    layers = space.layers_for(int(depth))
-    return Subnet(
-        layers=layers,
-        num_heads=tuple(int(heads[i]) for i in layers),
-        ffn_dims=tuple(int(ffn[i]) for i in layers),
-        hidden_size=int(hidden),
-    )
-
-
-_CNN_PARAMS = (
-    ("width", "channel_choices"),
-    ("depth", "depth_choices"),
-    ("kernel", "kernel_choices"),
-)
-
-
-def _suggest_cnn(trial: optuna.trial.Trial, space: CnnSearchSpace) -> CnnSubnet:
-    values = [
-        tuple(
-            int(trial.suggest_categorical(f"{prefix}_{i}", list(options)))
-            for i, options in enumerate(getattr(space, choices))
-        )
-        for prefix, choices in _CNN_PARAMS
-    ]
-    return CnnSubnet(widths=values[0], depths=values[1], kernel_sizes=values[2])
+    return family_of(space).suggest(trial, space)
 
 
 def subnet_params(
     subnet: Subnet | CnnSubnet, space: SearchSpace | CnnSearchSpace
 ) -> dict[str, Any]:
     """Trial parameters that :func:`suggest_subnet` maps back to ``subnet`` (for enqueueing)."""
-    if isinstance(subnet, CnnSubnet):
-        chosen = (subnet.widths, subnet.depths, subnet.kernel_sizes)
-        return {
-            f"{prefix}_{i}": value
-            for (prefix, _), values in zip(_CNN_PARAMS, chosen)
-            for i, value in enumerate(values)
-        }
-    assert isinstance(space, SearchSpace)
-    params: dict[str, Any] = {"depth": subnet.depth, "hidden_size": subnet.hidden_size}
-    for i in range(space.num_layers):
-        # dropped layers take the nearest kept layer's widths, so uniform subnets stay uniform
-        nearest = min(range(subnet.depth), key=lambda k: abs(subnet.layers[k] - i))
-        params[f"heads_{i}"] = subnet.num_heads[nearest]
-        params[f"ffn_{i}"] = subnet.ffn_dims[nearest]
-    return params
+    from search._families import family_of
+
+    return family_of(space).params(subnet, space)
 
 
 def largest_within(

@@ -13,6 +13,7 @@ from typing import Any
 from ofa._io import write_json_atomic
 from ofa.cnn_space import CnnSubnet
 from ofa.space import Subnet
+from search._families import family_of
 
 __all__ = ["ParetoPoint", "SearchResult", "hypervolume", "pareto_front", "write_pareto"]
 
@@ -151,27 +152,13 @@ _POINT_COLUMNS = [
     "measured_iqr_ms",
     "within_budget",
 ]
-_BERT_COLUMNS = ["depth", "layers", "num_heads", "ffn_dims", "hidden_size"]
-_CNN_COLUMNS = ["widths", "depths", "kernel_sizes"]
-
-
-def _subnet_columns(subnet: Subnet | CnnSubnet) -> dict[str, Any]:
-    """The subnet's choices as CSV cells: tuples become space-separated numbers."""
-    if isinstance(subnet, CnnSubnet):
-        return {name: " ".join(map(str, getattr(subnet, name))) for name in _CNN_COLUMNS}
-    return {
-        "depth": subnet.depth,
-        "layers": " ".join(map(str, subnet.layers)),
-        "num_heads": " ".join(map(str, subnet.num_heads)),
-        "ffn_dims": " ".join(map(str, subnet.ffn_dims)),
-        "hidden_size": subnet.hidden_size,
-    }
 
 
 def _csv_text(points: Sequence[ParetoPoint], budget_ms: float) -> str:
     buffer = io.StringIO()
-    cnn = bool(points) and isinstance(points[0].subnet, CnnSubnet)
-    columns = _POINT_COLUMNS + (_CNN_COLUMNS if cnn else _BERT_COLUMNS) + ["flops", "num_params"]
+    family = family_of(points[0].subnet) if points else None
+    names = list(family.csv_names) if family is not None else []
+    columns = _POINT_COLUMNS + names + ["flops", "num_params"]
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for point in points:
@@ -185,7 +172,7 @@ def _csv_text(points: Sequence[ParetoPoint], budget_ms: float) -> str:
                 if point.measured_iqr_ms is None
                 else f"{point.measured_iqr_ms:.4f}",
                 "within_budget": point.within(budget_ms),
-                **_subnet_columns(point.subnet),
+                **family.csv_columns(point.subnet),  # type: ignore[union-attr]
                 "flops": point.flops,
                 "num_params": point.num_params,
             }

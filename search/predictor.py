@@ -242,9 +242,8 @@ class LatencyModel:
                 f"this latency model was profiled on {self.device_name!r}, but {self.target.device} "
                 f"here is {here!r}: run `ofa profile` on this device"
             )
-        if target is not None and self.family == "cnn" and target.image_size is None:
-            # a CNN target without an image size means the search space's
-            target = replace(target, image_size=self.space.image_size)  # type: ignore[union-attr]
+        if target is not None:  # e.g. a CNN target without an image size means the space's
+            target = self._family.complete_target(self.space, target)
         if target is not None and target != self.target:
             raise ValueError(
                 f"this latency model was profiled for {self.target.describe()}, not "
