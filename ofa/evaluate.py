@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ofa.calibrate import calibrate_bn_
+from ofa.convert import family_named
 from ofa.data_images import ImageData
 from ofa.space import Subnet
 from ofa.supernet import Supernet
@@ -106,8 +107,9 @@ def evaluate(
     """
     if not isinstance(supernet, Supernet):
         raise TypeError(f"evaluate takes an ofa.Supernet, got {type(supernet).__name__}")
+    calibrates = family_named(supernet.family_name).calibrates_batch_norm
     if calibration_data is not None:
-        if supernet.family_name != "cnn":
+        if not calibrates:
             raise ValueError("calibration_data recalibrates batch norms: it is for CNN supernets")
         supernet.space.check(subnet)
         model = supernet.extract(subnet)
@@ -115,7 +117,7 @@ def evaluate(
             calibration_data = calibration_data.batches(batch_size)
         calibrate_bn_(model, calibration_data)
         return accuracy(model, data, batch_size=batch_size)
-    if supernet.family_name == "cnn":
+    if calibrates:
         logger.warning(
             "evaluating a CNN subnet on the supernet's batch-norm statistics; pass "
             "calibration_data=<training images> for its own"

@@ -76,6 +76,19 @@ class BertFamily:
     name = "bert"
     space_type = SearchSpace
     subnet_type = Subnet
+    calibrates_batch_norm = False  # LayerNorm only: a subnet runs on the supernet as it is
+
+    @staticmethod
+    def check_train_data(train_data: Any, hidden_weight: float, theseus: bool) -> None:
+        """Refuse training data a BERT-family supernet cannot train on."""
+        import datasets
+
+        if not isinstance(train_data, datasets.Dataset) or "input_ids" not in (
+            train_data.column_names
+        ):
+            raise ValueError(
+                "train_data must be a tokenized datasets.Dataset (see ofa.data.tokenize)"
+            )
 
     # ---- structure ------------------------------------------------------------------------
     @staticmethod

@@ -129,6 +129,24 @@ class CnnFamily:
     name = "cnn"
     space_type = CnnSearchSpace
     subnet_type = CnnSubnet
+    # a subnet's batch norms need statistics of their own (ofa.calibrate_bn_) to be evaluated
+    calibrates_batch_norm = True
+
+    @staticmethod
+    def check_train_data(train_data: Any, hidden_weight: float, theseus: bool) -> None:
+        """Refuse training data and options a CNN supernet cannot train with."""
+        from ofa.data_images import ImageData
+
+        if not isinstance(train_data, ImageData):
+            raise ValueError(
+                "a CNN supernet trains on ofa.data_images.ImageData (images and labels), "
+                f"got {type(train_data).__name__}; see ofa.data_images.load_fashion_mnist"
+            )
+        if hidden_weight > 0 or theseus:
+            raise ValueError(
+                "hidden-state distillation and BERT-of-Theseus are for BERT-family supernets: "
+                "use hidden_weight=0 and theseus=None for a CNN"
+            )
 
     # ---- structure ------------------------------------------------------------------------
     @staticmethod

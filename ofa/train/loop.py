@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ofa.convert import family_named
 from ofa.data import epoch_order, pad_collate
 from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
@@ -229,21 +230,9 @@ def _check_inputs(
         raise TypeError(
             f"train takes an ofa.Supernet, got {type(supernet).__name__}; use ofa.convert"
         )
-    if supernet.family_name == "cnn":
-        if not isinstance(train_data, ImageData):
-            raise ValueError(
-                "a CNN supernet trains on ofa.data_images.ImageData (images and labels), "
-                f"got {type(train_data).__name__}; see ofa.data_images.load_fashion_mnist"
-            )
-        if config.distill.hidden_weight > 0 or config.theseus is not None:
-            raise ValueError(
-                "hidden-state distillation and BERT-of-Theseus are for BERT-family supernets: "
-                "use hidden_weight=0 and theseus=None for a CNN"
-            )
-    elif (
-        not isinstance(train_data, datasets.Dataset) or "input_ids" not in train_data.column_names
-    ):
-        raise ValueError("train_data must be a tokenized datasets.Dataset (see ofa.data.tokenize)")
+    family_named(supernet.family_name).check_train_data(
+        train_data, config.distill.hidden_weight, config.theseus is not None
+    )
     if teacher is None and config.teacher_mode == "frozen" and config.distill.alpha < 1:
         raise ValueError("no teacher: pass teacher=..., or teacher_mode='inplace', or alpha=1.0")
     if config.theseus is not None and teacher is None:
@@ -425,7 +414,7 @@ def _evaluate_phase(
         space = phase.space_for(supernet.space)
         subnets = {"max": space.max_subnet(), "min": space.min_subnet()}
     calibration = None
-    if supernet.family_name == "cnn":
+    if family_named(supernet.family_name).calibrates_batch_norm:
         order = epoch_order(size, seed=12345, epoch=0)[: 8 * 64]
         calibration = [collate(order[i : i + 64]) for i in range(0, len(order), 64)]
     was_training = supernet.training
