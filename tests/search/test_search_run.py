@@ -83,17 +83,21 @@ def test_outputs_and_resume_add_trials_to_the_same_study(supernet, latency_model
 
 
 def test_best_is_chosen_by_measured_latency(supernet, latency_model):
-    """Re-measured on the device: the best subnet's measured latency fits the budget."""
-    budget = 3 * latency_model(supernet.space.max_subnet())
+    """A budget that the max subnet misses: the best subnet is one whose latency, re-measured
+    on the device, fits it, and the most accurate subnet (the max) is not chosen."""
+    max_ms, min_ms = latency_model.anchors_ms()
+    budget = min_ms + 0.5 * (max_ms - min_ms)
     result = search.run(
         supernet,
         evaluate=neg_loss,
         latency=latency_model,
         budget_ms=budget,
-        trials=6,
+        trials=8,
     )
     assert all(p.measured_ms is not None and p.measured_ms > 0 for p in result.pareto)
+    assert result.num_feasible < result.num_trials  # the budget constrained something
     assert result.best is not None and result.best.measured_ms <= budget
+    assert result.best.subnet != supernet.space.max_subnet()
     assert "measured" in result.message
 
 
