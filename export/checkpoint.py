@@ -42,7 +42,7 @@ from export.sparsity import (
     say_dense_once,
     to_semi_structured_,
 )
-from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic
+from ofa._io import atomic_dir, check_replaceable, read_json, sha256_file, write_json_atomic
 from ofa.cnn_space import CnnSubnet
 from ofa.convert import family_named
 from ofa.convert.cnn_graph import CnnGraph
@@ -88,13 +88,31 @@ def _check_inputs(
         )
     space: Any = supernet.space  # a SearchSpace or a CnnSearchSpace, by family
     space.check(subnet)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists: pass overwrite=True (--overwrite)")
+    check_replaceable(out_dir, overwrite=overwrite, foreign=_not_an_export, what="an export")
     if latency is not None and (not isinstance(latency, Mapping) or "device" not in latency):
         raise ValueError(
             "latency must be a mapping that names its device, e.g. "
             '{"ms": 4.1, "device": "cpu (2 threads)", "batch_size": 1, "seq_len": 128}'
         )
+
+
+def _not_an_export(directory: Path) -> str | None:
+    """None when ``directory`` holds only what an earlier export wrote (its manifest's files)."""
+    try:
+        manifest = read_json(directory / MANIFEST_FILE, what="export")
+    except (FileNotFoundError, ValueError):
+        return f"no valid {MANIFEST_FILE}"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return f"{MANIFEST_FILE} is not an ofa export's"
+    ours = {MANIFEST_FILE, *manifest.get("files", {})}
+    others = sorted(
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and p.relative_to(directory).as_posix() not in ours
+    )
+    if others:
+        return f"it also holds {', '.join(others[:3])}" + (", ..." if len(others) > 3 else "")
+    return None
 
 
 def save(
@@ -144,7 +162,8 @@ def save(
     Raises:
         ValueError: subnet outside the space, bad sparsity layers, outputs that differ, an
             option the supernet's family does not take (2:4 or a tokenizer for a CNN).
-        FileExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        FileExistsError: ``out_dir`` exists and ``overwrite`` is False, or it holds anything
+            an earlier export did not write (nothing is then deleted).
 
     Example:
         >>> export.save(supernet, supernet.space.min_subnet(), "out/small", tokenizer=tokenizer)

@@ -8,11 +8,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "sha256_file", "write_json_atomic", "read_json"]
+__all__ = [
+    "atomic_dir",
+    "check_replaceable",
+    "clean_leftovers",
+    "read_json",
+    "sha256_file",
+    "write_json_atomic",
+]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -46,7 +53,90 @@ def read_json(path: str | os.PathLike, *, what: str) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{what}: {path} is missing") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{what}: {path} is not valid JSON ({error}); the file is corrupted") from None
+        raise ValueError(
+            f"{what}: {path} is not valid JSON ({error}); the file is corrupted"
+        ) from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries :func:`atomic_dir` left beside ``target`` when its writer died.
+
+    Only our own names for this one output: ``.NAME.PID-XXXX.tmp`` / ``.NAME.old-PID`` whose
+    process is gone, and ``.NAME.XXXX.tmp`` of earlier versions (which named no process).
+    """
+    target = Path(target)
+    parent, prefix = target.parent, f".{target.name}."
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix) :]
+        if rest.endswith(".tmp"):
+            head = rest[: -len(".tmp")]
+            if "." in head:  # another file's temporary (.NAME.json.XXXX.tmp)
+                continue
+            pid = head.split("-", 1)[0] if "-" in head else ""
+        elif rest.startswith("old-"):
+            pid = rest[len("old-") :]
+        else:
+            continue
+        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+            continue  # a writer still at work
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def check_replaceable(
+    target: str | os.PathLike,
+    *,
+    overwrite: bool,
+    foreign: Callable[[Path], str | None],
+    what: str,
+) -> None:
+    """Refuse (FileExistsError, nothing touched) to replace anything we did not write.
+
+    ``target`` may be absent or an empty directory; else it must be an earlier output of ours
+    (``foreign(target)`` returns None, or a short reason why it is not) and ``overwrite`` given.
+    """
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise FileExistsError(
+            f"{target} exists and is not a directory: nothing was changed; pick another path "
+            "or move that file away"
+        )
+    if not any(target.iterdir()):
+        return
+    reason = foreign(target)
+    if reason is not None:
+        raise FileExistsError(
+            f"{target} is not {what} written by ofa ({reason}): nothing was changed; pick "
+            "another directory or move its contents away"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"{target} already holds {what}: pass overwrite=True (--overwrite) to replace it, "
+            "or pick another directory"
+        )
 
 
 @contextlib.contextmanager
@@ -54,12 +144,18 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
     """Yield a temporary directory that replaces ``target`` only when the block succeeds.
 
     A crash inside the block leaves ``target`` as it was (absent, or the old complete copy).
+    Temporaries of this target left by a writer that died are removed first.
     """
     target = Path(target)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists: pick another directory or allow overwrite")
+        raise FileExistsError(
+            f"{target} already exists: pick another directory or allow overwrite"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    clean_leftovers(target)
+    tmp = Path(
+        tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp")
+    )
     try:
         yield tmp
         if target.exists():

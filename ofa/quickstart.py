@@ -153,7 +153,7 @@ class _Stages:
             output_dir=self.out / "supernet_run",
             resume=(self.out / "supernet_run" / "checkpoint").exists(),
         )
-        supernet.save(path)
+        supernet.save(path, overwrite=True)  # our own earlier output only
         self.tokenizer.save_pretrained(path)  # `ofa search` / `ofa export` find it there
         return supernet
 

@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic
+from ofa._io import atomic_dir, check_replaceable, read_json, sha256_file, write_json_atomic
 from ofa.convert import family_for, family_named
 from ofa.groups import UnitGroup
 from ofa.space import SearchSpace, Subnet
@@ -120,9 +120,17 @@ class Supernet(nn.Module):
     def hidden_is_internal(self) -> bool:
         return self._family.hidden_is_internal(self.model)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write weights (safetensors), the model config and the space (JSON), atomically."""
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write weights (safetensors), the model config and the space (JSON), atomically.
+
+        An existing ``directory`` is replaced only when it is a supernet saved earlier (its
+        ``supernet.json``, plus the tokenizer files the CLI puts beside it) and ``overwrite``
+        is True; anything else there raises FileExistsError and nothing is deleted.
+        """
         directory = Path(directory)
+        check_replaceable(
+            directory, overwrite=overwrite, foreign=_not_a_supernet, what="a supernet"
+        )
         with atomic_dir(directory) as tmp:
             safetensors.torch.save_model(self.model, str(tmp / _WEIGHTS))
             write_json_atomic(tmp / _CONFIG, self._family.config_dict(self.model))
@@ -138,6 +146,38 @@ class Supernet(nn.Module):
             write_json_atomic(tmp / _META, meta)
         logger.info("saved supernet to %s", directory)
         return directory
+
+
+# what `ofa convert` / `ofa train` save beside a supernet (tokenizer.save_pretrained)
+_TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "sentencepiece.bpe.model",
+        "spiece.model",
+        "chat_template.jinja",
+    }
+)
+
+
+def _not_a_supernet(directory: Path) -> str | None:
+    """None when ``directory`` holds only what a supernet save (and its tokenizer) wrote."""
+    try:
+        meta = read_json(directory / _META, what="supernet")
+    except (FileNotFoundError, ValueError):
+        return f"no valid {_META}"
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        return f"{_META} is not an ofa supernet's"
+    ours = {_META, *meta.get("sha256", {}), *_TOKENIZER_FILES}
+    others = sorted(entry.name for entry in directory.iterdir() if entry.name not in ours)
+    if others:
+        return f"it also holds {', '.join(others[:3])}" + (", ..." if len(others) > 3 else "")
+    return None
 
 
 def set_subnet_(supernet: Supernet, subnet: Subnet) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.space import SearchSpace, Subnet
@@ -24,6 +28,8 @@ __all__ = [
     "subnet_params",
     "suggest_subnet",
 ]
+
+logger = logging.getLogger(__name__)
 
 SamplerName = Literal["tpe", "nsga2", "random"]
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
@@ -69,8 +75,7 @@ def open_storage(
         if path.is_dir():
             raise ValueError(f"storage {text} is a directory: give a journal file path or a URL")
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
-        return optuna.storages.JournalStorage(backend)
+        return open_journal(path)
     try:
         return optuna.storages.RDBStorage(text)
     except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "bad URL"
@@ -80,6 +85,54 @@ def open_storage(
             "give a reachable database URL such as sqlite:///study.db or "
             "postgresql://user:password@host:5432/db, or a journal file path"
         ) from None
+
+
+JOURNAL_LOCK_GRACE_S = 5  # a lock older than this, with its journal unchanged, is stale
+
+
+class _Journal(optuna.storages.JournalStorage):
+    """A journal storage whose ``create_study(load_if_exists=True)`` on an existing study
+    appends nothing (Optuna's appends a CREATE_STUDY record, then finds the duplicate)."""
+
+    def create_new_study(self, directions: Any, study_name: str | None = None) -> int:
+        if study_name is not None:
+            try:
+                self.get_study_id_from_name(study_name)
+            except KeyError:
+                pass
+            else:
+                raise optuna.exceptions.DuplicatedStudyError(
+                    f"Another study with name '{study_name}' already exists."
+                )
+        return super().create_new_study(directions, study_name)
+
+
+def _clear_dangling_lock(lock: Path, grace_s: float) -> None:
+    """Remove a lock symlink that points nowhere once it is ``grace_s`` old.
+
+    Optuna's lock follows the symlink to date it: a dangling one (left by a SIGKILL of a
+    process that gave a relative path, or a moved journal) is never released and spins a CPU.
+    """
+    deadline = time.monotonic() + grace_s + 2
+    while lock.is_symlink() and not lock.exists():
+        with contextlib.suppress(FileNotFoundError):
+            age = time.time() - lock.lstat().st_mtime
+            if age >= grace_s or time.monotonic() > deadline:
+                lock.unlink()
+                logger.warning("removed the stale journal lock %s", lock)
+                return
+        time.sleep(0.2)
+
+
+def open_journal(
+    path: str | os.PathLike, *, grace_s: int = JOURNAL_LOCK_GRACE_S
+) -> optuna.storages.JournalStorage:
+    """A journal-file storage at ``path`` (made absolute) whose lock left by a killed process
+    is taken over after ``grace_s`` seconds."""
+    path = Path(path).absolute()
+    _clear_dangling_lock(Path(str(path) + LOCK_FILE_SUFFIX), grace_s)
+    lock = JournalFileSymlinkLock(str(path), grace_period=grace_s)
+    return _Journal(JournalFileBackend(str(path), lock_obj=lock))
 
 
 def set_budget_constraint(

@@ -205,16 +205,24 @@ def _open_study(
         **budget,  # ofa_budget_ms, or ofa_budget_fraction (its ms follow the teacher measured now)
         "ofa_target": target.to_dict(),
     }
-    for key, value in settings.items():
-        value = json.loads(json.dumps(value))  # as stored: tuples become lists
-        stored = study.user_attrs.get(key)
-        if stored is None:
-            study.set_user_attr(key, value)
-        elif stored != value:
+    settings = {k: json.loads(json.dumps(v)) for k, v in settings.items()}  # tuples -> lists
+    stored = study.user_attrs
+    for key, value in settings.items():  # every check before any write: a refusal writes nothing
+        if key in stored and stored[key] != value:
             raise ValueError(
-                f"study {name!r} was run with another {key[4:]} ({stored}); continue it with the "
-                "same settings or pick a new study name"
+                f"study {name!r} was run with another {key[4:]} ({stored[key]}); continue it with "
+                "the same settings or pick a new study name"
             )
+    other_budget = {"ofa_budget_ms", "ofa_budget_fraction"} - set(settings)
+    if stored and other_budget & set(stored):
+        raise ValueError(
+            f"study {name!r} was run with a budget of another kind "
+            f"({', '.join(f'{k[4:]}={stored[k]}' for k in other_budget & set(stored))}); "
+            "continue it with the same kind of budget or pick a new study name"
+        )
+    for key, value in settings.items():
+        if key not in stored:
+            study.set_user_attr(key, value)
     return study
 
 

@@ -245,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
     )
     _report(result)
+    if result.best is None and args.trials == 0:  # creates the study for workers to share
+        print(f"study {result.study_name!r} is ready in {result.storage}: start the workers")
+        return 0
     if result.best is None:
         print(f"ofa search: {result.message}", file=sys.stderr)
         return 1

@@ -7,15 +7,18 @@ Nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
-from ofa._io import atomic_dir, read_json, write_json_atomic
+from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT"]
 
@@ -78,9 +81,39 @@ def save_checkpoint(
             "optimizer": optimizer_meta,
             "scheduler": {"last_epoch": scheduler.last_epoch},
             **state,
+            "sha256": {path.name: sha256_file(path) for path in sorted(tmp.glob("*.safetensors"))},
         }
         write_json_atomic(tmp / "state.json", meta)
     return directory
+
+
+def _fix(directory: Path) -> str:
+    return f"delete {directory} to start over, or restore the file"
+
+
+def _check_files(directory: Path, meta: dict[str, Any]) -> None:
+    """Every file's sha256 against ``state.json`` (checkpoints from before it carry none)."""
+    for name, digest in (meta.get("sha256") or {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise ValueError(f"checkpoint file {path} is missing: {_fix(directory)}")
+        if sha256_file(path) != digest:
+            raise ValueError(
+                f"checkpoint file {path} is corrupted (sha256 differs from state.json): "
+                f"{_fix(directory)}"
+            )
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn an unreadable safetensors file into one line naming it and the fix."""
+    try:
+        yield
+    except (safetensors.SafetensorError, OSError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"checkpoint file {path} cannot be read ({first}): {_fix(path.parent)}"
+        ) from None
 
 
 def load_checkpoint(
@@ -99,20 +132,27 @@ def load_checkpoint(
         raise ValueError(
             f"{directory} is not an ofa training checkpoint (format/version mismatch)"
         )
+    _check_files(directory, meta)
     device = str(next(model.parameters()).device)
-    safetensors.torch.load_model(model, str(directory / "model.safetensors"), device=device)
+    with _readable(directory / "model.safetensors"):
+        safetensors.torch.load_model(model, str(directory / "model.safetensors"), device=device)
     if adaptor is not None:
         path = directory / "adaptor.safetensors"
         if not path.exists():
             raise ValueError(
                 f"{directory} has no adaptor but this run uses one: same config needed"
             )
-        safetensors.torch.load_model(adaptor, str(path), device=device)
-    tensors = safetensors.torch.load_file(str(directory / "optimizer.safetensors"), device=device)
+        with _readable(path):
+            safetensors.torch.load_model(adaptor, str(path), device=device)
+    with _readable(directory / "optimizer.safetensors"):
+        tensors = safetensors.torch.load_file(
+            str(directory / "optimizer.safetensors"), device=device
+        )
     optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
     scheduler.last_epoch = int(meta["scheduler"]["last_epoch"])
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
-    rng = safetensors.torch.load_file(str(directory / "rng.safetensors"))
+    with _readable(directory / "rng.safetensors"):
+        rng = safetensors.torch.load_file(str(directory / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
     generator.set_state(rng["sampler"])
     if "cuda" in rng and torch.cuda.is_available():

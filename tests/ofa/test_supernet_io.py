@@ -32,13 +32,15 @@ def test_save_load_gives_the_same_outputs(tmp_path, kind):
                                        main_output(supernet(**inputs)), atol=0, rtol=0)
 
 
-def test_save_replaces_an_old_copy_whole(tmp_path):
+def test_save_replaces_only_its_own_copy_and_never_a_file_it_did_not_write(tmp_path):
     supernet = ofa.convert(make_model("bert-cls"))
     supernet.save(tmp_path / "sn")
-    (tmp_path / "sn" / "stale.txt").write_text("old")
-    supernet.save(tmp_path / "sn")
-    assert not (tmp_path / "sn" / "stale.txt").exists()
+    supernet.save(tmp_path / "sn", overwrite=True)  # an earlier output of ours: replaced whole
     assert [p.name for p in tmp_path.iterdir()] == ["sn"]  # no temporary left behind
+    (tmp_path / "sn" / "stale.txt").write_text("old")
+    with pytest.raises(FileExistsError, match="stale.txt"):
+        supernet.save(tmp_path / "sn", overwrite=True)
+    assert (tmp_path / "sn" / "stale.txt").read_text() == "old"
 
 
 def test_missing_and_corrupted_files_give_clear_errors(tmp_path):

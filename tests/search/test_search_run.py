@@ -210,3 +210,20 @@ def test_hypervolume_and_front():
     volume = search.hypervolume(points, reference_accuracy=0.5, reference_ms=10.0)
     assert volume == pytest.approx(8 * 0.3 + 5 * 0.1)
     assert search.hypervolume([], reference_accuracy=0.5, reference_ms=10.0) == 0.0
+
+
+def test_a_study_refused_for_another_kind_of_budget_writes_nothing(
+    supernet, latency_model, tmp_path
+):
+    search.run(
+        supernet, evaluate=neg_loss, latency=latency_model, budget_ms=1e6, trials=1,
+        out_dir=tmp_path, remeasure=False,
+    )  # fmt: skip
+    journal = tmp_path / "study.journal"
+    before = journal.read_bytes()
+    with pytest.raises(ValueError, match="budget of another kind"):
+        search.run(
+            supernet, evaluate=neg_loss, latency=latency_model, budget_fraction=0.9, trials=1,
+            out_dir=tmp_path,
+        )  # fmt: skip
+    assert journal.read_bytes() == before
