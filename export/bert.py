@@ -164,3 +164,38 @@ def write_files(
         (tmp / MODELING_FILE).write_text(modeling_source(type(model).__name__))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
+
+
+def bert_exporter(
+    supernet: Any,
+    subnet: Any,
+    *,
+    sparsity: Any,
+    onnx: bool,
+    torch_export: bool,
+    tokenizer: Any,
+    finetune_data: Any,
+    calibration_data: Any,
+    seq_len: int | None,
+    default_seq_len: int | None,
+) -> BertExport:
+    """The BERT-family exporter, refusing the options that are for CNNs."""
+    from export.checkpoint import DEFAULT_SEQ_LEN, sparsity_config
+
+    if calibration_data is not None:
+        raise ValueError(
+            "calibration_data recomputes CNN batch-norm statistics; a BERT-family export has "
+            "none: leave it None"
+        )
+    if torch_export:
+        raise ValueError("torch_export is supported for CNN exports only: leave it False")
+    length = seq_len if seq_len is not None else default_seq_len
+    return BertExport(
+        supernet,
+        subnet,
+        sparsity=sparsity_config(sparsity),
+        onnx=onnx,
+        tokenizer=tokenizer,
+        finetune_data=finetune_data,
+        seq_len=DEFAULT_SEQ_LEN if length is None else length,
+    )

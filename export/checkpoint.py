@@ -32,8 +32,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from export._families import export_adapter
 from export.bert import BertExport
-from export.cnn import CnnExport, load_cnn, refuse_bert_options
+from export.cnn import CnnExport
 from export.extract import CONFIG_FILE, WEIGHTS_FILE, build_model
 from export.sparsity import (
     SparsityConfig,
@@ -173,9 +174,7 @@ def save(
     """
     out_dir = Path(out_dir)
     _check_inputs(supernet, subnet, out_dir, overwrite, latency)
-    if seq_len is not None and supernet.family_name == "cnn":
-        raise ValueError("seq_len is for BERT-family exports: a CNN's FLOPs are at its image size")
-    exporter = _exporter(
+    exporter = export_adapter(supernet.family_name).exporter(
         supernet,
         subnet,
         sparsity=sparsity,
@@ -184,7 +183,8 @@ def save(
         tokenizer=tokenizer,
         finetune_data=finetune_data,
         calibration_data=calibration_data,
-        seq_len=_flops_seq_len(seq_len, latency),
+        seq_len=seq_len,
+        default_seq_len=_flops_seq_len(None, latency),
     )
     manifest = _manifest(supernet, subnet, exporter, latency, accuracy)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -198,47 +198,6 @@ def save(
         _usual_permissions(tmp)
     logger.info("exported %s to %s", subnet.to_json(), out_dir)
     return out_dir
-
-
-def _exporter(
-    supernet: Supernet,
-    subnet: Any,
-    *,
-    sparsity: SparsityConfig | Literal["2:4"] | None,
-    onnx: bool,
-    torch_export: bool,
-    tokenizer: Any,
-    finetune_data: Iterable[Mapping[str, torch.Tensor]] | None,
-    calibration_data: Iterable[Any] | None,
-    seq_len: int | None = None,
-) -> BertExport | CnnExport:
-    """The family's exporter: the one place where BERT and CNN exports part ways."""
-    if supernet.family_name == "cnn":
-        refuse_bert_options(sparsity=sparsity, tokenizer=tokenizer, finetune_data=finetune_data)
-        # a CNN's FLOPs are at its image size: a sequence length (given or from latency) is moot
-        return CnnExport(
-            supernet,
-            subnet,
-            calibration_data=calibration_data,
-            onnx=onnx,
-            torch_export=torch_export,
-        )
-    if calibration_data is not None:
-        raise ValueError(
-            "calibration_data recomputes CNN batch-norm statistics; a BERT-family export has "
-            "none: leave it None"
-        )
-    if torch_export:
-        raise ValueError("torch_export is supported for CNN exports only: leave it False")
-    return BertExport(
-        supernet,
-        subnet,
-        sparsity=_sparsity_config(sparsity),
-        onnx=onnx,
-        tokenizer=tokenizer,
-        finetune_data=finetune_data,
-        seq_len=DEFAULT_SEQ_LEN if seq_len is None else seq_len,
-    )
 
 
 DEFAULT_SEQ_LEN = 128  # the manifest's FLOPs length when neither seq_len nor latency names one
@@ -255,7 +214,7 @@ def _flops_seq_len(seq_len: int | None, latency: Mapping[str, Any] | None) -> in
     return seq_len
 
 
-def _sparsity_config(sparsity: SparsityConfig | str | None) -> SparsityConfig | None:
+def sparsity_config(sparsity: SparsityConfig | str | None) -> SparsityConfig | None:
     if isinstance(sparsity, str):
         if sparsity != "2:4":
             raise ValueError(f"sparsity {sparsity!r} is not supported: use '2:4' or None")
@@ -360,8 +319,20 @@ def load(
     directory = Path(directory)
     manifest = read_manifest(directory)
     check_files(directory, manifest)
-    if export_family(manifest) == "cnn":
-        return load_cnn(directory, device=device, dtype=dtype)
+    return export_adapter(export_family(manifest)).load(
+        directory, manifest, device=device, dtype=dtype, semi_structured=semi_structured
+    )
+
+
+def load_bert(
+    directory: Path,
+    manifest: Mapping[str, Any],
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype | None,
+    semi_structured: Literal["auto", "off"],
+) -> PreTrainedModel:
+    """A BERT-family export (vanilla or per-layer), its 2:4 layers converted where they win."""
     model = build_model(read_json(directory / CONFIG_FILE, what="config"))
     safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True)
     model.to(device=device, dtype=dtype)  # type: ignore[call-arg]

@@ -338,3 +338,26 @@ def verify_cnn(
         raise ValueError(f"the export has buffers the subnet lacks: {missing[:3]}")
     reference.load_state_dict(statistics, strict=False)
     return check_diff(CALIBRATED, compare_images(model, reference, image_size), DENSE_ATOL)
+
+
+def cnn_exporter(
+    supernet: Any,
+    subnet: Any,
+    *,
+    sparsity: Any,
+    onnx: bool,
+    torch_export: bool,
+    tokenizer: Any,
+    finetune_data: Any,
+    calibration_data: Any,
+    seq_len: int | None,
+    default_seq_len: int | None,
+) -> CnnExport:
+    """The CNN exporter, refusing the options that are for BERT-family exports; a CNN's FLOPs
+    are at its image size, so a sequence length from a latency record is moot."""
+    if seq_len is not None:
+        raise ValueError("seq_len is for BERT-family exports: a CNN's FLOPs are at its image size")
+    refuse_bert_options(sparsity=sparsity, tokenizer=tokenizer, finetune_data=finetune_data)
+    return CnnExport(
+        supernet, subnet, calibration_data=calibration_data, onnx=onnx, torch_export=torch_export
+    )

@@ -7,6 +7,7 @@ import copy
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -141,11 +142,15 @@ def verify(
     space: Any = supernet.space  # a SearchSpace or a CnnSearchSpace, by family
     space.check(subnet)
     model: Any = load(directory, semi_structured="off")
-    if family == "cnn":
-        from export.cnn import verify_cnn
+    from export._families import export_adapter
 
-        return verify_cnn(model, supernet, subnet, manifest)
-    assert isinstance(subnet, Subnet)
+    return export_adapter(family).verify(model, supernet, subnet, manifest, Path(directory))
+
+
+def verify_bert(
+    model: Any, supernet: Supernet, subnet: Subnet, manifest: Any, directory: Path
+) -> VerifyResult:
+    """A BERT-family export against the supernet (against the masked supernet for 2:4)."""
     vocab_size = model.config.vocab_size
     sparsity = manifest.get("sparsity")
     if not sparsity:
