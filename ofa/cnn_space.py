@@ -18,8 +18,12 @@ from ofa._json import JsonMixin
 __all__ = ["CnnSearchSpace", "CnnSubnet"]
 
 
-def _ints(values: Any) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
+def _ints(values: Any, what: str = "CNN space entry") -> tuple[int, ...]:
+    from ofa.space import _ints as strict
+
+    if isinstance(values, tuple) and all(type(v) is int for v in values):
+        return values
+    return strict(what, list(values) if isinstance(values, tuple) else values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,17 +54,23 @@ class CnnSubnet(JsonMixin):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CnnSubnet:
+        if not isinstance(data, dict):
+            raise ValueError(f"a CnnSubnet must be a JSON object, got {type(data).__name__}")
         known = {"widths", "depths", "kernel_sizes", "version"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(
                 f"unknown CnnSubnet fields {sorted(unknown)}; expected {sorted(known)}"
             )
+        from ofa.space import _int
+
+        if "widths" not in data:
+            raise ValueError("the CnnSubnet JSON lacks 'widths': give one width per channel group")
         return cls(
-            widths=_ints(data["widths"]),
-            depths=_ints(data.get("depths", ())),
-            kernel_sizes=_ints(data.get("kernel_sizes", ())),
-            version=int(data.get("version", 1)),
+            widths=_ints(data["widths"], "CnnSubnet widths"),
+            depths=_ints(data.get("depths", []), "CnnSubnet depths"),
+            kernel_sizes=_ints(data.get("kernel_sizes", []), "CnnSubnet kernel_sizes"),
+            version=_int("CnnSubnet version", data.get("version", 1)),
         )
 
 

@@ -79,8 +79,48 @@ def _builder(path: Path) -> str:
 
 
 def _load_file(path: Path) -> datasets.Dataset:
-    loaded = datasets.load_dataset(_builder(path), data_files=str(path), split="train")
+    builder = _builder(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): give a file with a header row and data rows")
+    if builder in ("csv", "json"):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8 "
+                "(e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+        if builder == "csv" and len([line for line in text.splitlines() if line.strip()]) < 2:
+            raise ValueError(f"{path} has a header but no data rows: add rows below the header")
+    try:
+        loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as error:  # noqa: BLE001 - a file datasets cannot parse is the user's
+        cause = error.__cause__ or error
+        raise ValueError(
+            f"{path} does not parse as {builder}: {type(cause).__name__}: {cause}".splitlines()[0]
+            + " (fix the file or give a .csv / .jsonl / .parquet of the right kind)"
+        ) from None
     return loaded
+
+
+def _check_texts(dataset: datasets.Dataset, column: str, path: Any) -> None:
+    for row, value in enumerate(dataset[column]):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(
+                f"{path}: the text column {column!r} has an empty text in row {row + 1}: fill "
+                "or drop that row"
+            )
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{path}: the text column {column!r} holds {type(value).__name__} values "
+                f"(row {row + 1}: {value!r}): name the column of the texts with text_column "
+                "(--text-column)"
+            )
+        if not value.strip():
+            raise ValueError(
+                f"{path}: the text column {column!r} has an empty text in row {row + 1}: fill "
+                "or drop that row"
+            )
 
 
 def _check_columns(dataset: datasets.Dataset, columns: Sequence[str], path: Any) -> None:
@@ -97,7 +137,13 @@ def _label_names(values: Sequence[Any], path: Any) -> tuple[str, ...]:
         raise ValueError(f"{path}: the label column has empty values; fill or drop those rows")
     kinds = {type(v) for v in values}
     if kinds <= {int, bool}:
-        return tuple(str(v) for v in sorted({int(v) for v in values}))
+        found = sorted({int(v) for v in values})
+        if len(found) > 1 and found != list(range(len(found))):
+            raise ValueError(
+                f"{path}: integer labels must be the class numbers 0..{len(found) - 1}, got "
+                f"{found[:10]}: renumber them from 0, or write them as names (strings)"
+            )
+        return tuple(str(v) for v in found)
     if kinds == {str}:
         return tuple(sorted(set(values)))
     raise ValueError(
@@ -202,6 +248,8 @@ def load_task(
     columns = [text_column, label_column] + ([text_pair_column] if text_pair_column else [])
     for name, dataset in raw.items():
         _check_columns(dataset, columns + list(where or {}), origin[name])
+        if len(dataset) == 0:
+            raise ValueError(f"{origin[name]} has no data rows: add rows below the header")
         if where:
             dataset = dataset.filter(lambda row: all(row[k] == v for k, v in where.items()))
             raw[name] = dataset
@@ -209,6 +257,9 @@ def load_task(
             raise ValueError(
                 f"{origin[name]}: no rows{' match ' + str(dict(where)) if where else ''}"
             )
+    for name, dataset in raw.items():
+        for column in [text_column] + ([text_pair_column] if text_pair_column else []):
+            _check_texts(dataset, column, origin[name])
     first = raw.get("train", raw.get("all"))
     assert first is not None
     label_names = _label_names(first[label_column], origin.get("train", origin.get("all")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -33,6 +33,32 @@ def select_layers(num_layers: int, depth: int, rule: LayerSelection) -> tuple[in
     if rule == "evenly_spaced":
         return tuple(math.ceil((i + 1) * num_layers / depth) - 1 for i in range(depth))
     raise ValueError(f"unknown layer_selection {rule!r}: use one of {_SELECTIONS}")
+
+
+def _int(what: str, value: Any) -> int:
+    """``value`` if it is an int (not a bool, float or string); else a ValueError with the fix."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{what} must be a whole number, got {value!r} ({type(value).__name__}): write it "
+            'as an integer, e.g. 4 (not 4.0, "4" or true)'
+        )
+    return value
+
+
+def _ints(what: str, values: Any) -> tuple[int, ...]:
+    """A tuple of ints from a list / tuple of ints; anything else a ValueError with the fix."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise ValueError(
+            f"{what} must be a list of whole numbers, got {values!r}: write e.g. [2, 4]"
+        )
+    return tuple(_int(f"{what} entry", v) for v in values)
+
+
+def _mapping(what: str, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"a {what} must be a JSON object of its fields, got {type(data).__name__}"
+        )
 
 
 def _check_choices(name: str, choices: tuple[int, ...], *, maximum: int, step: int) -> None:
@@ -94,16 +120,23 @@ class Subnet(JsonMixin):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Subnet:
+        _mapping("Subnet", data)
         known = {"layers", "num_heads", "ffn_dims", "hidden_size", "version"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown Subnet fields {sorted(unknown)}; expected {sorted(known)}")
+        missing = sorted(known - {"version"} - set(data))
+        if missing:
+            raise ValueError(
+                f"the Subnet JSON lacks fields {missing}: give all of "
+                f"{sorted(known - {'version'})}"
+            )
         return cls(
-            layers=tuple(data["layers"]),
-            num_heads=tuple(data["num_heads"]),
-            ffn_dims=tuple(data["ffn_dims"]),
-            hidden_size=int(data["hidden_size"]),
-            version=int(data.get("version", 1)),
+            layers=_ints("Subnet layers", data["layers"]),
+            num_heads=_ints("Subnet num_heads", data["num_heads"]),
+            ffn_dims=_ints("Subnet ffn_dims", data["ffn_dims"]),
+            hidden_size=_int("Subnet hidden_size", data["hidden_size"]),
+            version=_int("Subnet version", data.get("version", 1)),
         )
 
 
@@ -304,4 +337,27 @@ class SearchSpace(JsonMixin):
             raise ValueError(
                 f"unknown SearchSpace fields {sorted(unknown)}; expected {sorted(known)}"
             )
-        return cls(**data)
+        values = dict(data)
+        for name in ("depths", "num_heads", "ffn_dims", "hidden_sizes"):
+            if name in values:
+                values[name] = _ints(f"SearchSpace {name}", values[name])
+        for name in (
+            "num_layers",
+            "max_num_heads",
+            "head_dim",
+            "max_ffn_dim",
+            "max_hidden_size",
+            "ffn_step",
+            "version",
+        ):
+            if name in values:
+                _int(f"SearchSpace {name}", values[name])
+        required = {
+            n
+            for n, f in cls.__dataclass_fields__.items()
+            if f.default is MISSING and f.default_factory is MISSING
+        }
+        missing = sorted(required - set(values))
+        if missing:
+            raise ValueError(f"the SearchSpace JSON lacks fields {missing}")
+        return cls(**values)

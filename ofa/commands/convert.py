@@ -43,9 +43,23 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ofa.commands.train import check_out
     from ofa.pipeline import convert_checkpoint
 
     out = Path(args.out)
+    model = Path(args.model)
+    if (model / "supernet.json").is_file():
+        raise ValueError(
+            f"{model} is already a supernet (it holds supernet.json): train, search or export "
+            "it as it is, or give --model the transformers checkpoint it was converted from"
+        )
+    if args.batches < 1:
+        raise ValueError(
+            f"--batches must be at least 1, got {args.batches}: taylor scores need batches of text"
+        )
+    if args.space and not Path(args.space).is_file():
+        raise FileNotFoundError(f"--space file {args.space} does not exist")
+    check_out(out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists: pass --overwrite or pick another --out")
     if args.label_column and args.importance != "taylor":
@@ -59,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         label_column=args.label_column,
     )
-    supernet.save(out)
+    supernet.save(out, overwrite=args.overwrite)
     tokenizer = _tokenizer(args.model)
     if tokenizer is not None:  # the supernet's own tokenizer: train, search and export find it
         tokenizer.save_pretrained(out)

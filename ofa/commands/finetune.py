@@ -40,16 +40,22 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ofa.commands.train import load_data, load_task_data
+    from ofa.commands.train import check_max_length, check_run_args, load_data, load_task_data
     from ofa.data import record_data, set_label_names
     from ofa.embedded import minilm_path
     from ofa.evaluate import accuracy, accuracy_note, majority_rate
     from ofa.finetune import FinetuneConfig, finetune
     from ofa.train import parallel
 
+    check_run_args(args)
+    if not (isinstance(args.epochs, (int, float)) and 0 < args.epochs < float("inf")):
+        raise ValueError(f"--epochs must be a positive number, got {args.epochs!r}")
     source = Path(args.model) if args.model else minilm_path()
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} is not a transformers checkpoint (no config.json)")
+    from transformers import AutoConfig
+
+    check_max_length(args, AutoConfig.from_pretrained(source))
     args.data = args.data or "rotten_tomatoes"
     tokenizer = AutoTokenizer.from_pretrained(source)
     task = load_task_data(args)

@@ -57,10 +57,76 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, default: str | None =
     group.add_argument("--text-column", default="text", help="column holding the text")
     group.add_argument("--text-pair-column", help="second sentence of a pair task")
     group.add_argument("--label-column", default="label", help="column holding the labels")
-    group.add_argument("--max-length", type=int, default=128, help="tokens per example")
+    group.add_argument(
+        "--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per example"
+    )
     group.add_argument("--limit", type=int, help="use at most this many rows of each split")
     group.add_argument("--seed", type=int, default=0, help="split, shuffling and sampling seed")
     group.add_argument("--threads", type=int, help="torch CPU threads (1 is best on busy CPUs)")
+
+
+def _number(value: Any, flag: str, *, kind: type = float) -> Any:
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok:
+        word = "a number" if kind is float else "a whole number"
+        raise ValueError(f"{flag} must be {word}, got {value!r}: give one value, not a list")
+    return value
+
+
+def check_out(out: str | Path, flag: str = "--out") -> None:
+    """Refuse an output path that is a file or lies where nothing can be written."""
+    import os
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a directory: pick a directory path")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file: pick a path under a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {parent} is not writable: pick a writable place")
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """Flags shared by train and finetune, checked before anything is read or written."""
+    import math
+
+    lr = _number(args.lr, "--lr")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a positive finite number, got {lr!r}: give e.g. 5e-5")
+    _number(args.batch_size, "--batch-size", kind=int)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if _number(args.checkpoint_every, "--checkpoint-every", kind=int) < 0:
+        raise ValueError(
+            f"--checkpoint-every must be >= 0 (0: at the end), got {args.checkpoint_every}"
+        )
+    if args.threads is not None and _number(args.threads, "--threads", kind=int) < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}: give e.g. 1 or 4")
+    if _number(args.max_length, "--max-length", kind=int) < 2:
+        raise ValueError(f"--max-length must be at least 2 tokens, got {args.max_length}")
+    if args.limit is not None and _number(args.limit, "--limit", kind=int) < 1:
+        raise ValueError(f"--limit must be at least 1 row, got {args.limit}")
+    check_out(args.out)
+
+
+DEFAULT_MAX_LENGTH = 128
+
+
+def check_max_length(args: argparse.Namespace, config: Any) -> None:
+    """``--max-length`` must fit the model's position embeddings; the default is capped to it."""
+    positions = getattr(config, "max_position_embeddings", None)
+    max_length = args.max_length
+    if isinstance(positions, int) and max_length > positions:
+        if max_length == DEFAULT_MAX_LENGTH:  # not asked for: a small model reads fewer tokens
+            args.max_length = positions
+            return
+        raise ValueError(
+            f"--max-length {max_length} is beyond the model's {positions} positions "
+            f"(max_position_embeddings): give --max-length {positions} or less"
+        )
 
 
 def default_data(data: str | None, model_dir: str | Path, what: str) -> str:
@@ -258,6 +324,21 @@ def run(args: argparse.Namespace) -> int:
     from ofa.supernet import load_supernet
     from ofa.train import parallel, train
 
+    check_run_args(args)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.num_random < 0:
+        raise ValueError(f"--num-random must be >= 0, got {args.num_random}")
+    if not 0.0 <= args.min_width <= 1.0:
+        raise ValueError(f"--min-width must be a fraction in [0, 1], got {args.min_width}")
+    if args.grad_accum < 1:
+        raise ValueError(f"--grad-accum must be at least 1, got {args.grad_accum}")
+    for flag, path in (
+        ("--train-config", args.train_config),
+        ("--fixed-subnet", args.fixed_subnet),
+    ):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} file {path} does not exist")
     supernet = load_supernet(args.supernet)
     inputs = _cnn_inputs if supernet.family_name == "cnn" else _bert_inputs
     teacher, train_data, validation, calibration, label, tokenizer = inputs(args, supernet)
@@ -274,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if parallel.rank_and_world()[0] != 0:
         return 0
-    supernet.save(out / "supernet")
+    supernet.save(out / "supernet", overwrite=True)  # replaces only an earlier run's
     if tokenizer is not None:  # the supernet's own tokenizer: search and export find it there
         tokenizer.save_pretrained(out / "supernet")
     print(
@@ -311,6 +392,7 @@ def _bert_inputs(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any, Any
     from ofa.pipeline import find_tokenizer, load_pretrained
 
     args.data = default_data(args.data, args.supernet, "the supernet")
+    check_max_length(args, supernet.model.config)
     tokenizer_dir = args.tokenizer or find_tokenizer(args.teacher, args.supernet)
     if tokenizer_dir is None:
         raise ValueError(
@@ -320,6 +402,12 @@ def _bert_inputs(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any, Any
     teacher = load_pretrained(args.teacher)[0] if args.teacher else None
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     task = load_task_data(args)
+    head = getattr(supernet.model.config, "num_labels", None)
+    if isinstance(head, int) and head != task.num_labels:
+        raise ValueError(
+            f"the data has {task.num_labels} labels {list(task.label_names)}, the supernet's "
+            f"head {head}: give the data its teacher was fine-tuned on (or its label column)"
+        )
     set_label_names(supernet.model.config, task.label_names)
     record_data(supernet.model.config, args.data)
     train_data, validation = load_data(args, tokenizer, task)

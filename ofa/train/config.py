@@ -130,8 +130,15 @@ class PhaseConfig:
             raise ValueError(f"sampling must be 'sandwich' or 'random', got {self.sampling!r}")
         if self.num_random < 0 or (self.sampling == "random" and self.num_random < 1):
             raise ValueError("num_random must be >= 0 (>= 1 with random sampling)")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.learning_rate is not None and not (
+            isinstance(self.learning_rate, (int, float))
+            and not isinstance(self.learning_rate, bool)
+            and 0 < self.learning_rate < float("inf")
+        ):
+            raise ValueError(
+                f"phase {self.name!r}: learning_rate must be a positive finite number, got "
+                f"{self.learning_rate!r}: give e.g. 5e-5"
+            )
         if not 0.0 <= self.min_width <= 1.0:
             raise ValueError(
                 f"phase {self.name!r}: min_width must be a fraction in [0, 1], got {self.min_width}"
@@ -434,9 +441,21 @@ class TrainConfig(JsonMixin):
         if not 0 <= self.start_phase < len(phases):
             raise ValueError(f"start_phase {self.start_phase} is outside 0..{len(phases) - 1}")
         for name in ("batch_size", "grad_accum_steps", "log_every_steps"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a whole number, got {value!r}: give e.g. 32")
+            if value < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.learning_rate > 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and not isinstance(self.learning_rate, bool)
+            and 0 < self.learning_rate < float("inf")
+        ):
+            raise ValueError(
+                f"learning_rate must be a positive finite number, got {self.learning_rate!r}: "
+                "give e.g. 5e-5"
+            )
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("learning_rate must be > 0, weight_decay and max_grad_norm >= 0")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
