@@ -10,9 +10,9 @@ slower beyond the noise is a contradiction; both are measured again, side by sid
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 from tqdm.auto import tqdm
@@ -24,7 +24,9 @@ from search.timing import Estimate, MeasurePolicy, Paired, TooNoisyError, measur
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SubnetTiming", "measure_subnets"]
+__all__ = ["SubnetTiming", "contradictions", "measure_subnets"]
+
+K = TypeVar("K")
 
 _BLOCK = 3  # subnets per block beside the reference
 
@@ -99,22 +101,22 @@ def measure_subnets(
     )
     reference_ms = anchors.times["max"]
     timings = [
-        SubnetTiming(ms=r.value * reference_ms.value, interval=r.interval, ratio=r)
+        SubnetTiming(ms=r.scaled(reference_ms.value).value, interval=r.interval, ratio=r)
         for r in ratios
         if r is not None
     ]
     return timings, reference_ms
 
 
-def _contradictions(
-    supernet: Supernet, subnets: Sequence[Any], ratios: Sequence[Estimate | None]
-) -> list[tuple[int, int]]:
-    """Pairs (small, big): small is contained in big but timed slower beyond both intervals."""
-    family = latency_family(supernet.family_name)
+def contradictions(
+    family: Any, subnets: Mapping[K, Any], ratios: Mapping[K, Estimate | None]
+) -> list[tuple[K, K]]:
+    """Keys (small, big): ``small`` is contained in ``big`` (every dimension smaller or equal)
+    but timed slower beyond both 95% intervals, which no machine explains: measure again."""
     found = []
-    for i, small in enumerate(subnets):
-        for j, big in enumerate(subnets):
-            a, b = ratios[i], ratios[j]
+    for i, small in subnets.items():
+        for j, big in subnets.items():
+            a, b = ratios.get(i), ratios.get(j)
             if i == j or a is None or b is None or small == big:
                 continue
             if a.low > b.high and family.contains(big, small):
@@ -132,7 +134,9 @@ def _resolve_contradictions(
     policy: MeasurePolicy,
 ) -> None:
     """Measure every contradicting pair again side by side; refuse if too many remain."""
-    pairs = _contradictions(supernet, subnets, ratios)
+    family = latency_family(supernet.family_name)
+    by_index = dict(enumerate(subnets))
+    pairs = contradictions(family, by_index, dict(enumerate(ratios)))
     if not pairs:
         return
     logger.info(
@@ -142,7 +146,7 @@ def _resolve_contradictions(
         models = {str(i): supernet.extract(subnets[i]), str(j): supernet.extract(subnets[j])}
         paired = _block(reference, models, inputs, target, policy)
         ratios[i], ratios[j] = paired.ratios[str(i)], paired.ratios[str(j)]
-    remaining = _contradictions(supernet, subnets, ratios)
+    remaining = contradictions(family, by_index, dict(enumerate(ratios)))
     if len(remaining) > max(1, len(subnets) // 10):
         raise TooNoisyError(
             f"too noisy to profile on {target.describe()}: {len(remaining)} subnets still time "

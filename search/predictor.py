@@ -88,13 +88,9 @@ class Validation:
     ) -> Validation:
         """From the max subnet's latency and the min/max ratio, both measured now."""
         predicted_max, predicted_min = model.anchors_ms()
-        scale = max_ms.value
-        min_ms = Estimate(
-            ratio.value * scale, ratio.low * scale, ratio.high * scale, ratio.spread, ratio.rounds
-        )
         return cls(
             max_ms=max_ms,
-            min_ms=min_ms,
+            min_ms=ratio.scaled(max_ms.value),
             ratio=ratio,
             predicted_max_ms=predicted_max,
             predicted_min_ms=predicted_min,

@@ -18,6 +18,7 @@ from torch import nn
 
 from ofa.supernet import Supernet
 from search._families import AnySubnet, latency_family, subnet_from_dict
+from search._measure import contradictions
 from search._stale import fail_dead_trials, tag_worker
 from search._study import (
     SAMPLERS,
@@ -132,20 +133,12 @@ def _calibrate_budget(
     describe = latency.target.describe()
     validation = None
     if isinstance(latency, LatencyModel):
-        top = max_share.value
         max_ms = (
-            Estimate(
-                *(v * teacher_ms.value for v in (top, max_share.low, max_share.high)),
-                max_share.spread,
-                max_share.rounds,
-            )
+            max_share.scaled(teacher_ms.value)
             if "max" in anchors.ratios
             else teacher_ms  # the max subnet was the teacher
         )
-        ratio = Estimate(
-            min_share.value / top, min_share.low / top, min_share.high / top,
-            min_share.spread, min_share.rounds,
-        )  # fmt: skip
+        ratio = min_share.scaled(1.0 / max_share.value)  # min over max
         validation = Validation.from_anchors(latency, max_ms, ratio, bound)
         if validation.stale:
             raise StaleProfileError(
@@ -318,18 +311,8 @@ def _remeasure(
         what="the Pareto subnets beside the teacher",
     )
     times, ratios = dict(paired.times), dict(paired.ratios)
-
-    def contradictions() -> list[tuple[str, str]]:
-        return [
-            (str(a.trial_number), str(b.trial_number))
-            for a in points
-            for b in points
-            if a.subnet != b.subnet
-            and family.contains(b.subnet, a.subnet)
-            and ratios[str(a.trial_number)].low > ratios[str(b.trial_number)].high
-        ]
-
-    for small, big in contradictions():
+    subnets = {str(p.trial_number): p.subnet for p in points}
+    for small, big in contradictions(family, subnets, ratios):
         again = measure_paired(
             {"teacher": teacher, small: models[small], big: models[big]},
             inputs,
@@ -340,7 +323,7 @@ def _remeasure(
         )
         for name in (small, big):
             times[name], ratios[name] = again.times[name], again.ratios[name]
-    if contradictions():
+    if contradictions(family, subnets, ratios):
         raise TooNoisyError(
             f"too noisy to measure on {target.describe()}: a subnet contained in another still "
             "times slower than it after measuring both again; measure on a quieter machine or "
@@ -445,17 +428,14 @@ def _choose(
 
 def _same_scores(study: optuna.Study) -> str | None:
     """A warning when every evaluated trial scored the same (a broken model or metric)."""
-    scores = {
+    scores = [
         round(t.values[0], 9)
         for t in study.get_trials(deepcopy=False)
         if t.values is not None and t.user_attrs.get("evaluated")
-    }
-    evaluated = sum(
-        1 for t in study.get_trials(deepcopy=False) if t.values and t.user_attrs.get("evaluated")
-    )
-    if evaluated >= 3 and len(scores) == 1:
+    ]
+    if len(scores) >= 3 and len(set(scores)) == 1:
         return (
-            f"WARNING: all {evaluated} evaluated trials scored {scores.pop():.4f}: the accuracy "
+            f"WARNING: all {len(scores)} evaluated trials scored {scores[0]:.4f}: the accuracy "
             "does not tell subnets apart (a broken teacher or supernet, too few examples, or a "
             "wrong label column); the choice among them is by latency alone"
         )

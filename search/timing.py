@@ -145,6 +145,12 @@ class Estimate:
             rounds=len(samples),
         )
 
+    def scaled(self, factor: float) -> Estimate:
+        """This figure times ``factor`` (a ratio turned into ms by a reference's latency)."""
+        return Estimate(
+            self.value * factor, self.low * factor, self.high * factor, self.spread, self.rounds
+        )
+
     def inverse(self) -> Estimate:
         """1 / this (a ratio turned into a speedup), its interval turned with it."""
         low = 1.0 / self.high if self.high > 0 else math.inf
