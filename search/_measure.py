@@ -24,7 +24,7 @@ from search.timing import Estimate, MeasurePolicy, Paired, TooNoisyError, measur
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SubnetTiming", "contradictions", "measure_subnets"]
+__all__ = ["SubnetTiming", "contradictions", "measure_anchors", "measure_subnets"]
 
 K = TypeVar("K")
 
@@ -90,22 +90,38 @@ def measure_subnets(
         for i in block:
             ratios[i] = paired.ratios[str(i)]
     _resolve_contradictions(supernet, subnets, ratios, reference, inputs, target, policy)
-    # the absolute scale: the max subnet beside the min one, as a later check re-measures them
-    # (LatencyModel.validate, search.run), so that check compares like with like
-    anchors = measure_paired(
-        {"max": reference, "min": supernet.extract(supernet.space.min_subnet())},
-        inputs,
-        target=target,
-        reference="max",
-        what="the profile's anchors",
-    )
-    reference_ms = anchors.times["max"]
+    # the absolute scale: the max subnet beside the min one, as LatencyModel.validate
+    # re-measures them later, so that check compares like with like
+    reference_ms = measure_anchors(supernet, target, max_model=reference).times["max"]
     timings = [
         SubnetTiming(ms=r.scaled(reference_ms.value).value, interval=r.interval, ratio=r)
         for r in ratios
         if r is not None
     ]
     return timings, reference_ms
+
+
+def measure_anchors(
+    supernet: Supernet,
+    target: LatencyTarget,
+    *,
+    policy: MeasurePolicy | None = None,
+    max_model: nn.Module | None = None,
+) -> Paired:
+    """The max and the min subnet side by side (the max the reference): the anchors a profile
+    takes its scale from and a later check measures again."""
+    space = supernet.space
+    return measure_paired(
+        {
+            "max": max_model if max_model is not None else supernet.extract(space.max_subnet()),
+            "min": supernet.extract(space.min_subnet()),
+        },
+        latency_family(supernet.family_name).inputs(supernet, target),
+        target=target,
+        reference="max",
+        policy=policy,
+        what="the latency model's anchors",
+    )
 
 
 def contradictions(

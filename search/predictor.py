@@ -33,7 +33,7 @@ from search._families import (
     subnet_from_dict,
 )
 from search._fit import fit_nonnegative, relative_errors
-from search._measure import measure_subnets
+from search._measure import measure_anchors, measure_subnets
 from search._profile import draw_subnets
 from search.latency import (
     DType,
@@ -41,7 +41,7 @@ from search.latency import (
     check_fits,
     device_name,
 )
-from search.timing import Estimate, MeasurePolicy, choose_threads, measure_paired
+from search.timing import Estimate, MeasurePolicy, choose_threads
 
 logger = logging.getLogger(__name__)
 
@@ -438,19 +438,7 @@ class LatencyModel:
         Raises TooNoisyError when the machine is too noisy to tell.
         """
         self.check(space=supernet.space)
-        family = latency_family(supernet.family_name)
-        space = supernet.space
-        paired = measure_paired(
-            {
-                "max": supernet.extract(space.max_subnet()),  # type: ignore[arg-type]
-                "min": supernet.extract(space.min_subnet()),  # type: ignore[arg-type]
-            },
-            family.inputs(supernet, self.target),
-            target=self.target,
-            reference="max",
-            policy=policy,
-            what="the latency model's anchors",
-        )
+        paired = measure_anchors(supernet, self.target, policy=policy)
         return Validation.from_anchors(self, paired.times["max"], paired.ratios["min"], bound)
 
     def rescaled(self, scale: float) -> LatencyModel:
