@@ -84,19 +84,21 @@ def test_outputs_and_resume_add_trials_to_the_same_study(supernet, latency_model
 
 def test_best_is_chosen_by_measured_latency(supernet, latency_model):
     """A budget that the max subnet misses: the best subnet is one whose latency, re-measured
-    on the device, fits it, and the most accurate subnet (the max) is not chosen."""
+    on the device, fits it, and the most accurate subnet (the max) is not chosen. The budget is
+    relative to the teacher measured in the same run (halfway between the min subnet's share and
+    1), so that a machine faster or slower than at profiling time still constrains the search."""
     max_ms, min_ms = latency_model.anchors_ms()
-    budget = min_ms + 0.5 * (max_ms - min_ms)
+    fraction = 0.5 * (1.0 + min_ms / max_ms)
     result = search.run(
         supernet,
         evaluate=neg_loss,
         latency=latency_model,
-        budget_ms=budget,
+        budget_fraction=fraction,
         trials=8,
     )
     assert all(p.measured_ms is not None and p.measured_ms > 0 for p in result.pareto)
     assert result.num_feasible < result.num_trials  # the budget constrained something
-    assert result.best is not None and result.best.measured_ms <= budget
+    assert result.best is not None and result.best.measured_ms <= result.budget_ms
     assert result.best.subnet != supernet.space.max_subnet()
     assert "measured" in result.message
 
