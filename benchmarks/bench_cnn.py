@@ -1,7 +1,7 @@
 """CNN supernet on Fashion-MNIST: teacher, once-for-all subnets vs prune-then-fine-tune, speed.
 
 1. Train a small ResNet-style teacher on a Fashion-MNIST subset.
-2. Convert it, reorder channels by BN scale, and train the supernet with ``ofa.train`` and the
+2. Convert it, reorder channels by BN scale, and train the supernet with ``ofa.train_`` and the
    default CNN schedule (kernel, then depth, then width; sandwich rule: max + min + random
    subnet per step, distilled from the teacher).
 3. Pick subnets at <= 100%, 50% and 25% of the teacher's FLOPs (best of a few candidates on a
@@ -30,8 +30,8 @@ from torch import nn
 import ofa
 from benchmarks._candidates import best_of, candidates_under
 from benchmarks._report import markdown_table, write_section
-from ofa.convert.cnn import default_space
 from ofa.data_images import ImageData, load_fashion_mnist
+from ofa.families.cnn import default_space
 
 
 class Block(nn.Module):
@@ -110,7 +110,7 @@ def distill_config(args: argparse.Namespace) -> ofa.DistillConfig:
 def train_supernet(
     supernet: ofa.Supernet, teacher: nn.Module, data: ImageData, args: argparse.Namespace, out: str
 ) -> None:
-    """``ofa.train`` with the default CNN schedule: kernel, then depth, then width."""
+    """``ofa.train_`` with the default CNN schedule: kernel, then depth, then width."""
     config = ofa.TrainConfig(
         phases=ofa.default_cnn_phases(args.supernet_steps, space=supernet.space),
         batch_size=128,
@@ -118,7 +118,7 @@ def train_supernet(
         weight_decay=1e-4,
         distill=distill_config(args),
     )
-    ofa.train(supernet, teacher=teacher, train_data=data, config=config, output_dir=out)
+    ofa.train_(supernet, teacher=teacher, train_data=data, config=config, output_dir=out)
 
 
 def prune_then_finetune(
@@ -140,7 +140,7 @@ def prune_then_finetune(
         weight_decay=1e-4,
         distill=distill_config(args),
     )
-    ofa.train(model, teacher=teacher, train_data=data, config=config, output_dir=out)
+    ofa.train_(model, teacher=teacher, train_data=data, config=config, output_dir=out)
     return model
 
 
@@ -296,11 +296,11 @@ def main() -> None:
         f"({supernet.num_params(space.max_subnet())} params, "
         f"{full_flops / 1e6:.1f} MFLOPs/image), {args.teacher_steps} steps of batch 128: "
         f"test accuracy **{teacher_accuracy:.4f}**. Supernet: BN-scale reordering, then "
-        f"{args.supernet_steps} steps of `ofa.train` with `ofa.default_cnn_phases` (kernel, "
+        f"{args.supernet_steps} steps of `ofa.train_` with `ofa.default_cnn_phases` (kernel, "
         "depth-large, depth-all, width-large, width-all; sandwich: max + min + 1 random subnet "
         f"per step; KL at T={args.temperature} with hard-label weight {args.alpha}). Baseline: "
         "the same subnet cut from the reordered, untrained supernet and trained alone with the "
-        f"same losses for {args.finetune_steps} steps (a fixed-subnet phase of `ofa.train`), "
+        f"same losses for {args.finetune_steps} steps (a fixed-subnet phase of `ofa.train_`), "
         "batch norms recalibrated alike. Subnets: best of "
         f"{args.candidates} random subnets under each budget on the held-out images, batch "
         "norms recalibrated on 1,024 training images.\n\n"

@@ -28,7 +28,7 @@ import ofa  # noqa: E402
 from benchmarks._latency_report import profile_report  # noqa: E402
 from benchmarks._report import write_section  # noqa: E402
 from benchmarks.bench_cnn import Teacher  # noqa: E402
-from ofa.convert.cnn import default_space  # noqa: E402
+from ofa.families.cnn import default_space  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_cnn_latency"
 

@@ -96,7 +96,7 @@ def bert_supernet() -> tuple[Any, dict[str, Any]]:
 
 def cnn_supernet() -> tuple[Any, dict[str, Any]]:
     from benchmarks.bench_cnn import Teacher
-    from ofa.convert.cnn import default_space
+    from ofa.families.cnn import default_space
 
     teacher = Teacher(16).eval()
     space = default_space(teacher, image_size=28)

@@ -28,7 +28,7 @@ import ofa  # noqa: E402
 from benchmarks._latency_report import profile_report  # noqa: E402
 from benchmarks._report import write_section  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
-from ofa.pipeline import load_pretrained  # noqa: E402
+from ofa_app.pipeline import load_pretrained  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_latency"
 

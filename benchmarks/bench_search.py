@@ -40,8 +40,8 @@ import ofa  # noqa: E402
 import search  # noqa: E402
 from benchmarks._report import markdown_table, write_section  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
-from ofa.pipeline import load_pretrained  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
+from ofa_app.pipeline import load_pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "bench_search"

@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ofa  # noqa: E402
 from benchmarks._candidates import best_of, candidates_under  # noqa: E402
 from benchmarks._report import markdown_table, write_section  # noqa: E402
-from ofa.commands.train import parse_fractions  # noqa: E402
 from ofa.data import (  # noqa: E402
     load_movie_reviews,
     pad_collate,  # noqa: E402
@@ -51,7 +50,8 @@ from ofa.evaluate import accuracy, evaluate  # noqa: E402
 from ofa.finetune import FinetuneConfig, finetune  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
 from ofa.supernet import Supernet  # noqa: E402
-from ofa.train import PhaseConfig, TrainConfig, default_phases, train  # noqa: E402
+from ofa.training import PhaseConfig, TrainConfig, default_phases, train_  # noqa: E402
+from ofa_app.commands.train import parse_fractions  # noqa: E402
 
 log = logging.getLogger("bench_train")
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> dict:
     else:
         supernet = copy.deepcopy(untrained)
         started = time.perf_counter()
-        train(
+        train_(
             supernet,
             teacher=teacher,
             train_data=train_data,
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> dict:
         model = copy.deepcopy(untrained)
         phase = PhaseConfig(name=f"baseline-{target}", steps=args.steps, subnet=subnet)
         started = time.perf_counter()
-        train(
+        train_(
             model,
             teacher=teacher,
             train_data=train_data,

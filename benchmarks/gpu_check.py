@@ -800,13 +800,13 @@ def _sparse_model(bench: Bench, name: str, model: nn.Module) -> dict[str, Any]:
         choose_semi_structured,
         is_2_4,
         kernels_available,
-        select_layers,
+        select_linears,
         to_semi_structured_,
     )
 
     s, goals = bench.settings, bench.settings.goals
     model = on(copy.deepcopy(model), s.device, s.sparse_dtype)
-    names, dense_shaped = select_layers(model, SparsityConfig())
+    names, dense_shaped = select_linears(model, SparsityConfig())
     apply_2_4_(model, names)
     modules = dict(model.named_modules())
     entry: dict[str, Any] = {

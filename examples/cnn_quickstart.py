@@ -24,8 +24,8 @@ from torch import nn
 import export
 import ofa
 import search
-from ofa.convert.cnn import default_space
 from ofa.data_images import ImageData, load_digits
+from ofa.families.cnn import default_space
 
 
 class Residual(nn.Module):
@@ -89,7 +89,7 @@ def main() -> None:
         f"kernel-elastic convs {space.kernel_convs}"
     )
 
-    ofa.train(
+    ofa.train_(
         supernet,
         teacher=teacher,
         train_data=train,

@@ -65,7 +65,7 @@ def main() -> None:
         distill=ofa.DistillConfig(temperature=2.0, alpha=0.5),
         checkpoint_every_steps=50,
     )
-    ofa.train(
+    ofa.train_(
         supernet, teacher=teacher, train_data=train_data, config=config, output_dir=out / "train"
     )
     supernet.save(out / "supernet")

@@ -10,12 +10,16 @@ Example:
 
 from __future__ import annotations
 
+from export import bert as _bert  # noqa: F401  (registers the BERT-family exporter)
+from export import cnn as _cnn  # noqa: F401  (registers the CNN exporter)
+from export._families import ExportFamily, register_family
 from export.checkpoint import check_files, load, read_manifest, save
 from export.extract import extract, fits_vanilla
 from export.sparsity import SparsityConfig
 from export.verify import VerifyResult, verify
 
 __all__ = [
+    "ExportFamily",
     "SparsityConfig",
     "VerifyResult",
     "check_files",
@@ -23,6 +27,7 @@ __all__ = [
     "fits_vanilla",
     "load",
     "read_manifest",
+    "register_family",
     "save",
     "verify",
 ]

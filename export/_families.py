@@ -1,10 +1,9 @@
 """What exporting needs to know of a model family, chosen in one place: how a subnet becomes an
 exporter (and which options the family refuses), how an export loads, how it is verified.
 
-Each family's code lives in its own module (``export.bert`` and ``export.checkpoint``'s
-``load_bert`` / ``export.verify``'s ``verify_bert`` for BERT-family encoders, ``export.cnn`` for
-CNNs); this registry only maps the family's name to it. The adapters import those modules when
-called, as those modules import this registry.
+Each family's code lives in its own module (``export.bert`` for BERT-family encoders,
+``export.cnn`` for CNNs), which registers its adapter here with :func:`register_family`;
+this registry imports no family. A new family adds one module and registers itself.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-__all__ = ["EXPORT_FAMILIES", "ExportFamily", "export_adapter"]
+__all__ = ["EXPORT_FAMILIES", "ExportFamily", "export_adapter", "register_family"]
 
 
 class ExportFamily(Protocol):
@@ -54,51 +53,17 @@ class ExportFamily(Protocol):
     ) -> Any: ...
 
 
-class BertExportFamily:
-    name = "bert"
-
-    def exporter(self, supernet: Any, subnet: Any, **options: Any) -> Any:
-        from export.bert import bert_exporter
-
-        return bert_exporter(supernet, subnet, **options)
-
-    def load(self, directory: Path, manifest: Mapping[str, Any], **options: Any) -> nn.Module:
-        from export.checkpoint import load_bert
-
-        return load_bert(directory, manifest, **options)
-
-    def verify(
-        self, model: Any, supernet: Any, subnet: Any, manifest: Mapping[str, Any], directory: Path
-    ) -> Any:
-        from export.verify import verify_bert
-
-        return verify_bert(model, supernet, subnet, manifest, directory)
+# family name -> adapter; each family's module registers its own when ``export`` is imported
+EXPORT_FAMILIES: dict[str, ExportFamily] = {}
 
 
-class CnnExportFamily:
-    name = "cnn"
-
-    def exporter(self, supernet: Any, subnet: Any, **options: Any) -> Any:
-        from export.cnn import cnn_exporter
-
-        return cnn_exporter(supernet, subnet, **options)
-
-    def load(self, directory: Path, manifest: Mapping[str, Any], **options: Any) -> nn.Module:
-        from export.cnn import load_cnn
-
-        options.pop("semi_structured", None)  # CNN exports hold no 2:4 layers
-        return load_cnn(directory, **options)
-
-    def verify(
-        self, model: Any, supernet: Any, subnet: Any, manifest: Mapping[str, Any], directory: Path
-    ) -> Any:
-        from export.cnn import verify_cnn
-
-        return verify_cnn(model, supernet, subnet, manifest)
-
-
-# family name -> adapter; filled at import time, never changed afterwards
-EXPORT_FAMILIES: dict[str, ExportFamily] = {"bert": BertExportFamily(), "cnn": CnnExportFamily()}
+def register_family(family: ExportFamily) -> ExportFamily:
+    """Make ``family`` the export adapter for models of ``family.name`` (once per name)."""
+    known = EXPORT_FAMILIES.get(family.name)
+    if known is not None and type(known) is not type(family):
+        raise ValueError(f"an export adapter for family {family.name!r} is already registered")
+    EXPORT_FAMILIES[family.name] = family
+    return family
 
 
 def export_adapter(name: str) -> ExportFamily:

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import safetensors.torch
 import torch
+from torch import nn
 from transformers import PreTrainedModel
 
+from export._compare import DENSE_ATOL, VerifyResult, check_diff, compare, masked_supernet
+from export._families import register_family
 from export.extract import (
     CONFIG_FILE,
     MODELING_FILE,
     SUBNET_FILE,
     WEIGHTS_FILE,
+    build_model,
     checkpoint_config,
     extract,
     fits_vanilla,
@@ -35,15 +40,22 @@ from export.sparsity import (
     apply_2_4_,
     choose_semi_structured,
     finetune_masked_,
+    is_2_4,
     kernels_available,
-    select_layers,
+    say_dense_once,
+    select_linears,
+    sparsity_config,
+    to_semi_structured_,
 )
-from export.verify import DENSE_ATOL, check_diff, compare, masked_supernet
-from ofa._io import write_json_atomic
+from ofa._io import read_json, write_json_atomic
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 
-__all__ = ["BertExport"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["BertExport", "BertExportFamily", "load_bert", "verify_bert"]
+
+DEFAULT_SEQ_LEN = 128  # the manifest's FLOPs length when neither seq_len nor latency names one
 
 
 def sparsify(
@@ -58,7 +70,7 @@ def sparsify(
         raise ValueError(
             "SparsityConfig.finetune_steps > 0 needs finetune_data (batches of inputs)"
         )
-    names, skipped = select_layers(model, config)
+    names, skipped = select_linears(model, config)
     teacher = copy.deepcopy(model) if config.finetune_steps else None
     masks = apply_2_4_(model, names)
     reference = masked_supernet(supernet, subnet, masks)
@@ -180,8 +192,6 @@ def bert_exporter(
     default_seq_len: int | None,
 ) -> BertExport:
     """The BERT-family exporter, refusing the options that are for CNNs."""
-    from export.checkpoint import DEFAULT_SEQ_LEN, sparsity_config
-
     if calibration_data is not None:
         raise ValueError(
             "calibration_data recomputes CNN batch-norm statistics; a BERT-family export has "
@@ -199,3 +209,87 @@ def bert_exporter(
         finetune_data=finetune_data,
         seq_len=DEFAULT_SEQ_LEN if length is None else length,
     )
+
+
+def load_bert(
+    directory: Path,
+    manifest: Mapping[str, Any],
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype | None,
+    semi_structured: Literal["auto", "off"],
+) -> PreTrainedModel:
+    """A BERT-family export (vanilla or per-layer), its 2:4 layers converted where they win."""
+    model = build_model(read_json(directory / CONFIG_FILE, what="config"))
+    safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+    model.to(device=device, dtype=dtype)  # type: ignore[call-arg]
+    model.eval()
+    sparsity = manifest.get("sparsity")
+    if sparsity and semi_structured == "auto":
+        model.config.ofa_semi_structured_layers = _accelerate(model, sparsity)
+    return model
+
+
+def _accelerate(model: nn.Module, sparsity: Mapping[str, Any]) -> list[str]:
+    weight = next(model.parameters())
+    if not kernels_available(weight.device) or weight.dtype not in (torch.float16, torch.bfloat16):
+        say_dense_once(f"{weight.device.type} ({weight.dtype})")
+        return []
+    recorded = sparsity.get("kernels") or {}
+    if recorded.get("device") == torch.cuda.get_device_name(weight.device):
+        decisions = recorded["layers"]
+    else:
+        decisions = choose_semi_structured(model, sparsity["layers"])
+    winners = [name for name, d in decisions.items() if d["use"]]
+    logger.info("2:4 kernels on %d of %d layers", len(winners), len(sparsity["layers"]))
+    return to_semi_structured_(model, winners)
+
+
+def verify_bert(
+    model: Any, supernet: Supernet, subnet: Subnet, manifest: Any, directory: Path
+) -> VerifyResult:
+    """A BERT-family export against the supernet (against the masked supernet for 2:4)."""
+    vocab_size = model.config.vocab_size
+    sparsity = manifest.get("sparsity")
+    if not sparsity:
+        with supernet.using(subnet):
+            diff = compare(model, supernet, vocab_size=vocab_size)
+        return check_diff("supernet", diff, DENSE_ATOL)
+    modules = dict(model.named_modules())
+    masks = {name: modules[name].weight.detach() != 0 for name in sparsity["layers"]}
+    pattern_ok = all(is_2_4(modules[name].weight) for name in sparsity["layers"])
+    reference = masked_supernet(supernet, subnet, masks)
+    with reference.using(subnet):
+        diff = compare(model, reference, vocab_size=vocab_size)
+    if sparsity.get("finetune_steps", 0):
+        result = VerifyResult(
+            reference="masked supernet before fine-tune",
+            max_abs_diff=diff,
+            atol=None,
+            passed=pattern_ok,
+        )
+    else:
+        result = check_diff("masked supernet", diff, DENSE_ATOL)
+    if not pattern_ok:
+        raise ValueError(f"{directory}: a layer listed as 2:4 is not 2:4 sparse")
+    return result
+
+
+class BertExportFamily:
+    """Exporting BERT-family encoders: a transformers checkpoint (stock or per-layer classes)."""
+
+    name = "bert"
+
+    def exporter(self, supernet: Any, subnet: Any, **options: Any) -> BertExport:
+        return bert_exporter(supernet, subnet, **options)
+
+    def load(self, directory: Path, manifest: Mapping[str, Any], **options: Any) -> nn.Module:
+        return load_bert(directory, manifest, **options)
+
+    def verify(
+        self, model: Any, supernet: Any, subnet: Any, manifest: Mapping[str, Any], directory: Path
+    ) -> VerifyResult:
+        return verify_bert(model, supernet, subnet, manifest, directory)
+
+
+register_family(BertExportFamily())

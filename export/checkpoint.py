@@ -10,7 +10,7 @@ complete export).
 
 CNN supernets (family ``"cnn"``) export a plain graph instead: see :mod:`export.cnn` for their
 files. What differs per family lives in one exporter object (:class:`export.bert.BertExport`,
-:class:`export.cnn.CnnExport`), chosen once in :func:`_exporter`; the manifest, the atomic
+:class:`export.cnn.CnnExport`), registered per family in :mod:`export._families`; the manifest, the atomic
 directory and the sha256 of every file are shared.
 """
 
@@ -29,25 +29,16 @@ from typing import Any, Literal
 import safetensors
 import safetensors.torch
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 
 from export._families import export_adapter
-from export.bert import BertExport
-from export.cnn import CnnExport
-from export.extract import CONFIG_FILE, WEIGHTS_FILE, build_model
+from export.extract import WEIGHTS_FILE
 from export.sparsity import (
     SparsityConfig,
-    choose_semi_structured,
-    kernels_available,
-    say_dense_once,
-    to_semi_structured_,
 )
 from ofa._io import atomic_dir, check_replaceable, read_json, sha256_file, write_json_atomic
-from ofa.cnn_space import CnnSubnet
-from ofa.convert import family_named
-from ofa.convert.cnn_graph import CnnGraph
-from ofa.space import Subnet
+from ofa.families import SubnetLike, family_named
+from ofa.families.cnn_graph import CnnGraph
 from ofa.supernet import Supernet
 
 __all__ = ["save", "load", "read_manifest", "check_files", "WEIGHTS_FILE", "MANIFEST_FILE"]
@@ -74,7 +65,7 @@ def _versions() -> dict[str, str]:
 
 def _check_inputs(
     supernet: Supernet,
-    subnet: Subnet | CnnSubnet,
+    subnet: SubnetLike,
     out_dir: Path,
     overwrite: bool,
     latency: Mapping[str, Any] | None,
@@ -87,7 +78,7 @@ def _check_inputs(
             f"subnet must be an ofa.{subnet_type.__name__} (the supernet's family is "
             f"{supernet.family_name!r}), got {type(subnet).__name__}"
         )
-    space: Any = supernet.space  # a SearchSpace or a CnnSearchSpace, by family
+    space: Any = supernet.space  # the family's search space
     space.check(subnet)
     check_replaceable(out_dir, overwrite=overwrite, foreign=_not_an_export, what="an export")
     if latency is not None and (not isinstance(latency, Mapping) or "device" not in latency):
@@ -118,7 +109,7 @@ def _not_an_export(directory: Path) -> str | None:
 
 def save(
     supernet: Supernet,
-    subnet: Subnet | CnnSubnet,
+    subnet: SubnetLike,
     out_dir: str | os.PathLike,
     *,
     sparsity: SparsityConfig | Literal["2:4"] | None = None,
@@ -200,9 +191,6 @@ def save(
     return out_dir
 
 
-DEFAULT_SEQ_LEN = 128  # the manifest's FLOPs length when neither seq_len nor latency names one
-
-
 def _flops_seq_len(seq_len: int | None, latency: Mapping[str, Any] | None) -> int | None:
     """``seq_len``, else the latency's measured length, else None (the default)."""
     if seq_len is None and latency is not None:
@@ -212,16 +200,6 @@ def _flops_seq_len(seq_len: int | None, latency: Mapping[str, Any] | None) -> in
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
     return seq_len
-
-
-def sparsity_config(sparsity: SparsityConfig | str | None) -> SparsityConfig | None:
-    if isinstance(sparsity, str):
-        if sparsity != "2:4":
-            raise ValueError(f"sparsity {sparsity!r} is not supported: use '2:4' or None")
-        return SparsityConfig()
-    if sparsity is not None and not isinstance(sparsity, SparsityConfig):
-        raise TypeError(f"sparsity must be '2:4', a SparsityConfig or None, not {sparsity!r}")
-    return sparsity
 
 
 def _usual_permissions(directory: Path) -> None:
@@ -237,8 +215,8 @@ def _usual_permissions(directory: Path) -> None:
 
 def _manifest(
     supernet: Supernet,
-    subnet: Subnet | CnnSubnet,
-    exporter: BertExport | CnnExport,
+    subnet: SubnetLike,
+    exporter: Any,  # the family's exporter: model, manifest_fields(), write(tmp)
     latency: Mapping[str, Any] | None,
     accuracy: float | Mapping[str, Any] | None,
 ) -> dict[str, Any]:
@@ -322,37 +300,3 @@ def load(
     return export_adapter(export_family(manifest)).load(
         directory, manifest, device=device, dtype=dtype, semi_structured=semi_structured
     )
-
-
-def load_bert(
-    directory: Path,
-    manifest: Mapping[str, Any],
-    *,
-    device: str | torch.device,
-    dtype: torch.dtype | None,
-    semi_structured: Literal["auto", "off"],
-) -> PreTrainedModel:
-    """A BERT-family export (vanilla or per-layer), its 2:4 layers converted where they win."""
-    model = build_model(read_json(directory / CONFIG_FILE, what="config"))
-    safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True)
-    model.to(device=device, dtype=dtype)  # type: ignore[call-arg]
-    model.eval()
-    sparsity = manifest.get("sparsity")
-    if sparsity and semi_structured == "auto":
-        model.config.ofa_semi_structured_layers = _accelerate(model, sparsity)
-    return model
-
-
-def _accelerate(model: nn.Module, sparsity: Mapping[str, Any]) -> list[str]:
-    weight = next(model.parameters())
-    if not kernels_available(weight.device) or weight.dtype not in (torch.float16, torch.bfloat16):
-        say_dense_once(f"{weight.device.type} ({weight.dtype})")
-        return []
-    recorded = sparsity.get("kernels") or {}
-    if recorded.get("device") == torch.cuda.get_device_name(weight.device):
-        decisions = recorded["layers"]
-    else:
-        decisions = choose_semi_structured(model, sparsity["layers"])
-    winners = [name for name, d in decisions.items() if d["use"]]
-    logger.info("2:4 kernels on %d of %d layers", len(winners), len(sparsity["layers"]))
-    return to_semi_structured_(model, winners)

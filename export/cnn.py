@@ -22,13 +22,14 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from export._compare import DENSE_ATOL, VerifyResult, _eval, check_diff
+from export._families import register_family
 from export.extract import SUBNET_FILE, WEIGHTS_FILE, extract
 from export.onnx import ONNX_FILE
-from export.verify import DENSE_ATOL, VerifyResult, _eval, check_diff
 from ofa._io import read_json, write_json_atomic
 from ofa.calibrate import calibrate_bn_
-from ofa.convert import cnn_graph
-from ofa.convert.cnn_graph import CnnGraph
+from ofa.families import cnn_graph
+from ofa.families.cnn_graph import CnnGraph
 from ofa.supernet import Supernet
 
 __all__ = [
@@ -57,7 +58,7 @@ _LOADER_HEADER = '''"""Standalone loader of an ofa CNN export: needs torch and s
     logits = model(images)                # (B, C, H, W) -> model output
 
 Written by ofa's export.save: the graph runner below is a verbatim copy of
-ofa/convert/cnn_graph.py (plain torch layers only, nothing imported by name), followed by
+ofa/families/cnn_graph.py (plain torch layers only, nothing imported by name), followed by
 ``load_model``.
 """
 '''
@@ -361,3 +362,24 @@ def cnn_exporter(
     return CnnExport(
         supernet, subnet, calibration_data=calibration_data, onnx=onnx, torch_export=torch_export
     )
+
+
+class CnnExportFamily:
+    """Exporting CNNs: a plain graph, a standalone loader, optionally ONNX / torch.export."""
+
+    name = "cnn"
+
+    def exporter(self, supernet: Any, subnet: Any, **options: Any) -> CnnExport:
+        return cnn_exporter(supernet, subnet, **options)
+
+    def load(self, directory: Path, manifest: Mapping[str, Any], **options: Any) -> nn.Module:
+        options.pop("semi_structured", None)  # CNN exports hold no 2:4 layers
+        return load_cnn(directory, **options)
+
+    def verify(
+        self, model: Any, supernet: Any, subnet: Any, manifest: Mapping[str, Any], directory: Path
+    ) -> VerifyResult:
+        return verify_cnn(model, supernet, subnet, manifest)
+
+
+register_family(CnnExportFamily())

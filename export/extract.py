@@ -19,10 +19,9 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from ofa.cnn_space import CnnSubnet
-from ofa.convert import family_named
-from ofa.convert.bert import SUPPORTED_CLASSES, reshape_layer_
-from ofa.convert.cnn_graph import CnnGraph
+from ofa.families import SubnetLike, family_named
+from ofa.families.bert import SUPPORTED_CLASSES, reshape_layer_
+from ofa.families.cnn_graph import CnnGraph
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet
 
@@ -42,7 +41,7 @@ _FAMILIES = {
 _OFA_KEYS = ("ofa_num_heads", "ofa_ffn_dims", "ofa_head_dim", "ofa_base_architecture", "auto_map")
 
 
-def extract(supernet: Supernet, subnet: Subnet | CnnSubnet) -> PreTrainedModel | CnnGraph:
+def extract(supernet: Supernet, subnet: SubnetLike) -> PreTrainedModel | CnnGraph:
     """A plain model of the supernet's class holding ``subnet``'s weights, in eval mode.
 
     BERT-family supernets give a transformers model; CNN supernets a plain :class:`CnnGraph`.
@@ -58,7 +57,7 @@ def extract(supernet: Supernet, subnet: Subnet | CnnSubnet) -> PreTrainedModel |
         raise TypeError(
             f"subnet must be an ofa.{subnet_type.__name__}, got {type(subnet).__name__}"
         )
-    space: Any = supernet.space  # a SearchSpace or a CnnSearchSpace, by family
+    space: Any = supernet.space  # the family's search space
     space.check(subnet)
     model: Any = supernet.extract(subnet)  # type: ignore[arg-type]
     model.eval()

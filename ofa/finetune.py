@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 from ofa._json import JsonMixin
 from ofa.distill import DistillConfig
 from ofa.supernet import convert
-from ofa.train import PhaseConfig, TrainConfig, train
+from ofa.training import PhaseConfig, TrainConfig, train_
 
 __all__ = ["FinetuneConfig", "finetune"]
 
@@ -93,7 +93,7 @@ def finetune(
         )
     supernet = convert(model)
     full = supernet.space.max_subnet()
-    train(
+    train_(
         supernet,
         teacher=None,
         train_data=train_data,

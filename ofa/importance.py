@@ -56,7 +56,9 @@ def default_loss(outputs: Any, batch: Mapping[str, Tensor]) -> Tensor:
 
 def _unit_reduce(stat: Tensor, group: UnitGroup, dim: int) -> Tensor:
     """Sum an elementwise statistic over everything but ``dim``, then over each unit's block."""
-    per_index = stat.transpose(0, dim).reshape(stat.shape[dim], -1).sum(1) if stat.dim() > 1 else stat
+    per_index = (
+        stat.transpose(0, dim).reshape(stat.shape[dim], -1).sum(1) if stat.dim() > 1 else stat
+    )
     return per_index.view(group.size, group.block).sum(1)
 
 
@@ -131,7 +133,10 @@ def score(
 
 def _weight_metric(metric: str, group: UnitGroup, params: Mapping[str, Tensor]) -> Tensor:
     if metric == "bn_scale" and group.scales:
-        return sum(params[n].detach().abs().view(group.size, -1).sum(1).double().cpu() for n in group.scales)
+        return sum(
+            params[n].detach().abs().view(group.size, -1).sum(1).double().cpu()
+            for n in group.scales
+        )
     if metric == "bn_scale":
         logger.info("group %s has no batch norm: bn_scale falls back to L1", group.name)
         total = torch.zeros(group.size, dtype=torch.float64)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ofa._io import atomic_dir, check_replaceable, read_json, sha256_file, write_json_atomic
-from ofa.convert import family_for, family_named
+from ofa.families import family_for, family_named
 from ofa.groups import UnitGroup
 from ofa.space import SearchSpace, Subnet
 

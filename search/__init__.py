@@ -10,16 +10,17 @@ Example:
 
 from __future__ import annotations
 
+from search._families import LatencyFamily, register_family
 from search._study import SAMPLERS, open_storage, set_budget_constraint, suggest_subnet
 from search.latency import (
     LatencyResult,
     LatencyTarget,
-    MeasuredLatency,
     compare_latency,
     device_name,
     example_inputs,
     measure_latency,
 )
+from search.measured import MeasuredLatency
 from search.pareto import ParetoPoint, SearchResult, hypervolume, pareto_front
 from search.predictor import LatencyModel, StaleProfileError, UnusableProfileError, Validation
 from search.search import run
@@ -35,6 +36,8 @@ from search.timing import (
 
 __all__ = [
     "SAMPLERS",
+    "LatencyFamily",
+    "register_family",
     "Estimate",
     "MeasurePolicy",
     "Paired",

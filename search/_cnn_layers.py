@@ -19,9 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.convert.cnn import ElasticCnnGraph
-from ofa.convert.cnn_analysis import spatial_sizes
-from ofa.convert.cnn_graph import FUNCTIONS, GraphNode
+from ofa.families.cnn import ElasticCnnGraph
+from ofa.families.cnn_analysis import spatial_sizes
+from ofa.families.cnn_graph import FUNCTIONS, GraphNode
 from search.latency import LatencyTarget, measure_latency
 
 __all__ = ["LayerUnit", "active_units", "cnn_features", "cnn_layer_table", "layer_units"]

@@ -14,9 +14,7 @@ from typing import Any, Protocol
 
 import optuna
 
-from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.convert import family_named
-from ofa.space import SearchSpace, Subnet
+from ofa.families import SpaceLike, SubnetLike, family_named
 from ofa.supernet import Supernet
 from search._family_bert import BertLatency
 from search._family_cnn import CnnLatency
@@ -28,11 +26,10 @@ __all__ = [
     "family_of",
     "family_of_space",
     "latency_family",
+    "register_family",
 ]
 
 TableKey = tuple[Any, ...]
-AnySpace = SearchSpace | CnnSearchSpace
-AnySubnet = Subnet | CnnSubnet
 
 
 class LatencyFamily(Protocol):
@@ -92,8 +89,18 @@ class LatencyFamily(Protocol):
     def csv_columns(self, subnet: Any) -> dict[str, Any]: ...
 
 
-# family name -> adapter; filled at import time, never changed afterwards
+# family name -> adapter: the built-in families, then any added with register_family
 FAMILIES: dict[str, LatencyFamily] = {"bert": BertLatency(), "cnn": CnnLatency()}
+
+
+def register_family(family: LatencyFamily) -> LatencyFamily:
+    """Make ``family`` the search adapter (latency features, inputs, trial parameters) for
+    supernets of ``family.name`` (the name of its ``ofa.families`` adapter)."""
+    known = FAMILIES.get(family.name)
+    if known is not None and type(known) is not type(family):
+        raise ValueError(f"a search adapter for family {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    return family
 
 
 def latency_family(name: str) -> LatencyFamily:
@@ -112,13 +119,13 @@ def family_of(space_or_subnet: Any) -> LatencyFamily:
     )
 
 
-def family_of_space(space: AnySpace) -> str:
+def family_of_space(space: SpaceLike) -> str:
     return family_of(space).name
 
 
-def space_from_dict(family: str, data: dict[str, Any]) -> AnySpace:
+def space_from_dict(family: str, data: dict[str, Any]) -> SpaceLike:
     return family_named(family).space_from_dict(data)
 
 
-def subnet_from_dict(family: str, data: dict[str, Any]) -> AnySubnet:
+def subnet_from_dict(family: str, data: dict[str, Any]) -> SubnetLike:
     return family_named(family).subnet_from_dict(data)

@@ -11,7 +11,7 @@ import optuna
 import torch
 
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.convert.cnn import ElasticCnnGraph
+from ofa.families.cnn import ElasticCnnGraph
 from ofa.supernet import Supernet
 from search._cnn_layers import LayerUnit, active_units, cnn_features, cnn_layer_table, layer_units
 from search.latency import Inputs, LatencyTarget

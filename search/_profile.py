@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ofa.convert.bert import reshape_layer_
+from ofa.families.bert import reshape_layer_
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet
 from search.latency import LatencyTarget, measure_latency

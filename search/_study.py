@@ -16,8 +16,7 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 
-from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.space import SearchSpace, Subnet
+from ofa.families import SpaceLike, SubnetLike
 
 __all__ = [
     "SAMPLERS",
@@ -150,9 +149,7 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(value <= 0.0 for value in trial.constraints.values())
 
 
-def suggest_subnet(
-    trial: optuna.trial.Trial, space: SearchSpace | CnnSearchSpace
-) -> Subnet | CnnSubnet:
+def suggest_subnet(trial: optuna.trial.Trial, space: SpaceLike) -> SubnetLike:
     """A subnet from the trial, one categorical parameter per elastic choice of ``space`` (the
     family's adapter names them; see ``search._family_bert`` / ``search._family_cnn``)."""
     from search._families import family_of  # the adapters import this module's neighbours
@@ -160,9 +157,7 @@ def suggest_subnet(
     return family_of(space).suggest(trial, space)
 
 
-def subnet_params(
-    subnet: Subnet | CnnSubnet, space: SearchSpace | CnnSearchSpace
-) -> dict[str, Any]:
+def subnet_params(subnet: SubnetLike, space: SpaceLike) -> dict[str, Any]:
     """Trial parameters that :func:`suggest_subnet` maps back to ``subnet`` (for enqueueing)."""
     from search._families import family_of
 

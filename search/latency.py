@@ -18,15 +18,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ofa.cnn_space import CnnSubnet
-from ofa.space import Subnet
 from ofa.supernet import Supernet
 from search.runtimes import check_runtime, runtime_call
 
 __all__ = [
     "LatencyResult",
     "LatencyTarget",
-    "MeasuredLatency",
     "compare_latency",
     "device_name",
     "example_inputs",
@@ -384,52 +381,3 @@ def check_fits(supernet: Supernet, target: LatencyTarget) -> None:
             f"seq_len {target.seq_len} exceeds the model's max_position_embeddings "
             f"({positions} usable positions): pass --seq-len {positions} or less"
         )
-
-
-class MeasuredLatency:
-    """Latency of a subnet measured on its extracted model (no latency model in between).
-
-    Works for BERT-family supernets (token inputs of ``target.seq_len``) and CNNs (images of
-    ``target.image_size``, default the search space's; ``self.target`` has it filled in).
-
-    Example:
-        >>> latency = MeasuredLatency(supernet, LatencyTarget(device="cpu", seq_len=64))
-        >>> latency(supernet.space.min_subnet())   # milliseconds
-    """
-
-    def __init__(
-        self, supernet: Supernet, target: LatencyTarget, *, warmup: int = 2, rounds: int = 5
-    ) -> None:
-        # imported here: the family adapters time layers with this module's functions
-        from search._families import latency_family
-
-        _check_counts(warmup, rounds)
-        self._family = latency_family(supernet.family_name)
-        self.supernet = supernet
-        self.target = self._family.resolve_target(supernet, target)
-        check_fits(supernet, self.target)
-        self.warmup = warmup
-        self.rounds = rounds
-        self._inputs = self._family.inputs(supernet, self.target)
-
-    def measure(self, subnet: Subnet | CnnSubnet) -> LatencyResult:
-        """Extract ``subnet`` and time it on the target."""
-        model = self.supernet.extract(subnet)  # type: ignore[arg-type]  # BERT-typed signature
-        inputs = self._inputs
-        return measure_latency(
-            model,
-            inputs,
-            device=self.target.device,
-            dtype=self.target.dtype,
-            warmup=self.warmup,
-            rounds=self.rounds,
-            num_threads=self.target.num_threads,
-            repeats=3,
-            runtime=self.target.runtime,
-        )
-
-    def predict(self, subnet: Subnet | CnnSubnet) -> float:
-        return self.measure(subnet).median_ms
-
-    def __call__(self, subnet: Subnet | CnnSubnet) -> float:
-        return self.predict(subnet)

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa._io import write_json_atomic
-from ofa.cnn_space import CnnSubnet
-from ofa.space import Subnet
+from ofa.families import SubnetLike
 from search._families import family_of
 
 __all__ = ["ParetoPoint", "SearchResult", "hypervolume", "pareto_front", "write_pareto"]
@@ -23,7 +22,7 @@ class ParetoPoint:
     """One subnet on the front: its accuracy, predicted and (after re-measuring) measured ms."""
 
     trial_number: int
-    subnet: Subnet | CnnSubnet
+    subnet: SubnetLike
     accuracy: float
     predicted_ms: float
     measured_ms: float | None = None

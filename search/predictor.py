@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from ofa._io import read_json, write_json_atomic
-from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.space import SearchSpace, Subnet
+from ofa.families import SpaceLike, SubnetLike
 from ofa.supernet import Supernet
 from search._families import (
     family_of_space,
@@ -156,7 +155,7 @@ class LatencyModel:
         self,
         *,
         target: LatencyTarget,
-        space: SearchSpace | CnnSearchSpace,
+        space: SpaceLike,
         method: Method,
         table: dict[tuple[Any, ...], float],
         fixed_ms: dict[int, float],
@@ -193,7 +192,7 @@ class LatencyModel:
         """Median absolute relative error of the chosen method on the held-out subnets."""
         return float(self.held_out[f"{self.method}_median_error"])
 
-    def _layers_ms(self, subnet: Subnet | CnnSubnet) -> float:
+    def _layers_ms(self, subnet: SubnetLike) -> float:
         total = 0.0
         for key in self._family.table_keys(self.plan, subnet):
             if key not in self.table:
@@ -204,32 +203,32 @@ class LatencyModel:
             total += self.table[key]
         return total
 
-    def predict_table(self, subnet: Subnet | CnnSubnet) -> float:
+    def predict_table(self, subnet: SubnetLike) -> float:
         """The table's prediction: the subnet's layers timed alone, times a calibration ratio."""
         group = self._family.calibration_group(subnet)
         fixed = self.fixed_ms.get(group, self.fixed_ms.get(0, 0.0))
         ratio = self.table_scale.get(group, self.table_scale.get(0, 1.0))
         return ratio * self._layers_ms(subnet) + fixed
 
-    def predict_fitted(self, subnet: Subnet | CnnSubnet) -> float:
+    def predict_fitted(self, subnet: SubnetLike) -> float:
         features = np.asarray(self._family.features(self.plan, subnet)) / np.asarray(self.scale)
         return float(features @ np.asarray(self.coefficients))
 
-    def predict(self, subnet: Subnet | CnnSubnet) -> float:
+    def predict(self, subnet: SubnetLike) -> float:
         """Predicted latency of ``subnet`` in ms on this model's target."""
         self.space.check(subnet)  # type: ignore[arg-type]
         if self.method == "table":
             return self.predict_table(subnet)
         return self.predict_fitted(subnet)
 
-    def __call__(self, subnet: Subnet | CnnSubnet) -> float:
+    def __call__(self, subnet: SubnetLike) -> float:
         return self.predict(subnet)
 
     # ---- refusal -------------------------------------------------------------------------
     def check(
         self,
         target: LatencyTarget | None = None,
-        space: SearchSpace | CnnSearchSpace | None = None,
+        space: SpaceLike | None = None,
     ) -> None:
         """Refuse (``ValueError``) a target or space this model was not profiled for."""
         here = device_name(self.target.device)
@@ -305,7 +304,7 @@ class LatencyModel:
         path: str | os.PathLike,
         *,
         target: LatencyTarget | None = None,
-        space: SearchSpace | CnnSearchSpace | None = None,
+        space: SpaceLike | None = None,
     ) -> LatencyModel:
         """Read a saved model; refuse it if it was profiled for another device, target or space."""
         model = cls.from_dict(read_json(path, what="latency model"))
@@ -467,7 +466,7 @@ class LatencyModel:
     def _build(
         cls,
         target: LatencyTarget,
-        space: SearchSpace | CnnSearchSpace,
+        space: SpaceLike,
         table: dict[tuple[Any, ...], float],
         records: list[dict[str, Any]],
         device: str,
@@ -523,7 +522,7 @@ def _alternating(first: int, second: int) -> list[int]:
 
 
 def _calibrate(
-    model: LatencyModel, subnets: Sequence[Subnet | CnnSubnet], measured: Sequence[float]
+    model: LatencyModel, subnets: Sequence[SubnetLike], measured: Sequence[float]
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Per calibration group, the median ratio of measured latency to the layers' table sum.
 
@@ -546,7 +545,7 @@ def _calibrate(
 
 def _score(
     model: LatencyModel,
-    test: Sequence[Subnet | CnnSubnet],
+    test: Sequence[SubnetLike],
     measured: Sequence[float],
     spreads: list[float],
 ) -> dict[str, Any]:

@@ -16,8 +16,9 @@ import optuna
 from optuna.storages import BaseStorage
 from torch import nn
 
+from ofa.families import SubnetLike
 from ofa.supernet import Supernet
-from search._families import AnySubnet, latency_family, subnet_from_dict
+from search._families import latency_family, subnet_from_dict
 from search._measure import contradictions
 from search._stale import fail_dead_trials, tag_worker
 from search._study import (
@@ -31,7 +32,8 @@ from search._study import (
     subnet_params,
     suggest_subnet,
 )
-from search.latency import LatencyTarget, MeasuredLatency
+from search.latency import LatencyTarget
+from search.measured import MeasuredLatency
 from search.pareto import ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
 from search.predictor import MAX_ERROR, LatencyModel, StaleProfileError, Validation
@@ -226,7 +228,7 @@ def _objective(
     budget_ms: float,
     evaluate_infeasible: bool,
 ) -> Callable[[optuna.trial.Trial], tuple[float, float]]:
-    cache: dict[AnySubnet, float] = {}
+    cache: dict[SubnetLike, float] = {}
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
         tag_worker(trial)
@@ -373,7 +375,7 @@ def _corrected(
         and t.user_attrs.get("evaluated")
         and t.values[1] * ratio <= budget_ms
     ]
-    front: dict[AnySubnet, ParetoPoint] = {}
+    front: dict[SubnetLike, ParetoPoint] = {}
     family = latency_family(supernet.family_name)
     for trial in sorted(done, key=lambda t: (t.values[1], -t.values[0])):
         subnet = subnet_from_dict(supernet.family_name, trial.user_attrs["subnet"])

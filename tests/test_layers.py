@@ -1,5 +1,5 @@
-"""The layering holds: `lint-imports` keeps every contract in pyproject.toml, and every module of
-ofa is named in them (a new module cannot slip past the contracts)."""
+"""The layering holds: `lint-imports` keeps every contract in pyproject.toml (the app above search
+and export, both above ofa; no import circles inside a package), and every package is named."""
 
 from __future__ import annotations
 
@@ -20,17 +20,20 @@ def _contracts() -> list[dict]:
         return tomllib.load(handle)["tool"]["importlinter"]["contracts"]
 
 
-def test_every_ofa_module_is_in_a_layer():
-    core = set(_contracts()[0]["source_modules"])
-    app = set(_contracts()[0]["forbidden_modules"]) - {"search", "export"}
-    here = {
-        f"ofa.{p.stem}"
-        for p in (ROOT / "ofa").iterdir()
-        if (p.suffix == ".py" and p.stem != "__init__")
-        or (p.is_dir() and (p / "__init__.py").exists())
+def test_every_package_is_in_a_layer_and_checked_for_circles():
+    """A new top-level package cannot slip past the contracts: each is a layer and an ancestor
+    of the acyclic-siblings contract."""
+    packages = {
+        p.name
+        for p in ROOT.iterdir()
+        if (p / "__init__.py").exists() and p.name not in ("tests", "benchmarks", "tools")
     }
-    assert here - core - app == set(), "name the new module in pyproject's import-linter contracts"
-    assert core & app == set()
+    (layers,) = [c for c in _contracts() if c["type"] == "layers"]
+    (acyclic,) = [c for c in _contracts() if c["type"] == "acyclic_siblings"]
+    layered = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    assert packages == layered, "name the new package in pyproject's import-linter layers"
+    assert layers["layers"][0] == "ofa_app" and layers["layers"][-1] == "ofa"
+    assert packages <= set(acyclic["ancestors"])
 
 
 def test_lint_imports_keeps_every_contract():

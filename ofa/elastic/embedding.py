@@ -24,8 +24,15 @@ class ElasticEmbedding(nn.Embedding):
     def from_dense(cls, dense: nn.Embedding) -> ElasticEmbedding:
         elastic = cls.__new__(cls)
         nn.Module.__init__(elastic)
-        for name in ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type",
-                     "scale_grad_by_freq", "sparse"):
+        for name in (
+            "num_embeddings",
+            "embedding_dim",
+            "padding_idx",
+            "max_norm",
+            "norm_type",
+            "scale_grad_by_freq",
+            "sparse",
+        ):
             setattr(elastic, name, getattr(dense, name))
         elastic.weight = dense.weight
         elastic.active_embedding_dim = dense.embedding_dim
@@ -35,15 +42,25 @@ class ElasticEmbedding(nn.Embedding):
         dim = self.active_embedding_dim
         weight = self.weight if dim == self.embedding_dim else self.weight[:, :dim]
         return F.embedding(
-            input, weight, self.padding_idx, self.max_norm, self.norm_type,
-            self.scale_grad_by_freq, self.sparse,
+            input,
+            weight,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
         )
 
     def extract(self) -> nn.Embedding:
         dim = self.active_embedding_dim
         dense = nn.Embedding(
-            self.num_embeddings, dim, padding_idx=self.padding_idx, max_norm=self.max_norm,
-            norm_type=self.norm_type, scale_grad_by_freq=self.scale_grad_by_freq, sparse=self.sparse,
+            self.num_embeddings,
+            dim,
+            padding_idx=self.padding_idx,
+            max_norm=self.max_norm,
+            norm_type=self.norm_type,
+            scale_grad_by_freq=self.scale_grad_by_freq,
+            sparse=self.sparse,
         ).to(self.weight)
         dense.weight.data.copy_(self.weight[:, :dim])
         return dense

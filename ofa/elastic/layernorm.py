@@ -43,7 +43,10 @@ class ElasticLayerNorm(nn.LayerNorm):
 
     def extract_for(self, width: int) -> nn.LayerNorm:
         dense = nn.LayerNorm(
-            width, eps=self.eps, elementwise_affine=self.elementwise_affine, bias=self.bias is not None
+            width,
+            eps=self.eps,
+            elementwise_affine=self.elementwise_affine,
+            bias=self.bias is not None,
         )
         dense = dense.to(device=self.weight.device if self.weight is not None else None)
         if self.weight is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ofa.cli import main
+from ofa_app.cli import main
 from tests.cli.bad_inputs import CASES, build_fixtures
 
 
@@ -17,8 +17,15 @@ def fixtures(tmp_path_factory):
 
 def test_there_are_at_least_twenty_cases_across_the_cli():
     assert len(CASES) >= 60
-    assert {case.argv[0] for case in CASES} >= {"convert", "export", "profile", "search",
-                                                 "finetune", "train", "quickstart"}
+    assert {case.argv[0] for case in CASES} >= {
+        "convert",
+        "export",
+        "profile",
+        "search",
+        "finetune",
+        "train",
+        "quickstart",
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.what)

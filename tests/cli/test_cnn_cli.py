@@ -9,8 +9,8 @@ import torch
 
 import export
 import ofa
-from ofa.cli import main
-from ofa.convert.cnn import default_space
+from ofa.families.cnn import default_space
+from ofa_app.cli import main
 from tests.ofa._cnn_nets import home_net
 
 pytest.importorskip("sklearn")

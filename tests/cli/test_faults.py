@@ -23,7 +23,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import ofa
-from ofa.cli import main
+from ofa_app.cli import main
 
 try:
     from transformers import BertTokenizerFast
@@ -32,8 +32,9 @@ try:
 
     TOKENIZER = BertTokenizerFast.from_pretrained(minilm_path())
 except (FileNotFoundError, OSError) as error:
-    pytest.skip(f"the embedded MiniLM tokenizer is not installed ({error})",
-                allow_module_level=True)
+    pytest.skip(
+        f"the embedded MiniLM tokenizer is not installed ({error})", allow_module_level=True
+    )
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,24 +43,62 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("faults")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=TOKENIZER.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, num_labels=2)
+    config = BertConfig(
+        vocab_size=TOKENIZER.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+    )
     BertForSequenceClassification(config).save_pretrained(directory / "teacher")
     TOKENIZER.save_pretrained(directory / "teacher")
     with open(directory / "reviews.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
         writer.writerows((f"film {i} was {'good' if i % 2 else 'bad'}", i % 2) for i in range(64))
-    assert main(["convert", "--model", str(directory / "teacher"),
-                 "--out", str(directory / "supernet"), "--importance", "l1"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--model",
+                str(directory / "teacher"),
+                "--out",
+                str(directory / "supernet"),
+                "--importance",
+                "l1",
+            ]
+        )
+        == 0
+    )
     return directory
 
 
 def _train_argv(files: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--supernet", str(files / "supernet"), "--teacher", str(files / "teacher"),
-            "--out", str(out), "--data", str(files / "reviews.csv"), "--steps", "12",
-            "--checkpoint-every", "3", "--batch-size", "8", "--max-length", "16",
-            "--threads", "1", "--seed", "3", *extra]
+    return [
+        "train",
+        "--supernet",
+        str(files / "supernet"),
+        "--teacher",
+        str(files / "teacher"),
+        "--out",
+        str(out),
+        "--data",
+        str(files / "reviews.csv"),
+        "--steps",
+        "12",
+        "--checkpoint-every",
+        "3",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "16",
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def _wait_for(predicate, *, timeout: float, process: subprocess.Popen) -> None:
@@ -93,12 +132,18 @@ def test_sigkill_during_train_then_resume_matches_an_uninterrupted_run(run_files
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ofa.cli", *_train_argv(run_files, killed)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-m", "ofa_app.cli", *_train_argv(run_files, killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     checkpoint_state = killed / "checkpoint" / "state.json"
-    _wait_for(lambda: checkpoint_state.exists() and len(_losses(killed)) >= 4,
-              timeout=600, process=process)
+    _wait_for(
+        lambda: checkpoint_state.exists() and len(_losses(killed)) >= 4,
+        timeout=600,
+        process=process,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved_step = json.loads(checkpoint_state.read_text())["step"]
@@ -111,15 +156,31 @@ def test_sigkill_during_train_then_resume_matches_an_uninterrupted_run(run_files
     straight = tmp_path / "straight"
     assert main(_train_argv(run_files, straight)) == 0
     _assert_resumed_like(killed, straight, saved_step, steps=12)
-    assert ofa.load_supernet(killed / "supernet").space == ofa.load_supernet(
-        straight / "supernet").space
+    assert (
+        ofa.load_supernet(killed / "supernet").space
+        == ofa.load_supernet(straight / "supernet").space
+    )
 
 
 def _torchrun(*argv: str, env: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "ofa.cli", *argv]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ofa_app.cli",
+        *argv,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _descendants(pid: int) -> list[int]:
@@ -162,8 +223,11 @@ def test_ofa_train_under_torchrun_killed_and_resumed_matches_an_uninterrupted_ru
     killed = tmp_path / "killed"
     process = _torchrun(*_train_argv(run_files, killed, *LONGER), env=env)
     checkpoint_state = killed / "checkpoint" / "state.json"
-    _wait_for(lambda: checkpoint_state.exists() and len(_losses(killed)) >= 4,
-              timeout=600, process=process)
+    _wait_for(
+        lambda: checkpoint_state.exists() and len(_losses(killed)) >= 4,
+        timeout=600,
+        process=process,
+    )
     for pid in _descendants(process.pid):  # the ranks: torchrun gives each its own session
         os.kill(pid, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGKILL)  # and the launcher, as a preemption does

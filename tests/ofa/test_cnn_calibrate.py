@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import ofa
-from ofa.convert.cnn import default_space
+from ofa.families.cnn import default_space
 from tests.ofa._cnn_nets import home_net, one_thread  # noqa: F401
 
 X = torch.randn(64, 1, 16, 16, generator=torch.Generator().manual_seed(3))

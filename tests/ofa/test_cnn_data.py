@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import ofa
-from ofa.convert.cnn import default_space
 from ofa.data_images import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, read_idx
+from ofa.families.cnn import default_space
 from tests.ofa._cnn_nets import one_thread  # noqa: F401
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ofa
-from ofa.convert.cnn import default_space
+from ofa.families.cnn import default_space
 from tests.ofa._cnn_nets import home_net, one_thread  # noqa: F401
 
 GEN = torch.Generator().manual_seed(2)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import ofa
-from ofa.convert.cnn import default_space
-from ofa.convert.cnn_graph import CnnGraph
+from ofa.families.cnn import default_space
+from ofa.families.cnn_graph import CnnGraph
 from tests.ofa._cnn_nets import HomeNet, check_random_subnets, home_net, one_thread  # noqa: F401
 
 X = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))

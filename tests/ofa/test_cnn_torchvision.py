@@ -17,8 +17,8 @@ except Exception as error:  # ImportError, or RuntimeError when built for anothe
     pytest.skip(f"torchvision is not importable here: {error}", allow_module_level=True)
 
 import ofa
-from ofa.convert.cnn import default_space
 from ofa.elastic.conv import ElasticConv2d
+from ofa.families.cnn import default_space
 from tests.ofa._cnn_nets import check_random_subnets, one_thread, randomize_bn_  # noqa: F401
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -101,7 +101,7 @@ def test_resnet18_trains_profiles_and_exports(tmp_path) -> None:
     generator = torch.Generator().manual_seed(3)
     images = torch.randn(64, 3, 32, 32, generator=generator)
     data = ImageData(images, torch.randint(10, (64,), generator=generator), tuple("0123456789"))
-    ofa.train(
+    ofa.train_(
         supernet,
         teacher=model,
         train_data=data,

@@ -84,11 +84,22 @@ def test_default_space_is_derived_from_the_model():
 @pytest.mark.parametrize(
     "model, message",
     [
-        (BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=32)),
-         "does not support BertForMaskedLM; supported models: BertForSequenceClassification"),
-        (GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)),
-         "does not support GPT2Model"),
+        (
+            BertForMaskedLM(
+                BertConfig(
+                    vocab_size=50,
+                    hidden_size=16,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    intermediate_size=32,
+                )
+            ),
+            "does not support BertForMaskedLM; supported models: BertForSequenceClassification",
+        ),
+        (
+            GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)),
+            "does not support GPT2Model",
+        ),
         (nn.Linear(3, 3), "does not support Linear"),
     ],
 )
@@ -112,16 +123,19 @@ def test_space_that_does_not_fit_the_model_is_refused():
 def test_subnet_outside_the_space_is_refused():
     supernet = ofa.convert(make_model("bert-cls"))
     space = supernet.space
-    bad_heads = ofa.Subnet(layers=(0, 1, 2, 3), num_heads=(4, 4, 4, 5), ffn_dims=(64,) * 4,
-                           hidden_size=32)
+    bad_heads = ofa.Subnet(
+        layers=(0, 1, 2, 3), num_heads=(4, 4, 4, 5), ffn_dims=(64,) * 4, hidden_size=32
+    )
     with pytest.raises(ValueError, match="head counts \\[5\\]"):
         supernet.set_subnet(bad_heads)
-    bad_ffn = ofa.Subnet(layers=space.layers_for(4), num_heads=(4,) * 4,
-                         ffn_dims=(64, 64, 64, 50), hidden_size=32)
+    bad_ffn = ofa.Subnet(
+        layers=space.layers_for(4), num_heads=(4,) * 4, ffn_dims=(64, 64, 64, 50), hidden_size=32
+    )
     with pytest.raises(ValueError, match="FFN widths \\[50\\]"):
         supernet.extract(bad_ffn)
-    bad_hidden = ofa.Subnet(layers=space.layers_for(4), num_heads=(4,) * 4, ffn_dims=(64,) * 4,
-                            hidden_size=20)
+    bad_hidden = ofa.Subnet(
+        layers=space.layers_for(4), num_heads=(4,) * 4, ffn_dims=(64,) * 4, hidden_size=20
+    )
     with pytest.raises(ValueError, match="hidden_size 20"):
         supernet.flops(bad_hidden)
     with pytest.raises(TypeError, match="takes an ofa.Subnet"):
@@ -132,9 +146,17 @@ def test_subnet_outside_the_space_is_refused():
 def test_custom_space_with_first_k_layers():
     model = make_model("bert-cls")
     space = ofa.SearchSpace(
-        num_layers=4, max_num_heads=4, head_dim=8, max_ffn_dim=64, max_hidden_size=32,
-        depths=(1, 2, 4), num_heads=(2, 4), ffn_dims=(32, 64), hidden_sizes=(16, 32),
-        ffn_step=16, layer_selection="first",
+        num_layers=4,
+        max_num_heads=4,
+        head_dim=8,
+        max_ffn_dim=64,
+        max_hidden_size=32,
+        depths=(1, 2, 4),
+        num_heads=(2, 4),
+        ffn_dims=(32, 64),
+        hidden_sizes=(16, 32),
+        ffn_step=16,
+        layer_selection="first",
     )
     supernet = ofa.convert(model, space).eval()
     subnet = space.uniform(depth=2, num_heads=2, ffn_dim=32, hidden_size=16)
@@ -143,5 +165,6 @@ def test_custom_space_with_first_k_layers():
     small = supernet.extract(subnet).eval()
     inputs = make_inputs()
     with torch.no_grad():
-        torch.testing.assert_close(small(**inputs).logits, supernet(**inputs).logits,
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            small(**inputs).logits, supernet(**inputs).logits, atol=1e-5, rtol=0
+        )

@@ -36,8 +36,9 @@ def test_extracted_modules_are_really_smaller():
     model = make_model("bert-cls")
     supernet = ofa.convert(model)
     space = supernet.space
-    subnet = ofa.Subnet(layers=space.layers_for(2), num_heads=(1, 3), ffn_dims=(16, 48),
-                        hidden_size=16)
+    subnet = ofa.Subnet(
+        layers=space.layers_for(2), num_heads=(1, 3), ffn_dims=(16, 48), hidden_size=16
+    )
     small = supernet.extract(subnet)
     layers = small.bert.encoder.layer
     assert len(layers) == 2
@@ -87,8 +88,9 @@ def test_flops_match_torch_flop_counter(kind):
         small = supernet.extract(subnet).eval()
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             small(**inputs)
-        assert counter.get_total_flops() == supernet.flops(subnet, batch_size=batch,
-                                                           seq_len=length), subnet
+        assert counter.get_total_flops() == supernet.flops(
+            subnet, batch_size=batch, seq_len=length
+        ), subnet
 
 
 def test_flops_shrink_with_the_subnet():

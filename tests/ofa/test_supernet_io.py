@@ -19,7 +19,9 @@ def test_save_load_gives_the_same_outputs(tmp_path, kind):
     supernet.set_subnet(subnet)
     supernet.save(tmp_path / "sn")
     assert sorted(p.name for p in (tmp_path / "sn").iterdir()) == [
-        "config.json", "model.safetensors", "supernet.json"
+        "config.json",
+        "model.safetensors",
+        "supernet.json",
     ]
     loaded = ofa.load_supernet(tmp_path / "sn")
     assert loaded.space == supernet.space and loaded.active_subnet == subnet
@@ -28,8 +30,9 @@ def test_save_load_gives_the_same_outputs(tmp_path, kind):
         supernet.set_subnet(s)
         loaded.set_subnet(s)
         with torch.no_grad():
-            torch.testing.assert_close(main_output(loaded(**inputs)),
-                                       main_output(supernet(**inputs)), atol=0, rtol=0)
+            torch.testing.assert_close(
+                main_output(loaded(**inputs)), main_output(supernet(**inputs)), atol=0, rtol=0
+            )
 
 
 def test_save_replaces_only_its_own_copy_and_never_a_file_it_did_not_write(tmp_path):

@@ -14,9 +14,16 @@ from ofa.distill import DistillConfig
 from ofa.evaluate import accuracy
 from ofa.finetune import FinetuneConfig, finetune
 from ofa.space import Subnet
-from ofa.train import PhaseConfig, TheseusConfig, TrainConfig, default_phases, plan_phases, train
-from ofa.train.loop import _subnets
-from ofa.train.theseus import theseus_groups
+from ofa.training import (
+    PhaseConfig,
+    TheseusConfig,
+    TrainConfig,
+    default_phases,
+    plan_phases,
+    train_,
+)
+from ofa.training.loop import _subnets
+from ofa.training.theseus import theseus_groups
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -167,7 +174,7 @@ def test_min_width_bounds_the_phase_and_width_multipliers_train_uniform_widths(t
     assert TrainConfig.from_json(config.to_json()) == config
     assert config.phases[0].width_multipliers == (0.5,)
     # trained: one loss per subnet, the multiplier subnets included
-    result = train(
+    result = train_(
         supernet,
         teacher=tiny_bert(seed=1),
         train_data=toy_data(),
@@ -244,7 +251,7 @@ def test_phases_switch_and_training_lowers_the_loss(tmp_path):
     teacher = tiny_bert(seed=1)
     supernet = ofa.convert(tiny_bert())
     before = _objective(supernet, teacher, toy_data())
-    result = train(
+    result = train_(
         supernet,
         teacher=teacher,
         train_data=toy_data(),
@@ -266,7 +273,7 @@ def test_resume_continues_exactly(tmp_path):
     data = toy_data()
     config = _config(checkpoint_every_steps=2)
     whole = ofa.convert(tiny_bert())
-    train(
+    train_(
         whole,
         teacher=tiny_bert(seed=1),
         train_data=data,
@@ -275,7 +282,7 @@ def test_resume_continues_exactly(tmp_path):
         progress=False,
     )
     part = ofa.convert(tiny_bert())
-    train(
+    train_(
         part,
         teacher=tiny_bert(seed=1),
         train_data=data,
@@ -289,7 +296,7 @@ def test_resume_continues_exactly(tmp_path):
         handle.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
     fresh = ofa.convert(tiny_bert(seed=5))  # different weights: the checkpoint must overwrite them
     torch.manual_seed(123)  # and a different RNG state
-    train(
+    train_(
         fresh,
         teacher=tiny_bert(seed=1),
         train_data=data,
@@ -314,7 +321,7 @@ def test_fixed_subnet_trains_only_its_weights_and_inplace_needs_no_teacher(tmp_p
     before = {k: v.clone() for k, v in supernet.state_dict().items()}
     subnet = supernet.space.uniform(depth=2, num_heads=2, ffn_dim=32, hidden_size=32)
     config = _config(phases=(PhaseConfig(name="fixed", steps=2, subnet=subnet),), weight_decay=0.0)
-    train(
+    train_(
         supernet,
         teacher=tiny_bert(seed=1),
         train_data=toy_data(),
@@ -329,7 +336,7 @@ def test_fixed_subnet_trains_only_its_weights_and_inplace_needs_no_teacher(tmp_p
     assert not torch.equal(after[kept][:32], before[kept][:32])
     torch.testing.assert_close(after[kept][32:], before[kept][32:], rtol=0, atol=0)
     inplace = _config(teacher_mode="inplace", distill=DistillConfig(alpha=0.0))
-    result = train(
+    result = train_(
         ofa.convert(tiny_bert()),
         teacher=None,
         train_data=toy_data(),
@@ -350,7 +357,7 @@ def test_theseus_groups_and_training(tmp_path):
         theseus=TheseusConfig(start=0.5),
         distill=DistillConfig(alpha=0.5),
     )
-    result = train(
+    result = train_(
         ofa.convert(tiny_bert()),
         teacher=teacher,
         train_data=toy_data(),
@@ -381,7 +388,7 @@ def test_finetune_learns_the_toy_task(tmp_path):
 @pytest.mark.gpu
 def test_cuda_bf16_autocast_trains(tmp_path):
     supernet = ofa.convert(tiny_bert())
-    result = train(
+    result = train_(
         supernet,
         teacher=tiny_bert(seed=1),
         train_data=toy_data(),
@@ -396,9 +403,9 @@ def test_bad_input_errors(tmp_path):
     supernet = ofa.convert(tiny_bert())
     data, config = toy_data(), _config()
     with pytest.raises(ValueError, match="no teacher"):
-        train(supernet, teacher=None, train_data=data, config=config, output_dir=tmp_path)
+        train_(supernet, teacher=None, train_data=data, config=config, output_dir=tmp_path)
     with pytest.raises(ValueError, match="tokenized"):
-        train(
+        train_(
             supernet,
             teacher=tiny_bert(),
             train_data=data.remove_columns("input_ids"),
@@ -406,7 +413,7 @@ def test_bad_input_errors(tmp_path):
             output_dir=tmp_path,
         )
     with pytest.raises(ValueError, match="no full batch"):
-        train(
+        train_(
             supernet,
             teacher=tiny_bert(),
             train_data=data.select(range(4)),
@@ -414,11 +421,11 @@ def test_bad_input_errors(tmp_path):
             output_dir=tmp_path,
         )
     with pytest.raises(TypeError, match="ofa.Supernet"):
-        train(
+        train_(
             tiny_bert(), teacher=tiny_bert(), train_data=data, config=config, output_dir=tmp_path
         )
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        train(
+        train_(
             supernet,
             teacher=tiny_bert(),
             train_data=data,
@@ -428,7 +435,7 @@ def test_bad_input_errors(tmp_path):
         )
     with pytest.raises(ValueError, match="not in the supernet's space"):
         bad = _config(phases=(PhaseConfig(name="x", steps=1, num_heads=(5,)),))
-        train(supernet, teacher=tiny_bert(), train_data=data, config=bad, output_dir=tmp_path)
+        train_(supernet, teacher=tiny_bert(), train_data=data, config=bad, output_dir=tmp_path)
     with pytest.raises(ValueError, match="later_learning_rate must be positive"):
         default_phases(6, later_learning_rate=0.0)
     with pytest.raises(ValueError, match="exactly one of steps or epochs"):
@@ -453,8 +460,8 @@ def test_cli_finetune_convert_train_and_errors(tmp_path, capsys):
 
     from transformers import BertTokenizerFast
 
-    from ofa.cli import main
     from ofa.embedded import minilm_path
+    from ofa_app.cli import main
 
     tokenizer = BertTokenizerFast.from_pretrained(minilm_path())
     config = BertConfig(

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import ofa
-from ofa.convert.cnn import default_space
 from ofa.data_images import load_digits
 from ofa.distill import DistillConfig
 from ofa.evaluate import accuracy
-from ofa.train import PhaseConfig, TrainConfig, default_cnn_phases, train
-from ofa.train.loop import _subnets
+from ofa.families.cnn import default_space
+from ofa.training import PhaseConfig, TrainConfig, default_cnn_phases, train_
+from ofa.training.loop import _subnets
 from tests.ofa._cnn_nets import HomeNet
 from tests.ofa.test_train import tiny_bert
 
@@ -133,7 +133,7 @@ def test_train_a_cnn_supernet_phases_eval_rows_and_exact_resume(tmp_path, digits
     train_data, test_data = digits
     config = _config(checkpoint_every_steps=3)
     whole = _supernet(teacher)
-    result = train(
+    result = train_(
         whole,
         teacher=teacher,
         train_data=train_data,
@@ -152,7 +152,7 @@ def test_train_a_cnn_supernet_phases_eval_rows_and_exact_resume(tmp_path, digits
     assert whole.active_subnet == whole.space.max_subnet() and not whole.training
 
     part = _supernet(teacher)
-    train(
+    train_(
         part,
         teacher=teacher,
         train_data=train_data,
@@ -163,7 +163,7 @@ def test_train_a_cnn_supernet_phases_eval_rows_and_exact_resume(tmp_path, digits
     )
     fresh = _supernet(HomeNet())  # other weights: the checkpoint must overwrite them all
     torch.manual_seed(99)
-    train(
+    train_(
         fresh,
         teacher=teacher,
         train_data=train_data,
@@ -189,7 +189,7 @@ def test_trained_cnn_subnets_are_accurate_after_calibration(tmp_path, digits, te
     untrained_min = ofa.evaluate(
         supernet, space.min_subnet(), test_data, calibration_data=calibration
     )
-    train(
+    train_(
         supernet,
         teacher=teacher,
         train_data=train_data,
@@ -230,7 +230,7 @@ def test_cnn_train_and_evaluate_errors(tmp_path, digits, teacher):
     supernet = _supernet(teacher)
     train_data, test_data = digits
     with pytest.raises(ValueError, match="ImageData"):
-        train(
+        train_(
             supernet,
             teacher=teacher,
             train_data=[1, 2, 3],
@@ -239,7 +239,7 @@ def test_cnn_train_and_evaluate_errors(tmp_path, digits, teacher):
             progress=False,
         )
     with pytest.raises(ValueError, match="hidden_weight=0"):
-        train(
+        train_(
             supernet,
             teacher=teacher,
             train_data=train_data,

@@ -24,7 +24,7 @@ def _run(out: Path, *, batch_size: int) -> None:
 
     import ofa
     from ofa.distill import DistillConfig
-    from ofa.train import PhaseConfig, TrainConfig, parallel, train
+    from ofa.training import PhaseConfig, TrainConfig, parallel, train_
 
     torch.set_num_threads(1)
     config = TrainConfig(
@@ -36,7 +36,7 @@ def _run(out: Path, *, batch_size: int) -> None:
         distill=DistillConfig(temperature=2.0, alpha=0.5),
     )
     supernet = ofa.convert(tiny_bert(dropout=0.0))
-    result = train(
+    result = train_(
         supernet,
         teacher=tiny_bert(seed=1, dropout=0.0),
         train_data=toy_data(32),

@@ -54,7 +54,7 @@ def workspace(tmp_path_factory):
 def _ofa(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "ofa.cli", *argv],
+        [sys.executable, "-m", "ofa_app.cli", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -13,8 +13,8 @@ import torch
 import ofa
 import search
 from ofa.cnn_space import CnnSearchSpace
-from ofa.convert.cnn import default_space
 from ofa.data_images import load_digits
+from ofa.families.cnn import default_space
 from search import LatencyModel, LatencyTarget, MeasuredLatency
 from search._study import subnet_params, suggest_subnet
 from tests.ofa._cnn_nets import home_net, one_thread  # noqa: F401  (one_thread: 1 CPU thread)

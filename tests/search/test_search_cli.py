@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import ofa
-from ofa.cli import main
+from ofa_app.cli import main
 from tests.search._tiny import write_reviews_csv
 
 

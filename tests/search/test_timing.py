@@ -215,7 +215,7 @@ def test_compiled_latency_is_measured_and_refused_for_eager(supernet):
 
 
 def test_profile_cli_prints_anchors_and_keeps_a_refused_profile_aside(tmp_path, capsys):
-    from ofa.cli import main
+    from ofa_app.cli import main
     from tests.search._tiny import tiny_supernet
 
     tiny_supernet().save(tmp_path / "supernet")

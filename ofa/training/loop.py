@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +19,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ofa.convert import family_named
 from ofa.data import epoch_order, pad_collate
 from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
 from ofa.evaluate import evaluate, model_outputs
+from ofa.families import family_named
 from ofa.space import Subnet
 from ofa.supernet import Supernet
-from ofa.train import parallel
-from ofa.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from ofa.train.config import PhaseConfig, TrainConfig
-from ofa.train.theseus import theseus_forward
+from ofa.training import parallel
+from ofa.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from ofa.training.config import PhaseConfig, TrainConfig
+from ofa.training.theseus import theseus_forward
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def _check_inputs(
             supernet.space.check(plan.subnet)
 
 
-def train(
+def train_(
     supernet: Supernet,
     *,
     teacher: nn.Module | None,
@@ -279,7 +280,7 @@ def train(
     ``ofa.evaluate(..., calibration_data=...)``) before evaluating or exporting it.
 
     Example:
-        >>> result = ofa.train(supernet, teacher=bert, train_data=task_train,
+        >>> result = ofa.train_(supernet, teacher=bert, train_data=task_train,
         ...                    config=ofa.TrainConfig(phases=ofa.default_phases(60)),
         ...                    output_dir="runs/train")
     """
@@ -516,3 +517,15 @@ def _resume(
         )
     logger.info("resumed from step %d", state["step"])
     return int(state["step"])
+
+
+def train(*args: Any, **kwargs: Any) -> TrainResult:
+    """The former name of :func:`train_` (which trains its supernet in place); kept for one
+    release, with a ``DeprecationWarning``."""
+    warnings.warn(
+        "ofa.train is now ofa.train_ (it trains the supernet in place): the old name goes in the "
+        "next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return train_(*args, **kwargs)

@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from ofa.convert.cnn_graph import GraphNode
 from ofa.elastic.conv import elastic_kernel_sizes
+from ofa.families.cnn_graph import GraphNode
 
 __all__ = ["Block", "ChannelGroup", "CnnStructure", "Stage", "analyse", "spatial_sizes"]
 

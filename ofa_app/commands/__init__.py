@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ofa.commands import convert, finetune, profile, quickstart
-from ofa.commands import export as export_command
-from ofa.commands import search as search_command
-from ofa.commands import train as train_command
+# _bert and _cnn register the families' CLI adapters
+from ofa_app.commands import _bert, _cnn, convert, finetune, profile, quickstart  # noqa: F401
+from ofa_app.commands import export as export_command
+from ofa_app.commands import search as search_command
+from ofa_app.commands import train as train_command
+from ofa_app.commands._families import register_family
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "register_family"]
 
 COMMANDS: list[Callable[[Any], Any]] = [
     quickstart.add_parser,

@@ -1,9 +1,9 @@
 """CNNs (torchvision ResNet / MobileNet, home-made nets): elastic conversion, extraction, counts.
 
-A CNN is traced into a graph of known layers (:mod:`ofa.convert.cnn_trace`), its coupled channel
-groups, droppable blocks and shrinkable kernels are found (:mod:`ofa.convert.cnn_analysis`), and
+A CNN is traced into a graph of known layers (:mod:`ofa.families.cnn_trace`), its coupled channel
+groups, droppable blocks and shrinkable kernels are found (:mod:`ofa.families.cnn_analysis`), and
 its layers are swapped for elastic ones inside an :class:`ElasticCnnGraph`, which keeps the
-model's parameter names. Extraction gives a plain :class:`~ofa.convert.cnn_graph.CnnGraph`.
+model's parameter names. Extraction gives a plain :class:`~ofa.families.cnn_graph.CnnGraph`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.convert.cnn_analysis import CnnStructure, analyse, spatial_sizes
-from ofa.convert.cnn_graph import CnnGraph, GraphNode, graph_from_dict, graph_to_dict, run_graph
-from ofa.convert.cnn_trace import UnsupportedOpError, trace_cnn
+from ofa._choices import at_least, restrict
+from ofa.cnn_space import PHASE_FIELDS, CnnSearchSpace, CnnSubnet
 from ofa.elastic.batchnorm import ElasticBatchNorm2d
 from ofa.elastic.conv import ElasticConv2d, elastic_kernel_sizes
 from ofa.elastic.linear import ElasticLinear
+from ofa.families.cnn_analysis import CnnStructure, analyse, spatial_sizes
+from ofa.families.cnn_graph import CnnGraph, GraphNode, graph_from_dict, graph_to_dict, run_graph
+from ofa.families.cnn_trace import UnsupportedOpError, trace_cnn
 from ofa.groups import UnitGroup
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def default_space(
         elastic_kernel: offer every smaller odd kernel of k x k convs (k >= 5, "same" padding).
 
     Example:
-        >>> space = ofa.convert.cnn.default_space(cnn, image_size=32)
+        >>> space = ofa.families.cnn.default_space(cnn, image_size=32)
         >>> supernet = ofa.convert(cnn, space)
     """
     nodes, layers = _graph_of(model)
@@ -131,6 +132,33 @@ class CnnFamily:
     subnet_type = CnnSubnet
     # a subnet's batch norms need statistics of their own (ofa.calibrate_bn_) to be evaluated
     calibrates_batch_norm = True
+    phase_dimensions = ("depths", "widths", "kernel_sizes")
+
+    def phase_space(self, phase: Any, space: CnnSearchSpace) -> CnnSearchSpace:
+        """The choices of ``space`` that training ``phase`` samples from, per group and stage."""
+        phase.check_dimensions(self.phase_dimensions, "a CNN")
+        fields = space.to_dict()
+        for name, field_name in PHASE_FIELDS.items():
+            rule = getattr(phase, name)
+            if not isinstance(rule, str):
+                raise ValueError(
+                    f"phase {phase.name!r}: {name}={list(rule)}: a CNN's choices differ per "
+                    "group, stage and conv, so use 'max', 'large' or 'all' (or subnet=...)"
+                )
+            fields[field_name] = [
+                at_least(restrict(c, rule, name), phase.min_width * c[-1])
+                if name == "widths"
+                else restrict(c, rule, name)
+                for c in getattr(space, field_name)
+            ]
+        return CnnSearchSpace.from_dict(fields)
+
+    @staticmethod
+    def multiplier_subnets(phase: Any, space: CnnSearchSpace) -> list[CnnSubnet]:
+        raise ValueError(
+            f"phase {phase.name!r}: width_multipliers apply to BERT-family supernets; "
+            "a CNN phase samples its widths (use min_width to bound them)"
+        )
 
     @staticmethod
     def check_train_data(train_data: Any, hidden_weight: float, theseus: bool) -> None:
@@ -182,7 +210,7 @@ class CnnFamily:
             raise ValueError(
                 "search space does not fit the model: "
                 + "; ".join(problems[:5])
-                + "; build it with ofa.convert.cnn.default_space(model)"
+                + "; build it with ofa.families.cnn.default_space(model)"
             )
 
     def make_elastic_(self, model: nn.Module) -> ElasticCnnGraph:

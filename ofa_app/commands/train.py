@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ofa.cli import HelpFormatter
+from ofa_app._help import HelpFormatter
 
 EXAMPLE = r"""example:
   ofa finetune --out runs/teacher                      # MiniLM on Rotten Tomatoes
@@ -18,7 +18,7 @@ EXAMPLE = r"""example:
   ofa train ... --resume                               # continue exactly after a crash
   ofa train ... --min-width 0.5                        # nothing under half width is deployed
   ofa train ... --width-multipliers 0.5,0.25           # train these uniform widths every step
-  torchrun --nproc_per_node 2 -m ofa.cli train ...     # data-parallel
+  torchrun --nproc_per_node 2 -m ofa_app.cli train ...     # data-parallel
   # a CNN supernet (saved by Supernet.save); its teacher exported as a plain CNN directory:
   ofa export --supernet runs/cnn-supernet --subnet max --out runs/cnn-teacher
   ofa train --supernet runs/cnn-supernet --teacher runs/cnn-teacher --data fashion-mnist \
@@ -259,46 +259,22 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
     return "train", parser
 
 
-def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
+def train_config(args: argparse.Namespace, supernet: Any) -> Any:
     from ofa.distill import DistillConfig
-    from ofa.train import (
-        PhaseConfig,
-        TheseusConfig,
-        TrainConfig,
-        default_cnn_phases,
-        default_phases,
-    )
+    from ofa.families import family_named
+    from ofa.training import PhaseConfig, TheseusConfig, TrainConfig
+    from ofa_app.commands._families import app_family
 
-    cnn = supernet is not None and supernet.family_name == "cnn"
     if args.train_config:
         return TrainConfig.from_json(Path(args.train_config).read_text())
     if args.fixed_subnet:
-        from ofa.cnn_space import CnnSubnet
-        from ofa.space import Subnet
-
-        subnet_type = CnnSubnet if cnn else Subnet
+        subnet_type = family_named(supernet.family_name).subnet_type
         subnet = subnet_type.from_json(Path(args.fixed_subnet).read_text())
         phases: tuple[PhaseConfig, ...] = (
             PhaseConfig(name="fixed", steps=args.steps, subnet=subnet),
         )
-    elif cnn:
-        phases = default_cnn_phases(
-            args.steps,
-            space=supernet.space,
-            sampling=args.sampling,
-            num_random=args.num_random,
-            min_width=args.min_width,
-        )
     else:
-        phases = default_phases(
-            args.steps,
-            hidden=not args.no_hidden_phases,
-            sampling=args.sampling,
-            num_random=args.num_random,
-            min_width=args.min_width,
-            width_multipliers=args.width_multipliers,
-            later_learning_rate=args.later_lr,
-        )
+        phases = app_family(supernet).default_phases(args, supernet)
     return TrainConfig(
         phases=phases,
         batch_size=args.batch_size,
@@ -322,7 +298,8 @@ def train_config(args: argparse.Namespace, supernet: Any = None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ofa.evaluate import evaluate
     from ofa.supernet import load_supernet
-    from ofa.train import parallel, train
+    from ofa.training import parallel, train_
+    from ofa_app.commands._families import app_family
 
     check_run_args(args)
     if args.steps < 1:
@@ -340,11 +317,13 @@ def run(args: argparse.Namespace) -> int:
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{flag} file {path} does not exist")
     supernet = load_supernet(args.supernet)
-    inputs = _cnn_inputs if supernet.family_name == "cnn" else _bert_inputs
-    teacher, train_data, validation, calibration, label, tokenizer = inputs(args, supernet)
+    family = app_family(supernet)
+    teacher, train_data, validation, calibration, label, tokenizer = family.train_inputs(
+        args, supernet
+    )
     config = train_config(args, supernet)
     out = Path(args.out)
-    result = train(
+    result = train_(
         supernet,
         teacher=teacher,
         train_data=train_data,
@@ -381,73 +360,3 @@ def _print_majority(accuracy: float, data: Any) -> None:
     note = accuracy_note(accuracy, majority, len(data))
     if note is not None:
         print(f"  warning: {note}")
-
-
-def _bert_inputs(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any, Any, None, str, Any]:
-    """Teacher, tokenized train / validation splits, no calibration, the report's label and the
-    tokenizer; the data's name and label names go into the supernet's config."""
-    from transformers import AutoTokenizer
-
-    from ofa.data import record_data, set_label_names
-    from ofa.pipeline import find_tokenizer, load_pretrained
-
-    args.data = default_data(args.data, args.supernet, "the supernet")
-    check_max_length(args, supernet.model.config)
-    tokenizer_dir = args.tokenizer or find_tokenizer(args.teacher, args.supernet)
-    if tokenizer_dir is None:
-        raise ValueError(
-            "give --tokenizer (or --teacher, whose tokenizer is used): neither the teacher nor "
-            "the supernet directory holds one"
-        )
-    teacher = load_pretrained(args.teacher)[0] if args.teacher else None
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    task = load_task_data(args)
-    head = getattr(supernet.model.config, "num_labels", None)
-    if isinstance(head, int) and head != task.num_labels:
-        raise ValueError(
-            f"the data has {task.num_labels} labels {list(task.label_names)}, the supernet's "
-            f"head {head}: give the data its teacher was fine-tuned on (or its label column)"
-        )
-    set_label_names(supernet.model.config, task.label_names)
-    record_data(supernet.model.config, args.data)
-    train_data, validation = load_data(args, tokenizer, task)
-    return teacher, train_data, validation, None, "validation", tokenizer
-
-
-_BERT_ONLY = (
-    ("tokenizer", "--tokenizer"),
-    ("text_pair_column", "--text-pair-column"),
-    ("no_hidden_phases", "--no-hidden-phases"),
-    ("theseus", "--theseus"),
-    ("hidden_weight", "--hidden-weight"),
-    ("width_multipliers", "--width-multipliers"),
-    ("later_lr", "--later-lr"),
-)
-
-
-def _cnn_inputs(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any, Any, Any, str, None]:
-    """An exported CNN teacher, images, the test split and calibration images, the label."""
-    import torch
-
-    from ofa.data_images import load_images
-
-    given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
-    if given:
-        raise ValueError(f"{', '.join(given)}: only for BERT-family supernets; this one is a CNN")
-    if args.data is None or args.data in ("rotten_tomatoes", "imdb"):
-        raise ValueError(
-            "a CNN supernet trains on images: give --data digits, fashion-mnist or FILE.npz"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    teacher = None
-    if args.teacher:
-        import export
-
-        teacher = export.load(args.teacher)
-    train_data = load_images(args.data, split="train", limit=args.limit, seed=args.seed)
-    validation = None
-    if args.data in ("digits", "fashion-mnist"):
-        validation = load_images(args.data, split="test", limit=args.limit, seed=args.seed)
-    calibration = train_data.subset(min(len(train_data), 1024), seed=args.seed)
-    return teacher, train_data, validation, calibration, "test (batch norms recalibrated)", None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ofa.cli import HelpFormatter
-from ofa.commands.train import add_data_arguments
+from ofa_app._help import HelpFormatter
+from ofa_app.commands.train import add_data_arguments
 
 EXAMPLE = """example:
   ofa finetune --out runs/teacher                  # embedded MiniLM on Rotten Tomatoes
@@ -40,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ofa.commands.train import check_max_length, check_run_args, load_data, load_task_data
     from ofa.data import record_data, set_label_names
     from ofa.embedded import minilm_path
     from ofa.evaluate import accuracy, accuracy_note, majority_rate
     from ofa.finetune import FinetuneConfig, finetune
-    from ofa.train import parallel
+    from ofa.training import parallel
+    from ofa_app.commands.train import check_max_length, check_run_args, load_data, load_task_data
 
     check_run_args(args)
     if not (isinstance(args.epochs, (int, float)) and 0 < args.epochs < float("inf")):

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ofa import importance
-from ofa.convert.bert import SUPPORTED_CLASSES
+from ofa.families.bert import SUPPORTED_CLASSES
 from ofa.reorder import reorder_
 from ofa.space import SearchSpace
 from ofa.supernet import Supernet, convert

@@ -1,16 +1,16 @@
-"""Supernet training: progressive shrinking with distillation (see :func:`train`)."""
+"""Supernet training: progressive shrinking with distillation (see :func:`train_`)."""
 
 from __future__ import annotations
 
 from ofa.data import pad_collate
-from ofa.train.config import (
+from ofa.training.config import (
     PhaseConfig,
     TheseusConfig,
     TrainConfig,
     default_cnn_phases,
     default_phases,
 )
-from ofa.train.loop import TrainResult, plan_phases, train
+from ofa.training.loop import TrainResult, plan_phases, train, train_
 
 __all__ = [
     "PhaseConfig",
@@ -22,4 +22,5 @@ __all__ = [
     "pad_collate",
     "plan_phases",
     "train",
+    "train_",
 ]

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ofa.cli import HelpFormatter
+from ofa_app._help import HelpFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -148,161 +148,22 @@ def resolve_subnet(spec: str, space: Any, search: str | None) -> tuple[Any, dict
     return subnet_type.from_dict(subnet_dict), extras
 
 
-def _finetune_batches(args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any]] | None:
-    if not args.finetune_steps:
-        return None
-    if args.text_csv is None or tokenizer is None:
-        raise ValueError("--finetune-steps needs --text-csv and --tokenizer")
-    from ofa.pipeline import read_texts, text_batches
-
-    texts = read_texts(
-        args.text_csv, limit=args.finetune_steps * args.batch_size, text_column=args.text_column
-    )
-    return list(
-        text_batches(texts, tokenizer, batch_size=args.batch_size, max_length=args.max_length)
-    )
-
-
-_BERT_ONLY = (
-    ("tokenizer", "--tokenizer"),
-    ("sparse_layers", "--sparse-layers"),
-    ("finetune_steps", "--finetune-steps"),
-    ("text_csv", "--text-csv"),
-    ("seq_len", "--seq-len"),
-)
-
-
-def _check_family_options(args: argparse.Namespace, family: str) -> None:
-    """One-line errors for options the supernet's family does not take."""
-    if family == "cnn":
-        given = [flag for dest, flag in _BERT_ONLY if getattr(args, dest)]
-        given += ["--sparsity 2:4"] if args.sparsity != "none" else []
-        if given:
-            raise ValueError(
-                f"{', '.join(given)}: only for BERT-family supernets, and this supernet is a "
-                "CNN; drop it (--calibration-data recomputes a CNN's batch-norm statistics)"
-            )
-    elif args.calibration_data or args.torch_export:
-        raise ValueError(
-            "--calibration-data and --torch-export are for CNN supernets; this supernet is "
-            f"{family!r}: drop them"
-        )
-
-
-def _calibration_batches(args: argparse.Namespace, supernet: Any) -> list[Any] | None:
-    """Image batches for BN calibration from ``--calibration-data``, or None."""
-    spec = args.calibration_data
-    if spec is None:
-        return None
-    if args.calibration_batches < 1 or args.batch_size < 1:
-        raise ValueError("--calibration-batches and --batch-size must be positive")
-    count = args.calibration_batches * args.batch_size
-    if spec == "digits":
-        from ofa.data_images import load_digits
-
-        images = load_digits(split="train").images
-    elif spec == "fashion-mnist":
-        from ofa.data_images import load_fashion_mnist
-
-        images = load_fashion_mnist(split="train", limit=count).images
-    else:
-        images = _npy_images(Path(spec))
-    channels = supernet.model.input_channels()
-    if images.shape[1] != channels:
-        raise ValueError(
-            f"--calibration-data images have {images.shape[1]} channels, the CNN reads {channels}"
-        )
-    images = images[:count]
-    return [images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)]
-
-
-def _npy_images(path: Path) -> Any:
-    import numpy as np
-    import torch
-
-    if path.suffix != ".npy" or not path.is_file():
-        raise FileNotFoundError(
-            f"--calibration-data {path} is not digits, fashion-mnist or an existing .npy file"
-        )
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"--calibration-data {path} is not a plain .npy array: {error}") from None
-    if array.ndim != 4 or array.dtype.kind not in "fiu":
-        raise ValueError(
-            f"--calibration-data {path} must hold (N, C, H, W) numbers, got shape {array.shape}"
-        )
-    return torch.from_numpy(array.astype(np.float32))
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists: pass --overwrite or pick another --out")
     import export
     from ofa.supernet import load_supernet
+    from ofa_app.commands._families import app_family
 
     supernet = load_supernet(args.supernet)
-    _check_family_options(args, supernet.family_name)
+    options = app_family(supernet).export_options(args, supernet)  # refuses foreign flags
     subnet, extras = resolve_subnet(args.subnet, supernet.space, args.search)
     supernet.space.check(subnet)
-    if supernet.family_name == "cnn":
-        export.save(
-            supernet,
-            subnet,
-            out,
-            onnx=args.onnx,
-            torch_export=args.torch_export,
-            overwrite=args.overwrite,
-            calibration_data=_calibration_batches(args, supernet),
-            **extras,
-        )
-        return _report(args, out, supernet, subnet)
-    tokenizer = _tokenizer(args)
-    sparsity = None
-    if args.sparsity == "2:4":
-        sparsity = export.SparsityConfig(
-            layers=tuple(args.sparse_layers) if args.sparse_layers else None,
-            finetune_steps=args.finetune_steps,
-            learning_rate=args.learning_rate,
-        )
     export.save(
-        supernet,
-        subnet,
-        out,
-        sparsity=sparsity,
-        onnx=args.onnx,
-        overwrite=args.overwrite,
-        tokenizer=tokenizer,
-        finetune_data=_finetune_batches(args, tokenizer) if sparsity else None,
-        seq_len=args.seq_len,
-        **extras,
+        supernet, subnet, out, onnx=args.onnx, overwrite=args.overwrite, **options, **extras
     )
     return _report(args, out, supernet, subnet)
-
-
-def _tokenizer(args: argparse.Namespace) -> Any:
-    """``--tokenizer``, else the supernet's own; None (with a warning) when there is neither."""
-    from transformers import AutoTokenizer
-
-    from ofa.pipeline import find_tokenizer
-
-    if args.tokenizer:
-        if find_tokenizer(args.tokenizer) is None:
-            raise FileNotFoundError(
-                f"--tokenizer {args.tokenizer} holds no tokenizer (no tokenizer_config.json)"
-            )
-        return AutoTokenizer.from_pretrained(args.tokenizer)
-    own = find_tokenizer(args.supernet)
-    if own is not None:
-        logger.info("shipping the supernet's own tokenizer from %s", own)
-        return AutoTokenizer.from_pretrained(own)
-    message = (
-        f"{args.supernet} holds no tokenizer, so the checkpoint {args.out} will have none: "
-        "pass --tokenizer DIR (e.g. the teacher's) to ship one"
-    )
-    logger.warning(message)  # the CLI shows it as one line on stderr
-    return None
 
 
 def _report(args: argparse.Namespace, out: Path, supernet: Any, subnet: Any) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ofa.cli import HelpFormatter
+from ofa_app._help import HelpFormatter
 
 EXAMPLE = """example:
   ofa convert --model path/to/bert --out runs/supernet --importance taylor --text-csv data.csv
@@ -43,8 +43,8 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ofa.commands.train import check_out
-    from ofa.pipeline import convert_checkpoint
+    from ofa_app.commands.train import check_out
+    from ofa_app.pipeline import convert_checkpoint
 
     out = Path(args.out)
     model = Path(args.model)
@@ -85,7 +85,7 @@ def _tokenizer(model_dir: str) -> Any:
     """The checkpoint's tokenizer, or None when it has none."""
     from transformers import AutoTokenizer
 
-    from ofa.pipeline import find_tokenizer
+    from ofa_app.pipeline import find_tokenizer
 
     if find_tokenizer(model_dir) is None:
         return None

@@ -11,7 +11,6 @@ imports them only when their subcommand runs.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -19,9 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ofa_app._help import HelpFormatter
+
 __all__ = ["main", "UsageError", "HelpFormatter"]
 
-logger = logging.getLogger("ofa.cli")
+logger = logging.getLogger("ofa_app.cli")
 
 
 class UsageError(ValueError):
@@ -40,43 +41,9 @@ _USER_ERRORS = (
 )
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Every subcommand's ``--help``: examples kept as written, and each flag's default.
-
-    A flag shows ``(default: X)`` unless its default says nothing (None, False, an empty
-    value) or its help already speaks of its default; a flag without help text gets one that
-    names its default.
-    """
-
-    @staticmethod
-    def _says_nothing(action: argparse.Action) -> bool:
-        default = action.default
-        return (
-            default is None
-            or default is False
-            or default is argparse.SUPPRESS
-            or (isinstance(default, (str, tuple, list, dict)) and not default)
-            or not (
-                action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
-            )
-        )
-
-    def _format_action(self, action: argparse.Action) -> str:
-        if not action.help and not self._says_nothing(action):
-            action = copy.copy(action)
-            action.help = "(default: %(default)s)"
-        return super()._format_action(action)
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if self._says_nothing(action) or "%(default)" in text or "(default" in text:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def _registrars() -> list[Callable[[Any], None]]:
     """Each returns the ``add_parser(subparsers)`` of one command module, imported lazily."""
-    from ofa.commands import COMMANDS
+    from ofa_app.commands import COMMANDS
 
     return COMMANDS
 

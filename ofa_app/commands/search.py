@@ -115,59 +115,6 @@ def _latency(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any]:
     return model, target
 
 
-def _tokenizer(args: argparse.Namespace) -> Any:
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    from ofa.embedded import minilm_path
-
-    for path in (args.tokenizer, args.supernet):
-        if path and (Path(path) / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(path)
-    if args.tokenizer:
-        raise FileNotFoundError(f"{args.tokenizer} holds no tokenizer (no tokenizer_config.json)")
-    return AutoTokenizer.from_pretrained(minilm_path())
-
-
-def _evaluation_data(args: argparse.Namespace) -> Any:
-    """A few hundred tokenized examples, tokenized once and reused by every trial.
-
-    Without ``--data`` only a supernet that records the embedded demo's data (``ofa finetune``
-    / ``ofa train`` write it into the model config) is scored on it; any other gets an error
-    naming ``--data`` instead of a silent run on the embedded reviews.
-    """
-    from ofa.commands.train import default_data
-    from ofa.data import EMBEDDED_DATA, load_movie_reviews, load_task, tokenize
-
-    if args.examples < 1:
-        raise ValueError(f"--examples must be positive, got {args.examples}")
-    data = default_data(args.data, args.supernet, "the supernet")
-    if data in EMBEDDED_DATA:
-        task = load_movie_reviews(data)
-    else:
-        task = load_task(data, text_column=args.text_column, label_column=args.label_column)
-    rows = task[args.split]
-    rows = rows.select(range(min(args.examples, len(rows))))
-    return tokenize(rows, _tokenizer(args), max_length=args.max_length)
-
-
-def _image_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    """A CNN's evaluation images and the training images its batch norms are calibrated on."""
-    from ofa.data_images import load_images
-
-    if args.data is None:
-        raise ValueError(
-            "a CNN supernet is scored on images: give --data digits, fashion-mnist or FILE.npz"
-        )
-    if args.examples < 1:
-        raise ValueError(f"--examples must be positive, got {args.examples}")
-    split = "train" if args.split == "train" else "test"
-    data = load_images(args.data, split=split, limit=args.examples, seed=args.seed)
-    calibration = load_images(args.data, split="train", limit=512, seed=args.seed + 1)
-    return data, calibration
-
-
 def _report(result: Any) -> None:
     budget = (
         f"{result.budget_ms:.3g} ms"
@@ -210,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     import search
     from ofa.supernet import load_supernet
+    from ofa_app.commands._families import app_family
 
     try:
         from ofa.evaluate import evaluate
@@ -219,14 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     supernet = load_supernet(args.supernet)
-    cnn = supernet.family_name == "cnn"
-    if not cnn and not hasattr(supernet.model, "classifier"):
-        raise ValueError(
-            f"{args.supernet} is a bare encoder: accuracy needs a sequence-classification head; "
-            "convert a fine-tuned *ForSequenceClassification model (see `ofa finetune`)"
-        )
-    images = _image_data(args) if cnn else None  # cheap: refuse bad image data before timing
-    data, calibration = images or (_evaluation_data(args), None)  # bad data fails before timing
+    data, calibration = app_family(supernet).search_data(args, supernet)  # before any timing
     latency, target = _latency(args, supernet)
     result = search.run(
         supernet,

@@ -1,4 +1,4 @@
-"""Trace a CNN with torch.fx into a :class:`~ofa.convert.cnn_graph.CnnGraph` node list.
+"""Trace a CNN with torch.fx into a :class:`~ofa.families.cnn_graph.CnnGraph` node list.
 
 Layers of the types in ``LAYER_TYPES`` are leaves; user modules and torchvision blocks are traced
 through. Any other op stops the conversion with an error naming the op and the module it is in.
@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ofa.convert.cnn_graph import LAYER_TYPES, GraphNode
+from ofa.families.cnn_graph import LAYER_TYPES, GraphNode
 
 __all__ = ["UnsupportedOpError", "trace_cnn"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ofa.cli import HelpFormatter
+from ofa_app._help import HelpFormatter
 
 EXAMPLE = """examples:
   ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~4-13 min
@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ofa.quickstart import QuickstartConfig, run_quickstart
+    from ofa_app.quickstart import QuickstartConfig, run_quickstart
 
     names = (
         "out",

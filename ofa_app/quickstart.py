@@ -125,8 +125,8 @@ class _Stages:
         import copy
 
         import ofa
-        from ofa.train import TrainConfig, default_phases
-        from ofa.train.loop import pad_collate
+        from ofa.training import TrainConfig, default_phases
+        from ofa.training.loop import pad_collate
 
         path = self.out / "supernet"
         if (path / "supernet.json").exists():
@@ -145,7 +145,7 @@ class _Stages:
             seed=self.config.seed,
             checkpoint_every_steps=max(5, self.config.supernet_steps // 4),
         )
-        ofa.train(
+        ofa.train_(
             supernet,
             teacher=teacher,
             train_data=self.train_data,

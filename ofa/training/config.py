@@ -6,10 +6,12 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ofa._choices import PHASE_DIMENSIONS
 from ofa._json import JsonMixin
-from ofa.cnn_space import CnnSearchSpace, CnnSubnet
+from ofa.cnn_space import PHASE_FIELDS, CnnSearchSpace, CnnSubnet
 from ofa.distill import DistillConfig
-from ofa.space import SearchSpace, Subnet
+from ofa.families import SubnetLike, space_family
+from ofa.space import Subnet
 
 __all__ = [
     "PhaseConfig",
@@ -23,41 +25,11 @@ __all__ = [
 # per dimension: "max" (not elastic), "large" (the larger half of the choices), "all", or values
 Choices = Literal["max", "large", "all"] | tuple[int, ...]
 Sampling = Literal["sandwich", "random"]
-_BERT_DIMENSIONS = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
-_CNN_DIMENSIONS = ("depths", "widths", "kernel_sizes")
-_DIMENSIONS = ("depths", "num_heads", "ffn_dims", "hidden_sizes", "widths", "kernel_sizes")
-# a CNN phase dimension -> the CnnSearchSpace field holding its per-entry choices
-_CNN_FIELDS = {
-    "depths": "depth_choices",
-    "widths": "channel_choices",
-    "kernel_sizes": "kernel_choices",
-}
+_DIMENSIONS = PHASE_DIMENSIONS
 
 
-def _subnet_from_dict(data: dict[str, Any]) -> Subnet | CnnSubnet:
+def _subnet_from_dict(data: dict[str, Any]) -> SubnetLike:
     return CnnSubnet.from_dict(data) if "widths" in data else Subnet.from_dict(data)
-
-
-def _restrict(choices: tuple[int, ...], rule: Choices, name: str) -> tuple[int, ...]:
-    if rule == "max":
-        return choices[-1:]
-    if rule == "all":
-        return choices
-    if rule == "large":
-        return choices[len(choices) // 2 :]
-    values = tuple(sorted(int(v) for v in rule))
-    bad = sorted(set(values) - set(choices))
-    if bad:
-        raise ValueError(
-            f"phase choices {bad} for {name} are not in the supernet's space {choices}"
-        )
-    return values
-
-
-def _at_least(choices: tuple[int, ...], bound: float) -> tuple[int, ...]:
-    """The choices at or above ``bound`` (the largest alone when none is)."""
-    kept = tuple(c for c in choices if c >= bound - 1e-9)
-    return kept or choices[-1:]
 
 
 def _check_rule(name: str, rule: Any) -> Choices:
@@ -114,7 +86,7 @@ class PhaseConfig:
     num_random: int = 1
     min_width: float = 0.0
     width_multipliers: tuple[float, ...] = ()
-    subnet: Subnet | CnnSubnet | None = None
+    subnet: SubnetLike | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -153,32 +125,12 @@ class PhaseConfig:
         if isinstance(self.subnet, dict):
             object.__setattr__(self, "subnet", _subnet_from_dict(self.subnet))
 
-    def space_for(self, space: SearchSpace | CnnSearchSpace) -> SearchSpace | CnnSearchSpace:
+    def space_for(self, space: Any) -> Any:
         """The part of ``space`` this phase samples from (the supernet's space is unchanged)."""
-        if isinstance(space, CnnSearchSpace):
-            return self._cnn_space_for(space)
-        if not isinstance(space, SearchSpace):
-            raise TypeError(
-                f"phases restrict an ofa.SearchSpace or ofa.CnnSearchSpace, "
-                f"got {type(space).__name__}"
-            )
-        self._only(_BERT_DIMENSIONS, "a BERT-family")
+        return space_family(space).phase_space(self, space)
 
-        def pick(name: str) -> tuple[int, ...]:
-            choices = _restrict(getattr(space, name), getattr(self, name), name)
-            if name in ("num_heads", "ffn_dims"):
-                return _at_least(choices, self.min_width * getattr(space, name)[-1])
-            return choices
-
-        return dataclasses.replace(
-            space,
-            depths=pick("depths"),
-            num_heads=pick("num_heads"),
-            ffn_dims=pick("ffn_dims"),
-            hidden_sizes=pick("hidden_sizes"),
-        )
-
-    def _only(self, dimensions: tuple[str, ...], kind: str) -> None:
+    def check_dimensions(self, dimensions: tuple[str, ...], kind: str) -> None:
+        """Refuse a phase that makes elastic a dimension ``kind`` supernets do not have."""
         extra = [n for n in _DIMENSIONS if n not in dimensions and getattr(self, n) != "max"]
         if extra:
             raise ValueError(
@@ -186,47 +138,11 @@ class PhaseConfig:
                 f"have: it has {list(dimensions)}"
             )
 
-    def _cnn_space_for(self, space: CnnSearchSpace) -> CnnSearchSpace:
-        self._only(_CNN_DIMENSIONS, "a CNN")
-        fields = space.to_dict()
-        for name, field_name in _CNN_FIELDS.items():
-            rule = getattr(self, name)
-            if not isinstance(rule, str):
-                raise ValueError(
-                    f"phase {self.name!r}: {name}={list(rule)}: a CNN's choices differ per "
-                    "group, stage and conv, so use 'max', 'large' or 'all' (or subnet=...)"
-                )
-            fields[field_name] = [
-                _at_least(_restrict(c, rule, name), self.min_width * c[-1])
-                if name == "widths"
-                else _restrict(c, rule, name)
-                for c in getattr(space, field_name)
-            ]
-        return CnnSearchSpace.from_dict(fields)
-
-    def multiplier_subnets(self, space: SearchSpace) -> list[Subnet]:
+    def multiplier_subnets(self, space: Any) -> list[Any]:
         """The uniform subnets of ``width_multipliers`` in this phase's part of ``space``."""
         if not self.width_multipliers:
             return []
-        if not isinstance(space, SearchSpace):
-            raise ValueError(
-                f"phase {self.name!r}: width_multipliers apply to BERT-family supernets; "
-                "a CNN phase samples its widths (use min_width to bound them)"
-            )
-        part = self.space_for(space)
-
-        def at(fraction: float, name: str) -> int:
-            return _at_least(getattr(part, name), fraction * getattr(space, name)[-1])[0]
-
-        return [
-            part.uniform(
-                depth=part.depths[-1],
-                num_heads=at(m, "num_heads"),
-                ffn_dim=at(m, "ffn_dims"),
-                hidden_size=part.hidden_sizes[-1],
-            )
-            for m in self.width_multipliers
-        ]
+        return space_family(space).multiplier_subnets(self, space)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -340,7 +256,7 @@ def default_cnn_phases(
     if space is not None:
         elastic = {
             name
-            for name, field_name in _CNN_FIELDS.items()
+            for name, field_name in PHASE_FIELDS.items()
             if any(len(c) > 1 for c in getattr(space, field_name))
         }
         plan = [p for p in plan if p[1] in elastic]

@@ -8,6 +8,7 @@ code path: their modules have the same names (``embeddings``, ``encoder.layer[i]
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from typing import Any
 
@@ -25,6 +26,7 @@ from transformers import (
     XLMRobertaModel,
 )
 
+from ofa._choices import at_least, restrict
 from ofa.elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, ElasticModuleList
 from ofa.groups import UnitGroup
 from ofa.space import SearchSpace, Subnet
@@ -77,6 +79,36 @@ class BertFamily:
     space_type = SearchSpace
     subnet_type = Subnet
     calibrates_batch_norm = False  # LayerNorm only: a subnet runs on the supernet as it is
+    phase_dimensions = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
+
+    def phase_space(self, phase: Any, space: SearchSpace) -> SearchSpace:
+        """The choices of ``space`` that training ``phase`` samples from, per dimension."""
+        phase.check_dimensions(self.phase_dimensions, "a BERT-family")
+
+        def pick(name: str) -> tuple[int, ...]:
+            choices = restrict(getattr(space, name), getattr(phase, name), name)
+            if name in ("num_heads", "ffn_dims"):
+                return at_least(choices, phase.min_width * getattr(space, name)[-1])
+            return choices
+
+        return dataclasses.replace(space, **{name: pick(name) for name in self.phase_dimensions})
+
+    def multiplier_subnets(self, phase: Any, space: SearchSpace) -> list[Subnet]:
+        """One uniform subnet per width multiplier: heads and FFN at that fraction of the max."""
+        part = self.phase_space(phase, space)
+
+        def at(fraction: float, name: str) -> int:
+            return at_least(getattr(part, name), fraction * getattr(space, name)[-1])[0]
+
+        return [
+            part.uniform(
+                depth=part.depths[-1],
+                num_heads=at(m, "num_heads"),
+                ffn_dim=at(m, "ffn_dims"),
+                hidden_size=part.hidden_sizes[-1],
+            )
+            for m in phase.width_multipliers
+        ]
 
     @staticmethod
     def check_train_data(train_data: Any, hidden_weight: float, theseus: bool) -> None:

@@ -1,0 +1,146 @@
+"""Converters: one adapter per architecture family, chosen by the model's class."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from torch import nn
+
+from ofa.families.bert import SUPPORTED_CLASSES as BERT_CLASSES
+from ofa.families.bert import BertFamily
+from ofa.families.cnn import CnnFamily
+from ofa.groups import UnitGroup
+
+__all__ = [
+    "FAMILIES",
+    "ModelFamily",
+    "SpaceLike",
+    "SubnetLike",
+    "family_for",
+    "family_named",
+    "register_family",
+    "space_family",
+    "supported_names",
+]
+
+
+@runtime_checkable
+class SpaceLike(Protocol):
+    """What every family's search space offers (``ofa.SearchSpace``, ``ofa.CnnSearchSpace``...):
+    frozen JSON data with a largest and a smallest subnet and a membership check."""
+
+    def max_subnet(self) -> Any: ...
+    def min_subnet(self) -> Any: ...
+    def check(self, subnet: Any) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class SubnetLike(Protocol):
+    """What every family's subnet offers: frozen, hashable JSON data."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+    def to_json(self) -> str: ...
+    def __hash__(self) -> int: ...
+
+
+class ModelFamily(Protocol):
+    """What a model family gives the core library: conversion, its space and subnet types, how
+    a subnet is set, extracted and counted, its importance units, how it is saved, and what it
+    trains and is evaluated on. ``search`` and ``export`` keep their own adapters of the same
+    name (``search._families``, export's family modules)."""
+
+    name: str
+    space_type: type
+    subnet_type: type
+    calibrates_batch_norm: bool  # a subnet needs its own batch-norm statistics to be evaluated
+
+    def supports(self, model: nn.Module) -> bool: ...
+    def check_supported(self, model: nn.Module) -> None: ...
+    def default_space(self, model: nn.Module) -> Any: ...
+    def check_space(self, model: nn.Module, space: Any) -> None: ...
+    def make_elastic_(self, model: nn.Module) -> nn.Module: ...
+    def set_subnet_(self, model: nn.Module, space: Any, subnet: Any) -> None: ...
+    def extract(self, model: nn.Module, space: Any, subnet: Any) -> nn.Module: ...
+    def num_params(self, model: nn.Module, space: Any, subnet: Any) -> int: ...
+    def flops(
+        self, model: nn.Module, space: Any, subnet: Any, *args: Any, **kwargs: Any
+    ) -> int: ...
+    def unit_groups(self, model: nn.Module, space: Any) -> list[UnitGroup]: ...
+    def hidden_is_internal(self, model: nn.Module) -> bool: ...
+    def config_dict(self, model: nn.Module) -> dict[str, Any]: ...
+    def build_model(self, class_name: str, config: Mapping[str, Any]) -> nn.Module: ...
+    def space_from_dict(self, data: dict[str, Any]) -> Any: ...
+    def subnet_from_dict(self, data: dict[str, Any]) -> Any: ...
+    def check_train_data(self, train_data: Any, hidden_weight: float, theseus: bool) -> None: ...
+    def phase_space(self, phase: Any, space: Any) -> Any:
+        """The part of ``space`` a training phase (an ``ofa.PhaseConfig``) samples from."""
+        ...
+
+    def multiplier_subnets(self, phase: Any, space: Any) -> list[Any]:
+        """The uniform subnets of the phase's ``width_multipliers`` (or a one-line refusal)."""
+        ...
+
+
+# family name -> adapter, in the order ofa.convert tries them (BERT first: a CNN is any other
+# model with a Conv2d); the built-in families, then any added with register_family
+FAMILIES: dict[str, ModelFamily] = {
+    BertFamily.name: BertFamily(),
+    CnnFamily.name: CnnFamily(),
+}
+
+
+def register_family(family: ModelFamily, *, before: str | None = None) -> ModelFamily:
+    """Add ``family`` to the converters :func:`ofa.convert` tries (in order; ``before`` puts it
+    ahead of a named family, e.g. ahead of ``"cnn"``, which takes any model with a Conv2d).
+
+    A family is its own module: this adapter (see :class:`ModelFamily`), and one adapter per
+    package that needs one (``search.register_family``, ``export.register_family``).
+    """
+    known = FAMILIES.get(family.name)
+    if known is not None:
+        if type(known) is type(family):
+            return known
+        raise ValueError(f"a model family named {family.name!r} is already registered")
+    if before is not None and before not in FAMILIES:
+        raise ValueError(f"before={before!r} names no registered family: {sorted(FAMILIES)}")
+    items = list(FAMILIES.items())
+    at = len(items) if before is None else [n for n, _ in items].index(before)
+    items.insert(at, (family.name, family))
+    FAMILIES.clear()
+    FAMILIES.update(items)
+    return family
+
+
+def supported_names() -> list[str]:
+    return sorted(BERT_CLASSES) + [
+        "CNNs of Conv2d/BatchNorm2d/Linear (torchvision ResNet, MobileNet)"
+    ]
+
+
+def family_for(model: object) -> ModelFamily:
+    for family in FAMILIES.values():
+        if family.supports(model):  # type: ignore[arg-type]
+            return family
+    raise TypeError(
+        f"ofa.convert does not support {type(model).__name__}; supported models: "
+        f"{', '.join(supported_names())}"
+    )
+
+
+def space_family(space_or_subnet: object) -> ModelFamily:
+    """The family whose search space or subnet type ``space_or_subnet`` is."""
+    for family in FAMILIES.values():
+        if isinstance(space_or_subnet, (family.space_type, family.subnet_type)):
+            return family
+    raise TypeError(
+        f"no model family owns a {type(space_or_subnet).__name__}: give the search space "
+        f"(or subnet) of a supernet; known families: {sorted(FAMILIES)}"
+    )
+
+
+def family_named(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[name]
