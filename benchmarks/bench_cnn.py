@@ -29,7 +29,7 @@ from torch import nn
 
 import ofa
 from benchmarks._candidates import best_of, candidates_under
-from benchmarks._report import markdown_table, write_section
+from benchmarks._report import markdown_table, write_record
 from ofa.data_images import ImageData, load_fashion_mnist
 from ofa.families.cnn import default_space
 
@@ -233,7 +233,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss")
     parser.add_argument("--out", default="runs/bench_cnn")
-    parser.add_argument("--section", default="cnn", help="docs/BENCHMARKS.md section name")
+    parser.add_argument("--section", default="cnn", help="the run's name on docs/BENCHMARKS.md")
     parser.add_argument("--candidates", type=int, default=6)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy CPU")
@@ -321,7 +321,9 @@ def main() -> None:
         title = "CNN supernet on Fashion-MNIST"
         if args.section != "cnn":
             title += f" ({args.section})"
-        write_section(args.section, title, body)
+        write_record(
+            args.section, title, body, goals=("train-step", "speedup-flops", "accuracy"), series="cnn"
+        )
 
 
 if __name__ == "__main__":

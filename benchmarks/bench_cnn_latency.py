@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
 from benchmarks._latency_report import profile_report  # noqa: E402
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import write_record  # noqa: E402
 from benchmarks.bench_cnn import Teacher  # noqa: E402
 from ofa.families.cnn import default_space  # noqa: E402
 
@@ -70,7 +70,12 @@ its BN and activation), every width and kernel each can take, timed alone."""
     )
     print(body)
     if not args.no_write:
-        write_section("cnn_latency_model", "CNN latency model: held-out error on CPU", body)
+        write_record(
+            "cnn_latency_model",
+            "CNN latency model: held-out error on CPU",
+            body,
+            goals=("latency-model",),
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import export  # noqa: E402
 import ofa  # noqa: E402
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa._io import read_json  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--part", choices=("latency", "sparse", "all", "gpu"), default="all")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.repeats, args.sparse_steps, args.eval_size = 2, 2, 4, 64
@@ -238,7 +238,9 @@ def bench_sparse(
         row: dict[str, object] = {"subnet": label, "layers / heads / FFN / hidden": _shape(subnet)}
         dense = export.save(supernet, subnet, work / f"dense_{index}")
         row["dense acc"] = f"{accuracy(export.load(dense), test):.3f}"
-        masked = export.save(supernet, subnet, work / f"sparse_{index}", sparsity="2:4")
+        masked = export.save(
+            supernet, subnet, work / f"sparse_{index}", config=export.ExportConfig(sparsity="2:4")
+        )
         row["2:4 acc"] = f"{accuracy(export.load(masked), test):.3f}"
         row["2:4 layers"] = len(export.read_manifest(masked)["sparsity"]["layers"])
         config = export.SparsityConfig(
@@ -246,7 +248,11 @@ def bench_sparse(
         )
         start = time.perf_counter()
         tuned = export.save(
-            supernet, subnet, work / f"tuned_{index}", sparsity=config, finetune_data=batches
+            supernet,
+            subnet,
+            work / f"tuned_{index}",
+            config=export.ExportConfig(sparsity=config),
+            finetune_data=batches,
         )
         row[f"2:4 + {args.sparse_steps}-step distill acc"] = (
             f"{accuracy(export.load(tuned), test):.3f}"
@@ -345,7 +351,12 @@ def gpu_section(args: argparse.Namespace) -> str:
     supernet = ofa.convert(BertForSequenceClassification(BertConfig(num_labels=2))).eval()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
-        out = export.save(supernet, supernet.space.max_subnet(), Path(tmp) / "s", sparsity="2:4")
+        out = export.save(
+            supernet,
+            supernet.space.max_subnet(),
+            Path(tmp) / "s",
+            config=export.ExportConfig(sparsity="2:4"),
+        )
         dense = export.load(out, device="cuda", dtype=torch.float16, semi_structured="off")
         sparse = export.load(out, device="cuda", dtype=torch.float16)
         converted = len(sparse.config.ofa_semi_structured_layers)
@@ -389,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, title, text in sections:
         print(f"## {title}\n\n{text}\n")
         if not args.no_write:
-            write_section(name, title, text)
+            goals = ("speedup-flops",) if name == "export" else ("sparsity",)
+            write_record(name, title, text, goals=goals + (("cuda",) if "cuda" in name else ()))
     return 0
 
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
 import search  # noqa: E402
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import write_record  # noqa: E402
 from search._families import latency_family  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_honest_latency"
@@ -231,10 +231,11 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section(
+        write_record(
             "honest_latency",
             "Latency on a busy machine: profile error and reported speedups",
             body,
+            goals=("honest-latency",),
         )
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
 from benchmarks._latency_report import profile_report  # noqa: E402
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import write_record  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
 from ofa_app.pipeline import load_pretrained  # noqa: E402
 
@@ -64,7 +64,9 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("latency_model", "Latency model: held-out error on CPU", body)
+        write_record(
+            "latency_model", "Latency model: held-out error on CPU", body, goals=("latency-model",)
+        )
 
 
 if __name__ == "__main__":

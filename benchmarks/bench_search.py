@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
 import search  # noqa: E402
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
 from ofa_app.pipeline import load_pretrained  # noqa: E402
@@ -158,11 +158,8 @@ def _search(supernet, evaluate, latency, budget, sampler, trials, name, reselect
         supernet,
         evaluate=evaluate,
         latency=latency,
-        budget_ms=budget,
-        trials=trials,
-        sampler=sampler,
+        config=search.SearchConfig(budget_ms=budget, trials=trials, sampler=sampler, seed=0),
         out_dir=out,
-        seed=0,
     )
     storage = search.open_storage(out / "study.journal", None)
     study = optuna.load_study(study_name=result.study_name, storage=storage)
@@ -310,7 +307,12 @@ Noise: load average {load_before:.1f} at the start and {load_after:.1f} at the e
 {noise}"""
     print(body)
     if not args.no_write:
-        write_section("search_quality", "Search: hypervolume per sampler, budgets met", body)
+        write_record(
+            "search_quality",
+            "Search: hypervolume per sampler, budgets met",
+            body,
+            goals=("search-budget",),
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel, P
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa import SearchSpace, Subnet, Supernet, convert  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
 
@@ -407,7 +407,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--min-sample-s", type=float, default=0.25, help="least seconds per sample"
     )
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs alone")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
     return parser.parse_args()
 
 

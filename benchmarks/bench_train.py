@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
 from benchmarks._candidates import best_of, candidates_under  # noqa: E402
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa.data import (  # noqa: E402
     load_movie_reviews,
     pad_collate,  # noqa: E402
@@ -144,8 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write the report of out/results.json again without running anything",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
-    parser.add_argument("--section", help="docs/BENCHMARKS.md section name (default: train)")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
+    parser.add_argument("--section", help="the run's name on docs/BENCHMARKS.md (default: train)")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_size, args.eval_size, args.max_length = 128, 32, 24
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
         keep = {"section": args.section, "no_write": args.no_write}  # the rest as it ran
         args = argparse.Namespace(**{**vars(args), **results["args"], **keep})
         # the commands that produced the figures, not this one
-        command = "`, then `".join(results.get("commands", [])) or None
+        command = results.get("commands") or None
         torch.set_num_threads(args.threads)  # so the section's "Run:" line says what it ran with
     else:
         results = run(args)
@@ -576,11 +576,12 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     if not args.no_write:
         name = args.section or ("train-quick" if args.quick else "train")
-        write_section(
+        write_record(
             name,
             "Supernet training on Rotten Tomatoes (MiniLM-L6)"
             + (" - quick mode" if args.quick else ""),
             body,
+            goals=("accuracy",),
             command=command,
         )
 

@@ -32,7 +32,7 @@ skipped): the test suite runs it so the script cannot rot.
 Example:
     python benchmarks/gpu_check.py                      # on a CUDA machine, <= 6 min
     python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check.json   # CPU, < 1 min
-    python benchmarks/gpu_check.py --write-doc          # also writes docs/BENCHMARKS.md
+    python benchmarks/gpu_check.py --write-doc          # also records it for docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -637,25 +637,35 @@ def part_b(bench: Bench, shared: dict[str, Any]) -> dict[str, Any]:
         )
     budget_ms = fraction * max_ms
     budget: dict[str, Any] = {"budget_ms": budget_ms}
-    if "budget_fraction" in inspect.signature(search.run).parameters:
+    if (
+        hasattr(search, "SearchConfig")
+        or "budget_fraction" in inspect.signature(search.run).parameters
+    ):
         budget = {"budget_fraction": fraction}  # the run measures the max subnet itself
     extra: dict[str, Any] = {}
     policy = measure_policy(s)
     if policy is not None:
         extra["policy"] = policy
         extra["max_error"] = 100.0  # lenient: never refuse the profile as stale
-    kwargs = supported(
-        search.run,
-        notes,
-        evaluate=logit_agreement(bench),
-        latency=latency,
-        trials=s.search_trials,
-        out_dir=None,
-        seed=0,
-        **budget,
-        **extra,
-    )
-    found = search.run(bench.supernet, **kwargs)
+    settings = {"trials": s.search_trials, "seed": 0, **budget, **extra}
+    if hasattr(search, "SearchConfig"):  # the settings as one frozen config (issue 16)
+        found = search.run(
+            bench.supernet,
+            evaluate=logit_agreement(bench),
+            latency=latency,
+            config=search.SearchConfig(**settings),
+            out_dir=None,
+        )
+    else:
+        kwargs = supported(
+            search.run,
+            notes,
+            evaluate=logit_agreement(bench),
+            latency=latency,
+            out_dir=None,
+            **settings,
+        )
+        found = search.run(bench.supernet, **kwargs)
     budget_ms = float(found.budget_ms)
     remeasured = [p for p in found.pareto if p.measured_ms is not None]
     errors = [abs(p.predicted_ms - p.measured_ms) / p.measured_ms for p in remeasured]
@@ -1281,7 +1291,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch CPU threads; None: up to 8 on CUDA, 1 in the dry run",
     )
     parser.add_argument(
-        "--write-doc", action="store_true", help="write the docs/BENCHMARKS.md section"
+        "--write-doc",
+        action="store_true",
+        help="record the run under benchmarks/results/ and regenerate docs/BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.parts.split(",") if k.strip()]
@@ -1345,10 +1357,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(result["summary"]))
     print(f"figures: {out}")
     if args.write_doc:
-        from benchmarks._report import write_section
+        from benchmarks._report import write_record
 
-        write_section(
-            SECTION, "GPU check (CUDA readiness)", render_markdown(result), command=meta["command"]
+        write_record(
+            SECTION,
+            "GPU check (CUDA readiness)",
+            render_markdown(result),
+            goals=("cuda",),
+            command=meta["command"],
         )
     errors = [name for name, part in result["parts"].items() if part["status"] == "error"]
     return 1 if errors else 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
 from benchmarks.bench_train import GOALS, SPLITS  # noqa: E402
 
 
@@ -141,12 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--title", default="Supernet training, pooled over runs", help="the section's heading"
     )
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
     args = parser.parse_args(argv)
     body = pool(args.runs)
     print(body)
     if not args.no_write:
-        write_section(args.section, args.title, body)
+        write_record(args.section, args.title, body, goals=("accuracy",))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ofa  # noqa: E402
-from benchmarks._report import markdown_table, write_section  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa.data import load_movie_reviews, tokenize  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
 from ofa.evaluate import evaluate  # noqa: E402
@@ -80,13 +80,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--depth", action="store_true", help="every depth at full width instead")
     parser.add_argument("--section", default="train-width-curve")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
     args = parser.parse_args(argv)
     body = curve(args.runs, args.threads, args.depth)
     print(body)
     if not args.no_write:
         title = "depth" if args.depth else "width"
-        write_section(args.section, f"Trained supernet: accuracy against {title}", body)
+        write_record(
+            args.section, f"Trained supernet: accuracy against {title}", body, goals=("accuracy",)
+        )
 
 
 if __name__ == "__main__":

@@ -110,8 +110,7 @@ def main() -> None:
         supernet,
         evaluate=lambda s, n: ofa.evaluate(s, n, val, calibration_data=calibration),
         latency=latency,
-        budget_ms=budget,
-        trials=args.trials,
+        config=search.SearchConfig(budget_ms=budget, trials=args.trials),
         out_dir=out / "search",
     )
     best = found.best

@@ -2,10 +2,11 @@
 
 Example:
     >>> import export
-    >>> export.save(supernet, subnet, "out/small", tokenizer=tokenizer, onnx=True)
+    >>> export.save(supernet, subnet, "out/small", tokenizer=tokenizer,
+    ...             config=export.ExportConfig(onnx=True))
     >>> model = export.load("out/small")
     >>> export.verify("out/small", supernet, subnet)
-    >>> export.save(cnn_supernet, cnn_subnet, "out/cnn", calibration_data=batches, onnx=True)
+    >>> export.save(cnn_supernet, cnn_subnet, "out/cnn", calibration_data=batches)
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from export import bert as _bert  # noqa: F401  (registers the BERT-family expor
 from export import cnn as _cnn  # noqa: F401  (registers the CNN exporter)
 from export._families import ExportFamily, register_family
 from export.checkpoint import check_files, load, read_manifest, save
+from export.config import ExportConfig
 from export.extract import extract, fits_vanilla
 from export.sparsity import SparsityConfig
 from export.verify import VerifyResult, verify
 
 __all__ = [
+    "ExportConfig",
     "ExportFamily",
     "SparsityConfig",
     "VerifyResult",

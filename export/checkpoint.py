@@ -32,10 +32,9 @@ import torch
 from transformers import PreTrainedModel
 
 from export._families import export_adapter
+from export.config import ExportConfig
 from export.extract import WEIGHTS_FILE
-from export.sparsity import (
-    SparsityConfig,
-)
+from ofa._config import settings_from
 from ofa._io import atomic_dir, check_replaceable, read_json, sha256_file, write_json_atomic
 from ofa.families import SubnetLike, family_named
 from ofa.families.cnn_graph import CnnGraph
@@ -112,16 +111,14 @@ def save(
     subnet: SubnetLike,
     out_dir: str | os.PathLike,
     *,
-    sparsity: SparsityConfig | Literal["2:4"] | None = None,
-    onnx: bool = False,
-    torch_export: bool = False,
+    config: ExportConfig | None = None,
     overwrite: bool = False,
     tokenizer: Any = None,
     latency: Mapping[str, Any] | None = None,
     accuracy: float | Mapping[str, Any] | None = None,
     finetune_data: Iterable[Mapping[str, torch.Tensor]] | None = None,
     calibration_data: Iterable[Any] | None = None,
-    seq_len: int | None = None,
+    **settings: Any,
 ) -> Path:
     """Export ``subnet`` of ``supernet`` as a deployable checkpoint directory.
 
@@ -133,12 +130,8 @@ def save(
         supernet: the trained supernet.
         subnet: the subnet to export (must be in ``supernet.space``).
         out_dir: the directory to create.
-        sparsity: ``"2:4"`` or a :class:`SparsityConfig` to prune encoder Linears 2:4 (BERT only).
-        onnx: also write ``model.onnx`` (dynamic batch, and sequence for BERT), checked with
-            onnxruntime when installed.
-        torch_export: also write ``model.pt2`` (``torch.export``, dynamic batch) and check that
-            the reloaded program reproduces the outputs (CNN only; off by default because it
-            takes seconds and stores the weights a second time).
+        config: what is written besides the weights (2:4 sparsity, ONNX, torch.export, the
+            FLOPs' sequence length): :class:`export.ExportConfig`.
         overwrite: replace an existing ``out_dir``.
         tokenizer: a transformers tokenizer to save beside the model (BERT only).
         latency: measured latency, a mapping naming its ``device`` (stored in the manifest).
@@ -148,8 +141,8 @@ def save(
             ``pixel_values``) to recompute the CNN subnet's batch-norm statistics before saving,
             as :func:`ofa.calibrate_bn_` takes them. Without it a CNN export keeps the max
             subnet's statistics (a warning says so).
-        seq_len: tokens per input the manifest's FLOPs are counted at (BERT only); default:
-            ``latency["seq_len"]`` (the length the latency was measured at) when given, else 128.
+        **settings: the former keyword form of ``config`` (``onnx=True``, ``sparsity="2:4"``...),
+            kept for one release with a ``DeprecationWarning``.
 
     Raises:
         ValueError: subnet outside the space, bad sparsity layers, outputs that differ, an
@@ -158,23 +151,27 @@ def save(
             an earlier export did not write (nothing is then deleted).
 
     Example:
-        >>> export.save(supernet, supernet.space.min_subnet(), "out/small", tokenizer=tokenizer)
+        >>> export.save(supernet, supernet.space.min_subnet(), "out/small", tokenizer=tokenizer,
+        ...             config=export.ExportConfig(onnx=True))
         >>> model = AutoModelForSequenceClassification.from_pretrained("out/small",
         ...                                                             trust_remote_code=True)
         >>> export.save(cnn_supernet, subnet, "out/cnn", calibration_data=images.batches(64))
     """
+    config = settings_from(
+        ExportConfig, config, settings, where="export.save", name="ExportConfig"
+    )
     out_dir = Path(out_dir)
     _check_inputs(supernet, subnet, out_dir, overwrite, latency)
     exporter = export_adapter(supernet.family_name).exporter(
         supernet,
         subnet,
-        sparsity=sparsity,
-        onnx=onnx,
-        torch_export=torch_export,
+        sparsity=config.sparsity,
+        onnx=config.onnx,
+        torch_export=config.torch_export,
         tokenizer=tokenizer,
         finetune_data=finetune_data,
         calibration_data=calibration_data,
-        seq_len=seq_len,
+        seq_len=config.seq_len,
         default_seq_len=_flops_seq_len(None, latency),
     )
     manifest = _manifest(supernet, subnet, exporter, latency, accuracy)

@@ -64,8 +64,8 @@ class SparsityConfig(JsonMixin):
         seed: seed of the fine-tune.
 
     Example:
-        >>> export.save(supernet, subnet, "out/", sparsity=SparsityConfig(finetune_steps=200),
-        ...             finetune_data=batches)
+        >>> config = export.ExportConfig(sparsity=SparsityConfig(finetune_steps=200))
+        >>> export.save(supernet, subnet, "out/", config=config, finetune_data=batches)
     """
 
     pattern: Literal["2:4"] = "2:4"

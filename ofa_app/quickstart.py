@@ -268,16 +268,18 @@ def run_quickstart(
         supernet,
         evaluate=lambda s, n: evaluate(s, n, validation),
         latency=latency,
-        budget_fraction=config.budget_fraction,
+        config=search.SearchConfig(
+            budget_fraction=config.budget_fraction,
+            teacher_accuracy=teacher_val,
+            split="validation",
+            trials=config.trials,
+            # a new latency model starts a new study: trials never mix timings of two profiles
+            study_name=f"quickstart-{_digest(latency)}",
+            target=target,
+            seed=config.seed,
+        ),
         teacher=teacher,
-        teacher_accuracy=teacher_val,
-        split="validation",
-        trials=config.trials,
         out_dir=stages.out / "search",
-        # a new latency model starts a new study: trials never mix timings of two profiles
-        study_name=f"quickstart-{_digest(latency)}",
-        target=target,
-        seed=config.seed,
     )
     for line in found.notes:
         emit(f"      {line}")

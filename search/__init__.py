@@ -3,8 +3,9 @@
 Example:
     >>> import search
     >>> latency = search.LatencyModel.profile(supernet, device="cpu", batch_size=1, seq_len=128)
-    >>> found = search.run(supernet, evaluate=accuracy, latency=latency, budget_fraction=0.5,
-    ...                    trials=100, out_dir="runs/search")
+    >>> config = search.SearchConfig(budget_fraction=0.5, trials=100)
+    >>> found = search.run(supernet, evaluate=accuracy, latency=latency, config=config,
+    ...                    out_dir="runs/search")
     >>> found.best.speedup, found.best.speedup_low, found.best.speedup_high   # paired
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from search._families import LatencyFamily, register_family
 from search._study import SAMPLERS, open_storage, set_budget_constraint, suggest_subnet
+from search.config import SearchConfig
 from search.latency import (
     LatencyResult,
     LatencyTarget,
@@ -36,6 +38,7 @@ from search.timing import (
 
 __all__ = [
     "SAMPLERS",
+    "SearchConfig",
     "LatencyFamily",
     "register_family",
     "Estimate",

@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import BaseStorage
 from torch import nn
 
+from ofa._config import settings_from
 from ofa.families import SubnetLike
 from ofa.supernet import Supernet
 from search._families import latency_family, subnet_from_dict
@@ -32,11 +33,12 @@ from search._study import (
     subnet_params,
     suggest_subnet,
 )
+from search.config import SearchConfig
 from search.latency import LatencyTarget
 from search.measured import MeasuredLatency
 from search.pareto import ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
-from search.predictor import MAX_ERROR, LatencyModel, StaleProfileError, Validation
+from search.predictor import LatencyModel, StaleProfileError, Validation
 from search.timing import Estimate, MeasurePolicy, Paired, TooNoisyError, measure_paired
 
 logger = logging.getLogger(__name__)
@@ -449,23 +451,11 @@ def run(
     *,
     evaluate: Evaluate,
     latency: Latency,
-    budget_ms: float | None = None,
-    budget_fraction: float | None = None,
-    trials: int,
+    config: SearchConfig | None = None,
     teacher: nn.Module | None = None,
-    teacher_accuracy: float | None = None,
-    sampler: str = "tpe",
     storage: str | os.PathLike | BaseStorage | None = None,
-    study_name: str | None = None,
     out_dir: str | os.PathLike | None = None,
-    target: LatencyTarget | None = None,
-    seed: int | None = 0,
-    remeasure: bool = True,
-    policy: MeasurePolicy | None = None,
-    max_error: float = MAX_ERROR,
-    evaluate_infeasible: bool = False,
-    population_size: int = 20,
-    split: str | None = None,
+    **settings: Any,
 ) -> SearchResult:
     """Search ``supernet`` for the most accurate subnets within a latency budget on a device.
 
@@ -480,27 +470,35 @@ def run(
         evaluate: ``evaluate(supernet, subnet) -> accuracy`` (higher is better), e.g.
             ``lambda s, n: ofa.evaluate(s, n, data)``.
         latency: a :class:`LatencyModel` (profiled on the device) or :class:`MeasuredLatency`.
-        budget_ms: the latency budget in ms; trials above it are infeasible (a constraint).
-        budget_fraction: instead of ``budget_ms``: a share of the teacher's latency measured
-            in this run (0.5: twice as fast as the teacher); the check is the paired ratio.
-        trials: trials this call adds (a study continued from ``storage`` keeps its old ones).
+        config: the settings (budget, trials, sampler, study name...): :class:`SearchConfig`.
         teacher: the model the speedup is quoted against (default: the max subnet extracted).
-        teacher_accuracy: marks the teacher on the Pareto plot.
-        sampler: ``"tpe"``, ``"nsga2"`` or ``"random"``.
         storage: journal file path, RDB URL or Optuna storage; default ``out_dir/study.journal``.
-        study_name: default ``"ofa-search"``; the same name and storage continue a study.
         out_dir: where pareto.json, pareto.csv, pareto.png and pareto.html go (none if ``None``).
-        target: when given, refuse a latency model profiled for anything else.
-        remeasure: extract the Pareto subnets and time them on the device at the end.
-        policy: rounds and noise bounds of every measurement (default MeasurePolicy()).
-        split: the data split ``evaluate`` scores (labels the plot).
+        **settings: the former keyword form of ``config`` (``budget_ms=...``, ``trials=...``),
+            kept for one release with a ``DeprecationWarning``.
 
     Example:
         >>> latency = search.LatencyModel.load("runs/latency_cpu.json")
+        >>> config = search.SearchConfig(budget_fraction=0.5, trials=100)
         >>> found = search.run(supernet, evaluate=lambda s, n: ofa.evaluate(s, n, data),
-        ...                    latency=latency, budget_fraction=0.5, trials=100, out_dir="runs/s")
+        ...                    latency=latency, config=config, out_dir="runs/s")
         >>> found.best.subnet, found.best.speedup, found.best.measured_ms
     """
+    config = settings_from(SearchConfig, config, settings, where="search.run", name="SearchConfig")
+    budget_ms, budget_fraction, trials = config.budget_ms, config.budget_fraction, config.trials
+    sampler, study_name, target, seed = (
+        config.sampler,
+        config.study_name,
+        config.target,
+        config.seed,
+    )
+    remeasure, policy, max_error, split = (
+        config.remeasure,
+        config.policy,
+        config.max_error,
+        config.split,
+    )
+    teacher_accuracy = config.teacher_accuracy
     _check_inputs(supernet, latency, budget_ms, budget_fraction, trials, sampler, target)
     target = latency.target
     policy = policy or MeasurePolicy()
@@ -525,7 +523,7 @@ def run(
         supernet,
         store,
         name,
-        make_sampler(sampler, seed=seed, population_size=population_size),
+        make_sampler(sampler, seed=seed, population_size=config.population_size),
         {"ofa_budget_ms": budget}
         if budget_fraction is None
         else {"ofa_budget_fraction": budget_fraction},
@@ -535,7 +533,8 @@ def run(
     if not study.get_trials(deepcopy=False):
         _enqueue_seeds(study, supernet, latency, budget)
     study.optimize(
-        _objective(supernet, evaluate, latency, budget, evaluate_infeasible), n_trials=trials
+        _objective(supernet, evaluate, latency, budget, config.evaluate_infeasible),
+        n_trials=trials,
     )
     fail_dead_trials(study)
     warning = _same_scores(study)

@@ -22,3 +22,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _modules_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote code copied by transformers goes to a temporary folder, not the user's cache."""
+    import transformers.dynamic_module_utils as dynamic
+
+    cache = tmp_path_factory.mktemp("hf_modules")
+    monkeypatch.setenv("HF_MODULES_CACHE", str(cache))
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(cache))

@@ -10,7 +10,7 @@ from ofa._choices import PHASE_DIMENSIONS
 from ofa._json import JsonMixin
 from ofa.cnn_space import PHASE_FIELDS, CnnSearchSpace, CnnSubnet
 from ofa.distill import DistillConfig
-from ofa.families import SubnetLike, space_family
+from ofa.families import FAMILIES, SubnetLike, space_family
 from ofa.space import Subnet
 
 __all__ = [
@@ -29,6 +29,15 @@ _DIMENSIONS = PHASE_DIMENSIONS
 
 
 def _subnet_from_dict(data: dict[str, Any]) -> SubnetLike:
+    """The subnet whose JSON ``data`` is: that of the registered family whose subnet type has
+    exactly these fields (every family's ``to_dict`` writes all of them); otherwise, as JSON
+    from before the family registry, a CNN subnet when it has widths, else a BERT one."""
+    for family in FAMILIES.values():
+        subnet_type = family.subnet_type
+        if dataclasses.is_dataclass(subnet_type) and set(data) == {
+            f.name for f in dataclasses.fields(subnet_type)
+        }:
+            return family.subnet_from_dict(data)
     return CnnSubnet.from_dict(data) if "widths" in data else Subnet.from_dict(data)
 
 

@@ -65,7 +65,9 @@ class BertApp:
             )
         return _evaluation_data(args), None
 
-    def export_options(self, args: argparse.Namespace, supernet: Any) -> dict[str, Any]:
+    def export_options(
+        self, args: argparse.Namespace, supernet: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         import export
 
         refuse_foreign_flags(args, "export", self)
@@ -77,12 +79,12 @@ class BertApp:
                 finetune_steps=args.finetune_steps,
                 learning_rate=args.learning_rate,
             )
-        return {
-            "sparsity": sparsity,
+        settings = {"sparsity": sparsity, "seq_len": args.seq_len}
+        objects = {
             "tokenizer": tokenizer,
             "finetune_data": _finetune_batches(args, tokenizer) if sparsity else None,
-            "seq_len": args.seq_len,
         }
+        return settings, objects
 
 
 def _search_tokenizer(args: argparse.Namespace) -> Any:

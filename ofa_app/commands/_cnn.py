@@ -41,12 +41,12 @@ class CnnApp:
     def search_data(self, args: argparse.Namespace, supernet: Any) -> tuple[Any, Any]:
         return _image_data(args)
 
-    def export_options(self, args: argparse.Namespace, supernet: Any) -> dict[str, Any]:
+    def export_options(
+        self, args: argparse.Namespace, supernet: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         refuse_foreign_flags(args, "export", self)
-        return {
-            "torch_export": args.torch_export,
-            "calibration_data": _calibration_batches(args, supernet),
-        }
+        settings = {"torch_export": args.torch_export}
+        return settings, {"calibration_data": _calibration_batches(args, supernet)}
 
 
 def _image_data(args: argparse.Namespace) -> tuple[Any, Any]:

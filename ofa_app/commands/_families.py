@@ -32,8 +32,11 @@ class AppFamily(Protocol):
         """Evaluation data and calibration data (None where the family needs none)."""
         ...
 
-    def export_options(self, args: argparse.Namespace, supernet: Any) -> dict[str, Any]:
-        """Keyword arguments for ``export.save`` beyond the subnet, onnx and overwrite."""
+    def export_options(
+        self, args: argparse.Namespace, supernet: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``export.ExportConfig`` fields beyond ``onnx``, and the objects ``export.save``
+        takes (tokenizer, fine-tune or calibration data)."""
         ...
 
 

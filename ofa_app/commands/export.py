@@ -160,8 +160,15 @@ def run(args: argparse.Namespace) -> int:
     options = app_family(supernet).export_options(args, supernet)  # refuses foreign flags
     subnet, extras = resolve_subnet(args.subnet, supernet.space, args.search)
     supernet.space.check(subnet)
+    settings, objects = options
     export.save(
-        supernet, subnet, out, onnx=args.onnx, overwrite=args.overwrite, **options, **extras
+        supernet,
+        subnet,
+        out,
+        config=export.ExportConfig(onnx=args.onnx, **settings),
+        overwrite=args.overwrite,
+        **objects,
+        **extras,
     )
     return _report(args, out, supernet, subnet)
 

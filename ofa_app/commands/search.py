@@ -173,17 +173,19 @@ def run(args: argparse.Namespace) -> int:
         supernet,
         evaluate=lambda net, subnet: evaluate(net, subnet, data, calibration_data=calibration),
         latency=latency,
-        budget_ms=args.budget_ms,
-        budget_fraction=args.budget_fraction,
-        trials=args.trials,
-        sampler=args.sampler,
+        config=search.SearchConfig(
+            budget_ms=args.budget_ms,
+            budget_fraction=args.budget_fraction,
+            trials=args.trials,
+            sampler=args.sampler,
+            study_name=args.study_name,
+            target=target,
+            seed=args.seed,
+            remeasure=not args.no_remeasure,
+            split=args.split,
+        ),
         storage=args.storage,
-        study_name=args.study_name,
         out_dir=args.out,
-        target=target,
-        seed=args.seed,
-        remeasure=not args.no_remeasure,
-        split=args.split,
     )
     _report(result)
     if result.best is None and args.trials == 0:  # creates the study for workers to share

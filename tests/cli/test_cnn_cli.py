@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,3 +146,71 @@ def test_train_profile_search_export_on_a_cnn(cnn_dirs, capsys):
     assert ofa.CnnSubnet.from_json((root / "small" / "subnet.json").read_text()) == best
     with torch.no_grad():
         assert small(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+# The CNN export tests' supernet (tests/export/test_cnn_export.py), for the export CLI
+X = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture(scope="module")
+def export_supernet() -> ofa.Supernet:
+    net = home_net()
+    return ofa.convert(net, default_space(net, image_size=16)).eval()
+
+
+@pytest.fixture(scope="module")
+def export_subnets(export_supernet) -> list:
+    generator = torch.Generator().manual_seed(3)
+    space = export_supernet.space
+    return [space.min_subnet(), space.sample(generator), space.sample(generator)]
+
+
+def _supernet_output(supernet: ofa.Supernet, subnet, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), supernet.using(subnet):
+        return supernet.eval()(x)
+
+
+def test_cli_exports_a_cnn_supernet(export_supernet, export_subnets, saved, tmp_path, capsys):
+    subnet_file = tmp_path / "subnet.json"
+    subnet_file.write_text(export_subnets[1].to_json())
+    argv = ["export", "--supernet", str(saved), "--subnet", str(subnet_file),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert "verified against the supernet" in capsys.readouterr().out
+    with torch.no_grad():
+        got = export.load(tmp_path / "out")(X)
+    torch.testing.assert_close(
+        got, _supernet_output(export_supernet, export_subnets[1], X), atol=1e-5, rtol=0
+    )
+    images = tmp_path / "images.npy"
+    np.save(images, torch.randn(40, 1, 16, 16).numpy())
+    calibrate = ["--calibration-data", str(images), "--batch-size", "8", "--overwrite"]
+    assert main([*argv, *calibrate, "--calibration-batches", "3"]) == 0
+    assert "calibrated extracted model" in capsys.readouterr().out
+    assert export.read_manifest(tmp_path / "out")["calibration"]["batches"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--subnet", "min", "--tokenizer", "bert-dir"], "--tokenizer: only for BERT"),
+        (["--subnet", "min", "--sparsity", "2:4"], "--sparsity 2:4: only for BERT"),
+        (["--subnet", '{"layers": [0], "num_heads": [4]}'], "unknown CnnSubnet fields"),
+        (["--subnet", '{"widths": [1]}'], "outside"),
+        (["--subnet", "min", "--calibration-data", "nothing.npy"], "nothing.npy is not digits"),
+    ],
+    ids=["tokenizer", "sparsity", "bert-subnet", "bad-widths", "missing-images"],
+)
+def test_cli_bad_input_exits_2_with_one_line(saved, tmp_path, capsys, extra, message):
+    argv = ["export", "--supernet", str(saved), "--out", str(tmp_path / "out"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def saved(export_supernet, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cnn") / "supernet"
+    export_supernet.save(path)
+    return path

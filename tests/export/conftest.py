@@ -10,18 +10,6 @@ from ofa.space import Subnet
 from tests.tiny import make_model
 
 
-@pytest.fixture(autouse=True)
-def _modules_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Remote code copied by transformers goes to a temporary folder, not the user's cache."""
-    import transformers.dynamic_module_utils as dynamic
-
-    cache = tmp_path_factory.mktemp("hf_modules")
-    monkeypatch.setenv("HF_MODULES_CACHE", str(cache))
-    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(cache))
-
-
 def make_supernet(kind: str = "bert-cls", **overrides: object) -> ofa.Supernet:
     return ofa.convert(make_model(kind, **overrides))
 

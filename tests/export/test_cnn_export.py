@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
@@ -21,7 +20,6 @@ from export.cnn import LOADER_FILE, PROGRAM_FILE
 from ofa.cnn_space import CnnSubnet
 from ofa.families.cnn import default_space
 from ofa.families.cnn_graph import CnnGraph
-from ofa_app.cli import main
 from tests.export.conftest import make_supernet, vanilla_subnet
 from tests.ofa._cnn_nets import home_net, one_thread  # noqa: F401
 from tests.tiny import BLOCK_PROJECT
@@ -226,47 +224,3 @@ def test_refusals_name_the_problem(supernet, subnets, tmp_path):
     out = export.save(supernet, subnet, tmp_path / "g")
     with pytest.raises(ValueError, match="is a cnn export but the supernet's family is 'bert'"):
         export.verify(out, bert)
-
-
-@pytest.fixture(scope="module")
-def saved(supernet, tmp_path_factory):
-    path = tmp_path_factory.mktemp("cnn") / "supernet"
-    supernet.save(path)
-    return path
-
-
-def test_cli_exports_a_cnn_supernet(supernet, subnets, saved, tmp_path, capsys):
-    subnet_file = tmp_path / "subnet.json"
-    subnet_file.write_text(subnets[1].to_json())
-    argv = ["export", "--supernet", str(saved), "--subnet", str(subnet_file),
-            "--out", str(tmp_path / "out")]  # fmt: skip
-    assert main(argv) == 0
-    assert "verified against the supernet" in capsys.readouterr().out
-    with torch.no_grad():
-        got = export.load(tmp_path / "out")(X)
-    torch.testing.assert_close(got, _supernet_output(supernet, subnets[1], X), atol=1e-5, rtol=0)
-    images = tmp_path / "images.npy"
-    np.save(images, torch.randn(40, 1, 16, 16).numpy())
-    calibrate = ["--calibration-data", str(images), "--batch-size", "8", "--overwrite"]
-    assert main([*argv, *calibrate, "--calibration-batches", "3"]) == 0
-    assert "calibrated extracted model" in capsys.readouterr().out
-    assert export.read_manifest(tmp_path / "out")["calibration"]["batches"] == 3
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--subnet", "min", "--tokenizer", "bert-dir"], "--tokenizer: only for BERT"),
-        (["--subnet", "min", "--sparsity", "2:4"], "--sparsity 2:4: only for BERT"),
-        (["--subnet", '{"layers": [0], "num_heads": [4]}'], "unknown CnnSubnet fields"),
-        (["--subnet", '{"widths": [1]}'], "outside"),
-        (["--subnet", "min", "--calibration-data", "nothing.npy"], "nothing.npy is not digits"),
-    ],
-    ids=["tokenizer", "sparsity", "bert-subnet", "bad-widths", "missing-images"],
-)
-def test_cli_bad_input_exits_2_with_one_line(saved, tmp_path, capsys, extra, message):
-    argv = ["export", "--supernet", str(saved), "--out", str(tmp_path / "out"), *extra]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
-    assert not (tmp_path / "out").exists()

@@ -1,0 +1,79 @@
+"""The settings of one search, as frozen JSON data (beside ``ofa.TrainConfig``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ofa._json import JsonMixin
+from search.latency import LatencyTarget
+from search.predictor import MAX_ERROR
+from search.timing import MeasurePolicy
+
+__all__ = ["SearchConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(JsonMixin):
+    """What :func:`search.run` does: the budget, how many trials, how they are drawn and checked.
+
+    Attributes:
+        trials: trials this run adds (a study continued from its storage keeps its old ones);
+            0 creates the study for workers to share.
+        budget_ms: the latency budget in ms; trials above it are infeasible (a constraint).
+        budget_fraction: instead of ``budget_ms``: a share of the teacher's latency measured
+            in the same run (0.5: twice as fast as the teacher); the check is the paired ratio.
+        teacher_accuracy: marks the teacher on the Pareto plot.
+        sampler: ``"tpe"``, ``"nsga2"`` or ``"random"``; ``population_size`` for NSGA-II.
+        study_name: default ``"ofa-search"``; the same name and storage continue a study.
+        target: when given, refuse a latency model profiled for anything else.
+        seed: the sampler's seed (``None``: a fresh one).
+        remeasure: extract the Pareto subnets and time them beside the teacher at the end.
+        policy: rounds and noise bounds of every measurement (default ``MeasurePolicy()``).
+        max_error: how far a latency model's anchors may have moved before it is refused.
+        evaluate_infeasible: score trials over the budget too (they stay infeasible).
+        split: the data split ``evaluate`` scores (labels the plot).
+
+    Example:
+        >>> config = search.SearchConfig(budget_fraction=0.5, trials=200)
+        >>> search.SearchConfig.from_json(config.to_json()) == config
+        True
+    """
+
+    trials: int
+    budget_ms: float | None = None
+    budget_fraction: float | None = None
+    teacher_accuracy: float | None = None
+    sampler: Literal["tpe", "nsga2", "random"] | str = "tpe"
+    population_size: int = 20
+    study_name: str | None = None
+    target: LatencyTarget | None = None
+    seed: int | None = 0
+    remeasure: bool = True
+    policy: MeasurePolicy | None = None
+    max_error: float = MAX_ERROR
+    evaluate_infeasible: bool = False
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
+            raise ValueError(f"trials must be an integer >= 0, got {self.trials!r}")
+        if isinstance(self.target, dict):
+            object.__setattr__(self, "target", LatencyTarget.from_dict(self.target))
+        if isinstance(self.policy, dict):
+            object.__setattr__(self, "policy", MeasurePolicy(**self.policy))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["target"] = None if self.target is None else self.target.to_dict()
+        data["policy"] = None if self.policy is None else dataclasses.asdict(self.policy)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SearchConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**data)
