@@ -124,7 +124,8 @@ def write_record(
             return path
         day = [r["seq"] for r in gen_benchmarks.load_records(results) if r["date"] == env["date"]]
         record["seq"] = max(day, default=0) + 1
-        record["id"] = f"{env['date']}-{record['seq']:02d}-{re.sub(r'[^\w.-]+', '-', name)}"
+        safe = re.sub(r"[^\w.-]+", "-", name)
+        record["id"] = f"{env['date']}-{record['seq']:02d}-{safe}"
         path = results / f"{record['id']}.json"
     results.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -21,17 +21,21 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ofa
-from benchmarks._candidates import best_of, candidates_under
-from benchmarks._report import markdown_table, write_record
-from ofa.data_images import ImageData, load_fashion_mnist
-from ofa.families.cnn import default_space
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/...`
+
+import ofa  # noqa: E402
+from benchmarks._candidates import best_of, candidates_under  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
+from ofa.data_images import ImageData, load_fashion_mnist  # noqa: E402
+from ofa.families.cnn import default_space  # noqa: E402
 
 
 class Block(nn.Module):
@@ -322,7 +326,11 @@ def main() -> None:
         if args.section != "cnn":
             title += f" ({args.section})"
         write_record(
-            args.section, title, body, goals=("train-step", "speedup-flops", "accuracy"), series="cnn"
+            args.section,
+            title,
+            body,
+            goals=("train-step", "speedup-flops", "accuracy"),
+            series="cnn",
         )
 
 

@@ -488,10 +488,11 @@ def main() -> None:
         intro += "\n\n" + NOTES
         print(intro, flush=True)
         if not args.no_write:
-            write_section(
+            write_record(
                 "supernet_speed",
                 "Supernet overheads (BERT, CPU)",
                 intro + "\n\n" + "\n\n".join(parts),
+                goals=("exactness", "train-step", "extract-native", "speedup-flops"),
             )
 
     run(args, publish)

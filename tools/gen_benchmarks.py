@@ -26,8 +26,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 MAIN = "BENCHMARKS.md"
 ARCHIVE = "BENCHMARKS_ARCHIVE.md"
-REQUIRED = ("id", "benchmark", "series", "name", "title", "goals", "date", "seq", "device",
-            "torch_threads", "versions", "command", "blocks", "notes")  # fmt: skip
+REQUIRED = (
+    "id",
+    "benchmark",
+    "series",
+    "name",
+    "title",
+    "goals",
+    "date",
+    "seq",
+    "device",
+    "torch_threads",
+    "versions",
+    "command",
+    "blocks",
+    "notes",
+)
 MAX_CELL = 79  # characters in a cell of the results page
 RECORD = re.compile(r"\d{4}-\d\d-\d\d-\d{2,}-.+\.json")  # other JSON there is not a record
 
@@ -44,42 +58,78 @@ class Goal:
 
 
 GOALS = (
-    Goal("exactness", "Exactness: the supernet at its max subnet is the original model",
-         "max |diff| of the outputs <= 1e-5.", ("model", "max abs diff at max subnet", "met?")),
-    Goal("train-step", "Training step: the full-size supernet against the original",
-         "step-time ratio <= 1.05 (BERT), <= 1.10 (CNN); ratios of candidates timed side by side.",
-         ("model", "ratio (median)", "spread", "goal", "met?")),
-    Goal("extract-native", "Extracted subnets as fast as native models of their shape",
-         "extract / native <= 1.02 for every subnet a vanilla config can express.",
-         ("model", "subnets", "extract / native (medians)", "range over rounds", "met?")),
-    Goal("speedup-flops", "Speedup tracks FLOP reduction",
-         "speedup / FLOP reduction >= 0.9 (median over the subnets; 1.0 is the limit).",
-         ("subnets", "count", "median", "range", "met?")),
-    Goal("latency-model", "Latency model: held-out error",
-         "held-out median relative error <= 5% on the CPU it was profiled on.",
-         ("model", "method", "held-out median error", "worst", "re-measure noise", "met?")),
-    Goal("honest-latency", "Honest latency on a busy machine",
-         "profile error <= 5% quiet, <= 10% loaded (or a refusal); every reported speedup "
-         "within 10% of its quiet paired figure.",
-         ("model", "burners", "threads", "profile error", "reported vs quiet: median / worst",
-          "met?")),
-    Goal("search-budget", "Search: every chosen subnet fits its budget",
-         "the chosen subnet of every search, re-measured independently, fits its budget.",
-         ("search", "budget ms", "chosen, predicted ms", "re-measured ms", "fits")),
-    Goal("accuracy", "Accuracy without retraining, against the teacher and baselines",
-         "the 50% FLOPs subnet within 1 point of the teacher, the 25% within 3; ahead of "
-         "prune-then-fine-tune of the same shape at equal steps. Mean ± standard error over "
-         "seeds.",
-         ("model, split", "50% vs teacher", "25% vs teacher", "50% vs baseline",
-          "25% vs baseline")),
-    Goal("sparsity", "2:4 sparsity: accuracy after a recovery fine-tune",
-         "no target on CPU (a 2:4 export runs dense there); the speedup needs CUDA >= 8.0.",
-         ("subnet", "dense acc", "2:4 acc", "2:4 + fine-tune", "fine-tune steps")),
-    Goal("cuda", "CUDA: latency, 2:4 kernels and bf16 training on a GPU",
-         "the checks of `benchmarks/gpu_check.py` on a CUDA device "
-         "(`python benchmarks/gpu_check.py --write-doc`).",
-         ("check", "figure", "met?")),
-)  # fmt: skip
+    Goal(
+        "exactness",
+        "Exactness: the supernet at its max subnet is the original model",
+        "max |diff| of the outputs <= 1e-5.",
+        ("model", "max abs diff at max subnet", "met?"),
+    ),
+    Goal(
+        "train-step",
+        "Training step: the full-size supernet against the original",
+        "step-time ratio <= 1.05 (BERT), <= 1.10 (CNN); ratios of candidates timed side by side.",
+        ("model", "ratio (median)", "spread", "goal", "met?"),
+    ),
+    Goal(
+        "extract-native",
+        "Extracted subnets as fast as native models of their shape",
+        "extract / native <= 1.02 for every subnet a vanilla config can express.",
+        ("model", "subnets", "extract / native (medians)", "range over rounds", "met?"),
+    ),
+    Goal(
+        "speedup-flops",
+        "Speedup tracks FLOP reduction",
+        "speedup / FLOP reduction >= 0.9 (median over the subnets; 1.0 is the limit).",
+        ("subnets", "count", "median", "range", "met?"),
+    ),
+    Goal(
+        "latency-model",
+        "Latency model: held-out error",
+        "held-out median relative error <= 5% on the CPU it was profiled on.",
+        ("model", "method", "held-out median error", "worst", "re-measure noise", "met?"),
+    ),
+    Goal(
+        "honest-latency",
+        "Honest latency on a busy machine",
+        "profile error <= 5% quiet, <= 10% loaded (or a refusal); every reported speedup "
+        "within 10% of its quiet paired figure.",
+        (
+            "model",
+            "burners",
+            "threads",
+            "profile error",
+            "reported vs quiet: median / worst",
+            "met?",
+        ),
+    ),
+    Goal(
+        "search-budget",
+        "Search: every chosen subnet fits its budget",
+        "the chosen subnet of every search, re-measured independently, fits its budget.",
+        ("search", "budget ms", "chosen, predicted ms", "re-measured ms", "fits"),
+    ),
+    Goal(
+        "accuracy",
+        "Accuracy without retraining, against the teacher and baselines",
+        "the 50% FLOPs subnet within 1 point of the teacher, the 25% within 3; ahead of "
+        "prune-then-fine-tune of the same shape at equal steps. Mean ± standard error over "
+        "seeds.",
+        ("model, split", "50% vs teacher", "25% vs teacher", "50% vs baseline", "25% vs baseline"),
+    ),
+    Goal(
+        "sparsity",
+        "2:4 sparsity: accuracy after a recovery fine-tune",
+        "no target on CPU (a 2:4 export runs dense there); the speedup needs CUDA >= 8.0.",
+        ("subnet", "dense acc", "2:4 acc", "2:4 + fine-tune", "fine-tune steps"),
+    ),
+    Goal(
+        "cuda",
+        "CUDA: latency, 2:4 kernels and bf16 training on a GPU",
+        "the checks of `benchmarks/gpu_check.py` on a CUDA device "
+        "(`python benchmarks/gpu_check.py --write-doc`).",
+        ("check", "figure", "met?"),
+    ),
+)
 GOAL_IDS = tuple(goal.id for goal in GOALS)
 
 
@@ -91,6 +141,17 @@ def _cells(line: str) -> list[str]:
     return [cell.replace("\\|", "|") for cell in inner.split(" | ")]
 
 
+def _is_table(lines: list[str]) -> bool:
+    """A header, a ``|---|`` line and rows, all of the header's width, columns named apart."""
+    columns = _cells(lines[0])
+    return (
+        len(lines) >= 2
+        and lines[1] == "|" + "---|" * len(columns)
+        and len(set(columns)) == len(columns)
+        and all(len(_cells(line)) == len(columns) for line in lines[2:])
+    )
+
+
 def parse_markdown(body: str) -> list[dict]:
     """Split a benchmark's markdown body into blocks: tables (rows with named columns), lists,
     ``###`` headings and text. ``render_blocks`` turns them back into the same markdown."""
@@ -98,27 +159,29 @@ def parse_markdown(body: str) -> list[dict]:
     for chunk in body.strip().split("\n\n"):
         lines = chunk.split("\n")
         kinds = [
-            "table" if ln.startswith("|") else "list" if ln.startswith("- ") else
-            "heading" if ln.startswith("### ") else "text"
+            "table"
+            if ln.startswith("|")
+            else "list"
+            if ln.startswith("- ")
+            else "heading"
+            if ln.startswith("### ")
+            else "text"
             for ln in lines
-        ]  # fmt: skip
+        ]
         start = 0
         for i in range(1, len(lines) + 1):
             if i < len(lines) and (kinds[i] == kinds[start] and kinds[i] != "heading"):
                 continue
             group, kind = lines[start:i], kinds[start]
-            if kind == "table":
+            block: dict = {"type": "text", "text": "\n".join(group)}  # what is not well formed
+            if kind == "table" and _is_table(group):
                 columns = _cells(group[0])
-                rows = [dict(zip(columns, _cells(ln), strict=True)) for ln in group[2:]]
-                if len(set(columns)) != len(columns):
-                    raise ValueError(f"table with repeated column names: {columns}")
-                block: dict = {"type": "table", "columns": columns, "rows": rows}
+                rows = [dict(zip(columns, _cells(ln))) for ln in group[2:]]
+                block = {"type": "table", "columns": columns, "rows": rows}
             elif kind == "list":
                 block = {"type": "list", "items": [ln[2:] for ln in group]}
             elif kind == "heading":
                 block = {"type": "heading", "text": group[0][4:]}
-            else:
-                block = {"type": "text", "text": "\n".join(group)}
             if start:
                 block["tight"] = True  # follows the previous block on the next line
             blocks.append(block)
@@ -267,11 +330,23 @@ def _bench_supernet(goal: str, record: dict) -> list[Row]:
             cells = [r["extract / native"] for r in table["rows"] if r["extract / native"]]
             medians = [_float(c) for c in cells]
             ranges = [re.search(r"\(([\d.]+)\.\.([\d.]+)", c) for c in cells]
-            low, high = min(float(m.group(1)) for m in ranges), max(float(m.group(2)) for m in ranges)  # fmt: skip
+            low, high = (
+                min(float(m.group(1)) for m in ranges),
+                max(float(m.group(2)) for m in ranges),
+            )
             met = [c.endswith("met)") for c in cells]
-            rows.append(Row(
-                [model, str(len(cells)), _spread(medians, 3), f"{low:.3f}..{high:.3f}",
-                 f"{sum(met)}/{len(met)} met"], met))  # fmt: skip
+            rows.append(
+                Row(
+                    [
+                        model,
+                        str(len(cells)),
+                        _spread(medians, 3),
+                        f"{low:.3f}..{high:.3f}",
+                        f"{sum(met)}/{len(met)} met",
+                    ],
+                    met,
+                )
+            )
         if goal == "speedup-flops":
             values = [
                 _float(r["speedup / FLOP reduction"])
@@ -279,8 +354,18 @@ def _bench_supernet(goal: str, record: dict) -> list[Row]:
                 if r["FLOP reduction"] != "1.00x"
             ]
             ok = statistics.median(values) >= 0.9
-            rows.append(Row([f"{model}, extract() in memory", str(len(values)), _median(values),
-                             _spread(values), _verdict(ok)], [ok]))  # fmt: skip
+            rows.append(
+                Row(
+                    [
+                        f"{model}, extract() in memory",
+                        str(len(values)),
+                        _median(values),
+                        _spread(values),
+                        _verdict(ok),
+                    ],
+                    [ok],
+                )
+            )
     return rows
 
 
@@ -295,8 +380,18 @@ def _bench_export(goal: str, record: dict) -> list[Row]:
                 if r["batch"] == batch and not r["subnet"].startswith("teacher")
             ]
             ok = statistics.median(values) >= 0.9
-            rows.append(Row([f"BERT exports, batch {batch}", str(len(values)), _median(values),
-                             _spread(values), _verdict(ok)], [ok]))  # fmt: skip
+            rows.append(
+                Row(
+                    [
+                        f"BERT exports, batch {batch}",
+                        str(len(values)),
+                        _median(values),
+                        _spread(values),
+                        _verdict(ok),
+                    ],
+                    [ok],
+                )
+            )
     table = _table(record, "dense acc", "2:4 acc")
     if goal == "sparsity" and table:
         tuned = next(c for c in table["columns"] if "distill acc" in c)
@@ -318,8 +413,9 @@ def _bench_cnn(goal: str, record: dict) -> list[Row]:
             rounds, teacher, supernet, ratio, target = match.groups()
             ok = float(ratio) <= float(target)
             spread = f"medians of {rounds} rounds: {teacher} / {supernet} ms"
-            rows.append(Row(["CNN (Fashion-MNIST)", ratio, spread, f"<= {target}",
-                             _verdict(ok)], [ok]))  # fmt: skip
+            rows.append(
+                Row(["CNN (Fashion-MNIST)", ratio, spread, f"<= {target}", _verdict(ok)], [ok])
+            )
     if goal == "speedup-flops":
         for table, _ in _tables(record, "speedup / FLOP reduction", "FLOP reduction"):
             batch = next(c for c in table["columns"] if c.startswith("ms (batch"))[4:-1]
@@ -329,8 +425,18 @@ def _bench_cnn(goal: str, record: dict) -> list[Row]:
                 if r["FLOP reduction"] != "1.00x"
             ]
             ok = statistics.median(values) >= 0.9
-            rows.append(Row([f"CNN exports, {batch}", str(len(values)), _median(values),
-                             _spread(values), _verdict(ok)], [ok]))  # fmt: skip
+            rows.append(
+                Row(
+                    [
+                        f"CNN exports, {batch}",
+                        str(len(values)),
+                        _median(values),
+                        _spread(values),
+                        _verdict(ok),
+                    ],
+                    [ok],
+                )
+            )
     table = _table(record, "FLOP budget", "OFA subnet (no per-subnet training)")
     teacher = _search(record, r"test accuracy \*\*([\d.]+)\*\*")
     if goal == "accuracy" and table and teacher:
@@ -338,13 +444,17 @@ def _bench_cnn(goal: str, record: dict) -> list[Row]:
         baseline = next(c for c in table["columns"] if c.startswith("prune"))
         cells, met = ["CNN, test, 1 seed"], []
         for budget, limit in (("50%", -1.0), ("25%", -3.0)):
-            gap = 100 * (_float(by_budget[budget]["OFA subnet (no per-subnet training)"])
-                         - float(teacher.group(1)))  # fmt: skip
+            gap = 100 * (
+                _float(by_budget[budget]["OFA subnet (no per-subnet training)"])
+                - float(teacher.group(1))
+            )
             cells.append(f"{gap:+.1f} ({'met' if gap >= limit else 'not met'})")
             met.append(gap >= limit)
         for budget in ("50%", "25%"):
-            gap = 100 * (_float(by_budget[budget]["OFA subnet (no per-subnet training)"])
-                         - _float(by_budget[budget][baseline]))  # fmt: skip
+            gap = 100 * (
+                _float(by_budget[budget]["OFA subnet (no per-subnet training)"])
+                - _float(by_budget[budget][baseline])
+            )
             cells.append(f"{gap:+.1f} ({'ahead' if gap > 0 else 'behind'})")
             met.append(gap > 0)
         rows.append(Row(cells, met))
@@ -401,9 +511,19 @@ def _latency(model: str) -> Callable[[str, dict], list[Row]]:
         for r in table["rows"]:
             if r["chosen"] == "yes":
                 ok = _float(r["held-out median abs rel error"]) <= 5.0
-                rows.append(Row([model, r["method"], r["held-out median abs rel error"],
-                                 r["held-out max error"], noise.group(1) if noise else "-",
-                                 _verdict(ok)], [ok]))  # fmt: skip
+                rows.append(
+                    Row(
+                        [
+                            model,
+                            r["method"],
+                            r["held-out median abs rel error"],
+                            r["held-out max error"],
+                            noise.group(1) if noise else "-",
+                            _verdict(ok),
+                        ],
+                        [ok],
+                    )
+                )
         return rows
 
     return extract
@@ -418,7 +538,9 @@ def _honest_latency(goal: str, record: dict) -> list[Row]:
     for r in table["rows"]:
         error = _float(r["profile held-out error"])
         worst = _float(r[speedups].split("/")[-1])
-        ok = bool(r["refused"]) or (error <= (5.0 if r["burners"] == "0" else 10.0) and worst <= 10.0)  # fmt: skip
+        ok = bool(r["refused"]) or (
+            error <= (5.0 if r["burners"] == "0" else 10.0) and worst <= 10.0
+        )
         cells = [r["model"], r["burners"], r["threads"], r["profile held-out error"], r[speedups]]
         rows.append(Row([*cells, "refused" if r["refused"] else _verdict(ok)], [ok]))
     return rows
@@ -430,8 +552,10 @@ def _bench_search(goal: str, record: dict) -> list[Row]:
         return []
     measured = next(c for c in table["columns"] if c.startswith("independent"))
     return [
-        Row([r["search"], r["budget ms"], r["predicted ms"], r[measured], r["fits"]],
-            [r["fits"] == "yes"])  # fmt: skip
+        Row(
+            [r["search"], r["budget ms"], r["predicted ms"], r[measured], r["fits"]],
+            [r["fits"] == "yes"],
+        )
         for r in table["rows"]
     ]
 
@@ -445,7 +569,24 @@ def _search_extra(record: dict) -> str:
     return f"Hypervolume after {last[4:]} trials (`{record['name']}`): {values}."
 
 
+def _gpu_check(goal: str, record: dict) -> list[Row]:
+    """One row per part of the GPU check: its summary line, cut to fit a cell."""
+    lists = [block for block in record["blocks"] if block["type"] == "list"]
+    if goal != "cuda" or not lists:
+        return []
+    rows = []
+    for item in lists[0]["items"]:
+        check, _, figure = item.partition(": ")
+        figure = figure if len(figure) <= MAX_CELL else figure[: MAX_CELL - 3] + "..."
+        ok = None if "met" not in figure and "MISSED" not in figure else "MISSED" not in figure
+        if re.match(r"(error|not run|skipped)\b", figure):
+            ok = False if figure.startswith("error") else None
+        rows.append(Row([check[:MAX_CELL], figure, _verdict(ok)], [ok]))
+    return rows
+
+
 EXTRACTORS: dict[str, Callable[[str, dict], list[Row]]] = {
+    "gpu_check": _gpu_check,
     "bench_supernet": _bench_supernet,
     "bench_export": _bench_export,
     "bench_cnn": _bench_cnn,
@@ -459,8 +600,15 @@ EXTRAS: dict[str, Callable[[dict], str]] = {"bench_search": _search_extra}
 
 
 def headline(goal: Goal, record: dict) -> list[Row]:
+    """The rows ``record`` gives ``goal``'s table; none where its figures are not the expected
+    ones (a partial run, a changed report): the page then links the run instead."""
     extract = EXTRACTORS.get(record["benchmark"])
-    return extract(goal.id, record) if extract and goal.id in record["goals"] else []
+    if not extract or goal.id not in record["goals"]:
+        return []
+    try:
+        return extract(goal.id, record)
+    except (AttributeError, IndexError, KeyError, StopIteration, TypeError, ValueError):
+        return []
 
 
 def _overview(rows: list[Row]) -> str:
@@ -489,6 +637,16 @@ def _quoted(records: list[dict]) -> dict[str, list[tuple[Goal, dict, list[Row]]]
     }
 
 
+def _by_hand(records: list[dict]) -> list[str]:
+    by_hand = [r for r in records if r["benchmark"] == "by-hand"]
+    if not by_hand:
+        return []
+    return [
+        "Readings written by hand stay with their runs in the archive; the latest summary by",
+        f"hand: {run_link(by_hand[-1])} ({by_hand[-1]['date']}).",
+    ]
+
+
 def render_main(records: list[dict]) -> str:
     quoted = _quoted(records)
     devices = sorted({r["device"] for r in records})
@@ -506,16 +664,18 @@ def render_main(records: list[dict]) -> str:
         "",
         "Machines are noisy: figures are ratios and medians of candidates timed side by side in",
         "one run, with their spread. Devices in the records: " + "; ".join(devices) + ".",
+        *_by_hand(records),
         "",
         "## Goals",
         "",
-        "| goal | status | runs quoted |",
-        "|---|---|---|",
+        f"| goal | status | runs quoted | [all runs]({ARCHIVE}#index) |",
+        "|---|---|---|---|",
     ]
     for goal in GOALS:
         rows = [row for _, _, found in quoted[goal.id] for row in found]
         link = f"[{goal.id}](#{slug(goal.title)})"
-        lines.append(f"| {link} | {_overview(rows)} | {len(quoted[goal.id])} |")
+        runs = sum(goal.id in r["goals"] for r in records)
+        lines.append(f"| {link} | {_overview(rows)} | {len(quoted[goal.id])} | {runs} |")
     for goal in GOALS:
         lines += ["", f"## {goal.title}", "", f"Goal: {goal.target}", ""]
         entries = quoted[goal.id]
@@ -524,16 +684,19 @@ def render_main(records: list[dict]) -> str:
             lines.append(
                 "Not measured yet."
                 if not runs
-                else "No headline figures: see "
-                + ", ".join(run_link(r) for r in runs[::-1])
-                + "."
+                else "No headline figures: see " + ", ".join(run_link(r) for r in runs[::-1]) + "."
             )
             continue
-        lines.append(markdown_table(
-            ["run", *goal.columns],
-            [dict(zip(["run", *goal.columns], [r["name"], *row.cells], strict=True))
-             for _, r, found in entries for row in found],
-        ))  # fmt: skip
+        lines.append(
+            markdown_table(
+                ["run", *goal.columns],
+                [
+                    dict(zip(["run", *goal.columns], [r["name"], *row.cells], strict=True))
+                    for _, r, found in entries
+                    for row in found
+                ],
+            )
+        )
         extras = [EXTRAS[r["benchmark"]](r) for _, r, _ in entries if r["benchmark"] in EXTRAS]
         if any(extras):
             lines += ["", *[e for e in extras if e]]
@@ -582,8 +745,11 @@ def render_archive(records: list[dict]) -> str:
     ]
     for r in newest:
         status = _status(r, records, quoted_ids)
-        status = "superseded" if status.startswith("superseded") else (
-            "quoted" if "; quoted" in status else "latest")
+        status = (
+            "superseded"
+            if status.startswith("superseded")
+            else ("quoted" if "; quoted" in status else "latest")
+        )
         lines.append(
             f"| [{r['id']}](#{slug(run_heading(r))}) | {r['benchmark']} | "
             f"{', '.join(r['goals'])} | {r['title']} | {status} |"
