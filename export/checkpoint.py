@@ -222,6 +222,7 @@ def _manifest(
     manifest = {
         "format": FORMAT,
         "version": 1,
+        "family": supernet.family_name,  # the family's adapter loads and verifies it
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "subnet": subnet.to_dict(),
         "space": supernet.space.to_dict(),

@@ -36,10 +36,7 @@ class ExportConfig(JsonMixin):
     seq_len: int | None = None
 
     def __post_init__(self) -> None:
-        sparsity = self.sparsity
-        if isinstance(sparsity, dict):
-            sparsity = SparsityConfig.from_dict(sparsity)
-        object.__setattr__(self, "sparsity", sparsity_config(sparsity))
+        object.__setattr__(self, "sparsity", sparsity_config(self.sparsity))
         for name in ("onnx", "torch_export"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -60,4 +57,7 @@ class ExportConfig(JsonMixin):
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ExportConfig fields {unknown}; known: {sorted(known)}")
+        sparsity = data.get("sparsity")
+        if isinstance(sparsity, dict):
+            data = {**data, "sparsity": SparsityConfig.from_dict(sparsity)}
         return cls(**data)

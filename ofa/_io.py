@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ __all__ = [
     "check_replaceable",
     "clean_leftovers",
     "read_json",
+    "recover_replaced",
     "sha256_file",
     "write_json_atomic",
 ]
@@ -31,10 +35,17 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+    """Write JSON to a temporary file beside ``path``, then rename it into place.
+
+    The temporary is ``.NAME.PID-XXXX.tmp``; those of writers of ``path`` that died are removed
+    first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_leftovers(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
@@ -68,17 +79,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _old_copies(target: Path) -> list[Path]:
+    """``.NAME.old-PID`` beside ``target`` whose writer is gone (oldest first)."""
+    prefix = f".{target.name}.old-"
+    found = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in target.parent.iterdir():
+            pid = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+            if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+                found.append(entry)
+    return sorted(found, key=lambda p: p.lstat().st_mtime_ns)
+
+
+def recover_replaced(target: str | os.PathLike) -> bool:
+    """Put back the complete copy a writer moved aside when it died before moving the new one
+    in (see :func:`atomic_dir` where one step cannot swap them); True when it did."""
+    target = Path(target)
+    if os.path.lexists(target):
+        return False
+    for old in _old_copies(target):
+        with contextlib.suppress(FileNotFoundError, FileExistsError, OSError):
+            os.rename(old, target)
+            return True
+    return False
+
+
 def clean_leftovers(target: str | os.PathLike) -> list[Path]:
     """Remove the temporaries :func:`atomic_dir` left beside ``target`` when its writer died.
 
     Only our own names for this one output: ``.NAME.PID-XXXX.tmp`` / ``.NAME.old-PID`` whose
-    process is gone, and ``.NAME.XXXX.tmp`` of earlier versions (which named no process).
+    process is gone, and ``.NAME.XXXX.tmp`` of earlier versions (which named no process). A
+    complete copy moved aside by a writer that died before replacing it is put back first.
     """
     target = Path(target)
     parent, prefix = target.parent, f".{target.name}."
-    removed = []
+    removed: list[Path] = []
     if not parent.is_dir():
         return removed
+    recover_replaced(target)
     for entry in parent.iterdir():
         name = entry.name
         if not name.startswith(prefix):
@@ -139,12 +177,46 @@ def check_replaceable(
         )
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_renameat2: Any = None
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system or the file system cannot."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        try:
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):  # glibc before 2.28, musl: no wrapper
+            function = False
+        else:
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+            function.argtypes += [ctypes.c_uint]
+            function.restype = ctypes.c_int
+        _renameat2 = function
+    if _renameat2 is False:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), 2) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # the kernel or this file system has no exchange
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only when the block succeeds.
 
-    A crash inside the block leaves ``target`` as it was (absent, or the old complete copy).
-    Temporaries of this target left by a writer that died are removed first.
+    A crash inside the block leaves ``target`` as it was (absent, or the old complete copy),
+    and so does one at any moment of the replacement: on Linux the two directories are swapped
+    in one step; elsewhere the old copy is moved aside first, and put back by the next
+    :func:`clean_leftovers` / :func:`recover_replaced` if the writer died before the new one
+    was moved in. Temporaries of this target left by a writer that died are removed first.
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -158,13 +230,15 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
     )
     try:
         yield tmp
-        if target.exists():
+        if not target.exists():
+            os.replace(tmp, target)
+        elif _exchange(tmp, target):  # tmp now holds the old copy, under a temporary's name
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -74,7 +74,7 @@ def finetune(
     """Fine-tune a sequence classifier on hard labels; returns a new trained model.
 
     ``model`` is not modified. The run (metrics, checkpoints, ``--resume``) is the one of
-    :func:`ofa.train` with a single phase that trains only the full network.
+    :func:`ofa.train_` with a single phase that trains only the full network.
 
     Example:
         >>> teacher = ofa.finetune(BertForSequenceClassification.from_pretrained(path,

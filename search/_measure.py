@@ -92,7 +92,9 @@ def measure_subnets(
     _resolve_contradictions(supernet, subnets, ratios, reference, inputs, target, policy)
     # the absolute scale: the max subnet beside the min one, as LatencyModel.validate
     # re-measures them later, so that check compares like with like
-    reference_ms = measure_anchors(supernet, target, max_model=reference).times["max"]
+    reference_ms = measure_anchors(supernet, target, max_model=reference, policy=policy).times[
+        "max"
+    ]
     timings = [
         SubnetTiming(ms=r.scaled(reference_ms.value).value, interval=r.interval, ratio=r)
         for r in ratios

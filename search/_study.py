@@ -17,6 +17,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 
 from ofa.families import SpaceLike, SubnetLike
+from search._stale import TagsWorker
 
 __all__ = [
     "SAMPLERS",
@@ -76,7 +77,7 @@ def open_storage(
         path.parent.mkdir(parents=True, exist_ok=True)
         return open_journal(path)
     try:
-        return optuna.storages.RDBStorage(text)
+        return _RDB(text)
     except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "bad URL"
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
@@ -89,9 +90,14 @@ def open_storage(
 JOURNAL_LOCK_GRACE_S = 5  # a lock older than this, with its journal unchanged, is stale
 
 
-class _Journal(optuna.storages.JournalStorage):
+class _RDB(TagsWorker, optuna.storages.RDBStorage):
+    """An RDB storage whose trials name their worker from the write that starts them."""
+
+
+class _Journal(TagsWorker, optuna.storages.JournalStorage):
     """A journal storage whose ``create_study(load_if_exists=True)`` on an existing study
-    appends nothing (Optuna's appends a CREATE_STUDY record, then finds the duplicate)."""
+    appends nothing (Optuna's appends a CREATE_STUDY record, then finds the duplicate), and
+    whose trials name their worker from the write that starts them."""
 
     def create_new_study(self, directions: Any, study_name: str | None = None) -> int:
         if study_name is not None:

@@ -7,7 +7,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
-from ofa.families.bert import SUPPORTED_CLASSES as BERT_CLASSES
 from ofa.families.bert import BertFamily
 from ofa.families.cnn import CnnFamily
 from ofa.groups import UnitGroup
@@ -114,8 +113,11 @@ def register_family(family: ModelFamily, *, before: str | None = None) -> ModelF
 
 
 def supported_names() -> list[str]:
-    return sorted(BERT_CLASSES) + [
-        "CNNs of Conv2d/BatchNorm2d/Linear (torchvision ResNet, MobileNet)"
+    """What each registered family converts, as its adapter describes it (``supported``)."""
+    return [
+        name
+        for family in FAMILIES.values()
+        for name in getattr(family, "supported", (f"{family.name} models",))
     ]
 
 

@@ -79,6 +79,7 @@ class BertFamily:
     space_type = SearchSpace
     subnet_type = Subnet
     calibrates_batch_norm = False  # LayerNorm only: a subnet runs on the supernet as it is
+    supported = tuple(sorted(SUPPORTED_CLASSES))  # named in convert's refusal
     phase_dimensions = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
 
     def phase_space(self, phase: Any, space: SearchSpace) -> SearchSpace:

@@ -132,6 +132,7 @@ class CnnFamily:
     subnet_type = CnnSubnet
     # a subnet's batch norms need statistics of their own (ofa.calibrate_bn_) to be evaluated
     calibrates_batch_norm = True
+    supported = ("CNNs of Conv2d/BatchNorm2d/Linear (torchvision ResNet, MobileNet)",)
     phase_dimensions = ("depths", "widths", "kernel_sizes")
 
     def phase_space(self, phase: Any, space: CnnSearchSpace) -> CnnSearchSpace:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 __all__ = [
     "FUNCTIONS",
     "LAYER_TYPES",
+    "ChannelLayerNorm",
     "CnnGraph",
     "GraphNode",
     "build_layer",
@@ -29,6 +30,15 @@ __all__ = [
 
 _ARCH_FORMAT = "ofa-cnn-graph"
 
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of an ``(N, C, H, W)`` tensor (ConvNeXt's ``LayerNorm2d``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
 # layer type -> (class, constructor fields); plain torch classes only
 LAYER_TYPES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "Conv2d": (
@@ -36,6 +46,8 @@ LAYER_TYPES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
         ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"),
     ),
     "BatchNorm2d": (nn.BatchNorm2d, ("num_features", "eps", "momentum", "affine")),
+    "ChannelLayerNorm": (ChannelLayerNorm, ("normalized_shape", "eps", "elementwise_affine")),
+    "LayerNorm": (nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine")),
     "Linear": (nn.Linear, ("in_features", "out_features")),
     "ReLU": (nn.ReLU, ("inplace",)),
     "ReLU6": (nn.ReLU6, ("inplace",)),
@@ -47,35 +59,94 @@ LAYER_TYPES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "Sigmoid": (nn.Sigmoid, ()),
     "Tanh": (nn.Tanh, ()),
     "Identity": (nn.Identity, ()),
+    "Mish": (nn.Mish, ("inplace",)),
+    "ELU": (nn.ELU, ("alpha", "inplace")),
+    "Hardtanh": (nn.Hardtanh, ("min_val", "max_val", "inplace")),
+    "Softmax": (nn.Softmax, ("dim",)),
+    "LogSoftmax": (nn.LogSoftmax, ("dim",)),
     "Dropout": (nn.Dropout, ("p", "inplace")),
+    "Dropout2d": (nn.Dropout2d, ("p", "inplace")),
     "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
     "AvgPool2d": (
         nn.AvgPool2d,
         ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
     ),
     "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
+    "AdaptiveMaxPool2d": (nn.AdaptiveMaxPool2d, ("output_size",)),
     "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
 }
+
+
+
+def _index(indices: Any, device: torch.device) -> Tensor:
+    if isinstance(indices, Tensor):
+        return indices.to(device)
+    return torch.tensor(list(indices), dtype=torch.long, device=device)
+
+
+def _drop_path(a: Tensor, *, p: float, mode: str = "row", training: bool = False) -> Tensor:
+    """Stochastic depth (as torchvision.ops.stochastic_depth): identity unless training."""
+    if not training or p == 0.0:
+        return a
+    survival = 1.0 - p
+    size = [a.shape[0]] + [1] * (a.dim() - 1) if mode == "row" else [1] * a.dim()
+    noise = torch.empty(size, dtype=a.dtype, device=a.device).bernoulli_(survival)
+    if survival > 0.0:
+        noise.div_(survival)
+    return a * noise
+
+
+def _dropout(a: Tensor, *, p: float = 0.5, kind: str = "dropout", training: bool = False) -> Tensor:
+    if kind == "dropout2d":
+        return F.dropout2d(a, p, training)
+    return F.dropout(a, p, training)
+
 
 # functional op -> how it runs; arguments other than the input tensors live in GraphNode.args
 FUNCTIONS: dict[str, Any] = {
     "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
     "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
     "add_scalar": lambda a, *, value: a + value,
+    "sub_scalar": lambda a, *, value: a - value,
+    "rsub_scalar": lambda a, *, value: value - a,
     "mul_scalar": lambda a, *, value: a * value,
+    "div_scalar": lambda a, *, value: a / value,
+    "cat": lambda *a, dim=1: torch.cat(a, dim),
+    "slice_channels": lambda a, *, start, stop, dim=1: a.narrow(dim, start, stop - start),
+    "select_channels": lambda a, *, indices, dim=1: a.index_select(dim, _index(indices, a.device)),
     "flatten": lambda a, *, start_dim=0, end_dim=-1: torch.flatten(a, start_dim, end_dim),
+    "unflatten_channels": lambda a: a.reshape(a.shape[0], a.shape[1], 1, 1),
+    "permute": lambda a, *, dims: a.permute(*dims),
     "mean": lambda a, *, dim, keepdim=False: torch.mean(a, dim, keepdim=keepdim),
     "adaptive_avg_pool2d": lambda a, *, output_size: F.adaptive_avg_pool2d(a, output_size),
+    "adaptive_max_pool2d": lambda a, *, output_size: F.adaptive_max_pool2d(a, output_size),
+    "max_pool2d": lambda a, *, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False: (
+        F.max_pool2d(a, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode)
+    ),
+    "avg_pool2d": lambda a, *, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True: (
+        F.avg_pool2d(a, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    ),
+    "dropout": _dropout,
+    "drop_path": _drop_path,
     "relu": lambda a: F.relu(a),
     "relu6": lambda a: F.relu6(a),
+    "leaky_relu": lambda a, *, negative_slope=0.01: F.leaky_relu(a, negative_slope),
+    "elu": lambda a, *, alpha=1.0: F.elu(a, alpha),
+    "hardtanh": lambda a, *, min_val=-1.0, max_val=1.0: F.hardtanh(a, min_val, max_val),
     "hardswish": lambda a: F.hardswish(a),
     "hardsigmoid": lambda a: F.hardsigmoid(a),
     "sigmoid": lambda a: torch.sigmoid(a),
     "silu": lambda a: F.silu(a),
-    "gelu": lambda a: F.gelu(a),
+    "mish": lambda a: F.mish(a),
+    "gelu": lambda a, *, approximate="none": F.gelu(a, approximate=approximate),
     "tanh": lambda a: torch.tanh(a),
+    "softmax": lambda a, *, dim: torch.softmax(a, dim),
+    "log_softmax": lambda a, *, dim: torch.log_softmax(a, dim),
     "identity": lambda a: a,
 }
+_TRAINING_OPS = ("dropout", "drop_path")  # they read the graph's training flag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,9 +155,11 @@ class GraphNode:
 
     Attributes:
         name: unique name of the value this node produces.
-        op: ``"input"``, ``"layer"`` (calls the submodule ``target``) or a key of ``FUNCTIONS``.
+        op: ``"input"``, ``"layer"`` (calls the submodule ``target``), ``"param"`` (reads the
+            parameter or buffer ``target``) or a key of ``FUNCTIONS``.
         inputs: names of the values it reads, in order.
-        target: dotted path of the submodule a ``"layer"`` node calls.
+        target: dotted path of the submodule a ``"layer"`` node calls or the tensor a
+            ``"param"`` node reads.
         args: keyword arguments of a functional op (JSON values).
         scope: dotted path of the module whose forward made this node (``""`` at top level).
     """
@@ -103,6 +176,17 @@ class GraphNode:
         """The module path this node belongs to: the layer it calls, else where it was made."""
         return self.target if self.op == "layer" else self.scope
 
+    def with_inputs(self, inputs: tuple[str, ...], args: Mapping[str, Any] | None = None) -> GraphNode:
+        """The same node reading ``inputs`` (and with ``args`` instead of its own, if given)."""
+        return GraphNode(
+            name=self.name,
+            op=self.op,
+            inputs=inputs,
+            target=self.target,
+            args=self.args if args is None else args,
+            scope=self.scope,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "op": self.op, "inputs": list(self.inputs)}
         if self.target:
@@ -116,8 +200,10 @@ class GraphNode:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GraphNode:
         op = data["op"]
-        if op not in ("input", "layer") and op not in FUNCTIONS:
-            raise ValueError(f"unknown graph op {op!r}; known: input, layer, {sorted(FUNCTIONS)}")
+        if op not in ("input", "layer", "param") and op not in FUNCTIONS:
+            raise ValueError(
+                f"unknown graph op {op!r}; known: input, layer, param, {sorted(FUNCTIONS)}"
+            )
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("args", {}).items()}
         return cls(
             name=data["name"],
@@ -137,7 +223,7 @@ def layer_spec(module: nn.Module) -> dict[str, Any]:
             for name in fields:
                 value = getattr(module, name)
                 spec[name] = list(value) if isinstance(value, tuple) else value
-            if type_name in ("Conv2d", "Linear"):
+            if type_name in ("Conv2d", "Linear", "LayerNorm", "ChannelLayerNorm"):
                 spec["bias"] = module.bias is not None
             if type_name == "BatchNorm2d":
                 spec["track_running_stats"] = module.track_running_stats
@@ -155,8 +241,9 @@ def build_layer(spec: Mapping[str, Any]) -> nn.Module:
     return cls(**kwargs)
 
 
-def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
-    """Put ``module`` at dotted ``path``, creating empty container modules on the way."""
+def _attach(root: nn.Module, path: str, module: nn.Module | Tensor) -> None:
+    """Put ``module`` (or a parameter / buffer) at dotted ``path``, creating empty container
+    modules on the way."""
     *parents, leaf = path.split(".")
     parent = root
     for part in parents:
@@ -165,7 +252,18 @@ def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
             child = nn.Module()
             parent.add_module(part, child)
         parent = child
-    parent.add_module(leaf, module)
+    if isinstance(module, nn.Parameter):
+        parent.register_parameter(leaf, module)
+    elif isinstance(module, Tensor):
+        parent.register_buffer(leaf, module)
+    else:
+        parent.add_module(leaf, module)
+
+
+def _tensor_at(root: nn.Module, path: str) -> Tensor:
+    *parents, leaf = path.split(".")
+    owner = root.get_submodule(".".join(parents)) if parents else root
+    return getattr(owner, leaf)
 
 
 def run_graph(
@@ -175,23 +273,33 @@ def run_graph(
     *,
     skipped: frozenset[str] = frozenset(),
     alias: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Tensor:
     """Evaluate ``nodes`` on input ``x``; ``skipped`` nodes are left out and their values read
-    through ``alias`` (a skipped block's output is its input)."""
+    through ``alias`` (a skipped block's output is its input); ``overrides`` replaces the args
+    of the nodes it names (a ``"param"`` node's ``index`` selects rows of its tensor)."""
     alias = alias or {}
+    overrides = overrides or {}
     values: dict[str, Tensor] = {}
     result = x
     for node in nodes:
         if node.name in skipped:
             continue
+        args = overrides.get(node.name, node.args)
         if node.op == "input":
             result = x
+        elif node.op == "param":
+            result = _tensor_at(root, node.target)
+            if args.get("index") is not None:
+                result = result.index_select(0, _index(args["index"], result.device))
         else:
             inputs = [values[alias.get(name, name)] for name in node.inputs]
             if node.op == "layer":
                 result = root.get_submodule(node.target)(inputs[0])
+            elif node.op in _TRAINING_OPS:
+                result = FUNCTIONS[node.op](*inputs, **args, training=root.training)
             else:
-                result = FUNCTIONS[node.op](*inputs, **node.args)
+                result = FUNCTIONS[node.op](*inputs, **args)
         values[node.name] = result
     return result
 
@@ -208,11 +316,18 @@ class CnnGraph(nn.Module):
         >>> logits = graph(torch.randn(1, 3, 32, 32))
     """
 
-    def __init__(self, nodes: tuple[GraphNode, ...], layers: Mapping[str, nn.Module]) -> None:
+    def __init__(
+        self,
+        nodes: tuple[GraphNode, ...],
+        layers: Mapping[str, nn.Module],
+        params: Mapping[str, Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.nodes = tuple(nodes)
         for path, layer in layers.items():
             _attach(self, path, layer)
+        for path, tensor in (params or {}).items():
+            _attach(self, path, tensor)
 
     def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> Tensor:
         return run_graph(self, self.nodes, pixel_values)
@@ -220,6 +335,10 @@ class CnnGraph(nn.Module):
     def layers(self) -> dict[str, nn.Module]:
         """Dotted path to the layer of every ``"layer"`` node."""
         return {n.target: self.get_submodule(n.target) for n in self.nodes if n.op == "layer"}
+
+    def params(self) -> dict[str, Tensor]:
+        """Dotted path to the tensor of every ``"param"`` node (parameters read in forward)."""
+        return {n.target: _tensor_at(self, n.target) for n in self.nodes if n.op == "param"}
 
     def input_channels(self) -> int:
         """Channels of the image the graph reads: the first conv (or norm) fed from the input."""
@@ -239,29 +358,46 @@ class CnnGraph(nn.Module):
         raise ValueError("cannot tell the image channels: no Conv2d reads the graph's input")
 
     def to_dict(self) -> dict[str, Any]:
-        return graph_to_dict(self.nodes, self.layers())
+        return graph_to_dict(self.nodes, self.layers(), self.params())
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CnnGraph:
-        nodes, layers = graph_from_dict(data)
-        return cls(nodes, layers)
+        nodes, layers, params = graph_from_dict(data)
+        return cls(nodes, layers, params)
 
 
-def graph_to_dict(nodes: tuple[GraphNode, ...], layers: Mapping[str, nn.Module]) -> dict[str, Any]:
-    """Architecture JSON: the nodes and one layer spec per called submodule."""
-    return {
+def graph_to_dict(
+    nodes: tuple[GraphNode, ...],
+    layers: Mapping[str, nn.Module],
+    params: Mapping[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """Architecture JSON: the nodes, one layer spec per called submodule and the shape of each
+    tensor that ``"param"`` nodes read."""
+    data: dict[str, Any] = {
         "format": _ARCH_FORMAT,
         "version": 1,
         "nodes": [node.to_dict() for node in nodes],
         "layers": {path: layer_spec(layer) for path, layer in layers.items()},
     }
+    if params:
+        data["params"] = {
+            path: {
+                "shape": list(tensor.shape),
+                "kind": "parameter" if isinstance(tensor, nn.Parameter) else "buffer",
+            }
+            for path, tensor in params.items()
+        }
+    return data
 
 
-def graph_from_dict(data: Mapping[str, Any]) -> tuple[tuple[GraphNode, ...], dict[str, nn.Module]]:
-    """Nodes and freshly initialised plain layers from :func:`graph_to_dict`'s JSON."""
+def graph_from_dict(
+    data: Mapping[str, Any],
+) -> tuple[tuple[GraphNode, ...], dict[str, nn.Module], dict[str, Tensor]]:
+    """Nodes, freshly initialised plain layers and zero tensors from :func:`graph_to_dict`'s
+    JSON (load the state dict to fill them)."""
     if data.get("format") != _ARCH_FORMAT or data.get("version") != 1:
         raise ValueError(f"not an {_ARCH_FORMAT} version 1 architecture (format/version mismatch)")
     nodes = tuple(GraphNode.from_dict(node) for node in data["nodes"])
@@ -269,4 +405,11 @@ def graph_from_dict(data: Mapping[str, Any]) -> tuple[tuple[GraphNode, ...], dic
     missing = sorted({n.target for n in nodes if n.op == "layer"} - set(layers))
     if missing:
         raise ValueError(f"architecture calls layers with no spec: {missing[:3]}")
-    return nodes, layers
+    params: dict[str, Tensor] = {}
+    for path, spec in data.get("params", {}).items():
+        zeros = torch.zeros([int(n) for n in spec["shape"]])
+        params[path] = nn.Parameter(zeros) if spec.get("kind") == "parameter" else zeros
+    missing = sorted({n.target for n in nodes if n.op == "param"} - set(params))
+    if missing:
+        raise ValueError(f"architecture reads tensors with no spec: {missing[:3]}")
+    return nodes, layers, params
