@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from ofa._registry import Registry
+
 __all__ = ["EXPORT_FAMILIES", "ExportFamily", "export_adapter", "register_family"]
 
 
@@ -54,19 +56,13 @@ class ExportFamily(Protocol):
 
 
 # family name -> adapter; each family's module registers its own when ``export`` is imported
-EXPORT_FAMILIES: dict[str, ExportFamily] = {}
+EXPORT_FAMILIES: Registry[ExportFamily] = Registry("export adapter")
 
 
 def register_family(family: ExportFamily) -> ExportFamily:
     """Make ``family`` the export adapter for models of ``family.name`` (once per name)."""
-    known = EXPORT_FAMILIES.get(family.name)
-    if known is not None and type(known) is not type(family):
-        raise ValueError(f"an export adapter for family {family.name!r} is already registered")
-    EXPORT_FAMILIES[family.name] = family
-    return family
+    return EXPORT_FAMILIES.register(family)
 
 
 def export_adapter(name: str) -> ExportFamily:
-    if name not in EXPORT_FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; known: {sorted(EXPORT_FAMILIES)}")
-    return EXPORT_FAMILIES[name]
+    return EXPORT_FAMILIES.named(name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from export.sparsity import SparsityConfig, sparsity_config
-from ofa._json import JsonMixin
+from ofa._json import JsonMixin, known_fields
 
 __all__ = ["ExportConfig"]
 
@@ -53,10 +53,7 @@ class ExportConfig(JsonMixin):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ExportConfig fields {unknown}; known: {sorted(known)}")
+        data = known_fields(cls, data)
         sparsity = data.get("sparsity")
         if isinstance(sparsity, dict):
             data = {**data, "sparsity": SparsityConfig.from_dict(sparsity)}

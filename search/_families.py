@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import optuna
 
+from ofa._registry import Registry
 from ofa.families import SpaceLike, SubnetLike, family_named
 from ofa.supernet import Supernet
 from search._family_bert import BertLatency
@@ -90,23 +91,17 @@ class LatencyFamily(Protocol):
 
 
 # family name -> adapter: the built-in families, then any added with register_family
-FAMILIES: dict[str, LatencyFamily] = {"bert": BertLatency(), "cnn": CnnLatency()}
+FAMILIES: Registry[LatencyFamily] = Registry("search adapter", (BertLatency(), CnnLatency()))
 
 
 def register_family(family: LatencyFamily) -> LatencyFamily:
     """Make ``family`` the search adapter (latency features, inputs, trial parameters) for
     supernets of ``family.name`` (the name of its ``ofa.families`` adapter)."""
-    known = FAMILIES.get(family.name)
-    if known is not None and type(known) is not type(family):
-        raise ValueError(f"a search adapter for family {family.name!r} is already registered")
-    FAMILIES[family.name] = family
-    return family
+    return FAMILIES.register(family)
 
 
 def latency_family(name: str) -> LatencyFamily:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
-    return FAMILIES[name]
+    return FAMILIES.named(name)
 
 
 def family_of(space_or_subnet: Any) -> LatencyFamily:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ofa._json import JsonMixin
+from ofa._json import JsonMixin, known_fields
 from search.latency import LatencyTarget
 from search.predictor import MAX_ERROR
 from search.timing import MeasurePolicy
@@ -72,8 +72,5 @@ class SearchConfig(JsonMixin):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SearchConfig fields {unknown}; known: {sorted(known)}")
+        data = known_fields(cls, data)
         return cls(**data)

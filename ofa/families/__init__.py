@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
+from ofa._registry import Registry
 from ofa.families.bert import BertFamily
 from ofa.families.cnn import CnnFamily
 from ofa.groups import UnitGroup
@@ -84,10 +85,13 @@ class ModelFamily(Protocol):
 
 # family name -> adapter, in the order ofa.convert tries them (BERT first: a CNN is any other
 # model with a Conv2d); the built-in families, then any added with register_family
-FAMILIES: dict[str, ModelFamily] = {
-    BertFamily.name: BertFamily(),
-    CnnFamily.name: CnnFamily(),
-}
+FAMILIES: Registry[ModelFamily] = Registry(
+    "model family",
+    (
+        BertFamily(),
+        CnnFamily(),
+    ),
+)
 
 
 def register_family(family: ModelFamily, *, before: str | None = None) -> ModelFamily:
@@ -97,19 +101,7 @@ def register_family(family: ModelFamily, *, before: str | None = None) -> ModelF
     A family is its own module: this adapter (see :class:`ModelFamily`), and one adapter per
     package that needs one (``search.register_family``, ``export.register_family``).
     """
-    known = FAMILIES.get(family.name)
-    if known is not None:
-        if type(known) is type(family):
-            return known
-        raise ValueError(f"a model family named {family.name!r} is already registered")
-    if before is not None and before not in FAMILIES:
-        raise ValueError(f"before={before!r} names no registered family: {sorted(FAMILIES)}")
-    items = list(FAMILIES.items())
-    at = len(items) if before is None else [n for n, _ in items].index(before)
-    items.insert(at, (family.name, family))
-    FAMILIES.clear()
-    FAMILIES.update(items)
-    return family
+    return FAMILIES.register(family, before=before)
 
 
 def supported_names() -> list[str]:
@@ -143,6 +135,4 @@ def space_family(space_or_subnet: object) -> ModelFamily:
 
 
 def family_named(name: str) -> ModelFamily:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
-    return FAMILIES[name]
+    return FAMILIES.named(name)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ofa._io import recover_replaced
 from ofa.data import epoch_order, pad_collate
 from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
@@ -92,7 +93,7 @@ def _collate(supernet: Supernet, data: TrainData) -> Collate:
     """How the rows at some indices become one batch: padded tokens, or stacked images."""
     if isinstance(data, ImageData):
         return data.take
-    pad_id = getattr(supernet.config, "pad_token_id", None) or 0
+    pad_id = getattr(getattr(supernet.model, "config", None), "pad_token_id", None) or 0
     return lambda index: pad_collate(data[index], pad_id)
 
 
@@ -499,6 +500,7 @@ def _resume(
     config: TrainConfig,
 ) -> int:
     directory = output_dir / CHECKPOINT
+    recover_replaced(directory)  # a save killed mid-replacement moved the complete one aside
     if not directory.is_dir():
         raise FileNotFoundError(f"nothing to resume: {directory} does not exist (drop --resume)")
     state = load_checkpoint(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
+from ofa._registry import Registry
+
 __all__ = ["AppFamily", "app_family", "refuse_foreign_flags", "register_family"]
 
 
@@ -40,15 +42,12 @@ class AppFamily(Protocol):
         ...
 
 
-_FAMILIES: dict[str, AppFamily] = {}
+_FAMILIES: Registry[AppFamily] = Registry("CLI adapter")
 
 
 def register_family(family: AppFamily) -> AppFamily:
-    known = _FAMILIES.get(family.name)
-    if known is not None and type(known) is not type(family):
-        raise ValueError(f"a CLI adapter for family {family.name!r} is already registered")
-    _FAMILIES[family.name] = family
-    return family
+    """Make ``family`` the CLI adapter for supernets of ``family.name``."""
+    return _FAMILIES.register(family)
 
 
 def app_family(supernet: Any) -> AppFamily:
