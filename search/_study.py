@@ -17,6 +17,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 
 from ofa.families import SpaceLike, SubnetLike
+from search._families import family_of
 from search._stale import TagsWorker
 
 __all__ = [
@@ -158,15 +159,11 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
 def suggest_subnet(trial: optuna.trial.Trial, space: SpaceLike) -> SubnetLike:
     """A subnet from the trial, one categorical parameter per elastic choice of ``space`` (the
     family's adapter names them; see ``search._family_bert`` / ``search._family_cnn``)."""
-    from search._families import family_of  # the adapters import this module's neighbours
-
     return family_of(space).suggest(trial, space)
 
 
 def subnet_params(subnet: SubnetLike, space: SpaceLike) -> dict[str, Any]:
     """Trial parameters that :func:`suggest_subnet` maps back to ``subnet`` (for enqueueing)."""
-    from search._families import family_of
-
     return family_of(space).params(subnet, space)
 
 
