@@ -1,6 +1,6 @@
 """CNN quickstart: a home-made residual CNN on scikit-learn digits, the whole loop in about two minutes.
 
-train a teacher -> ofa.convert -> reorder channels by BN scale -> ofa.train (kernel, depth, width
+train a teacher -> ofa.convert -> reorder channels by BN scale -> ofa.train_ (kernel, depth, width
 phases, distilled from the teacher) -> profile this CPU's latency -> search under half the
 teacher's latency -> export the best subnet (batch norms recalibrated) -> reload it with torch
 and safetensors alone and check it.

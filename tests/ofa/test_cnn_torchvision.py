@@ -91,7 +91,7 @@ def test_mobilenet_v3_kernels_and_squeeze_excitation() -> None:
 
 
 def test_resnet18_trains_profiles_and_exports(tmp_path) -> None:
-    """The whole loop on a torchvision model: ofa.train (CNN schedule), a latency model, export."""
+    """The whole loop on a torchvision model: ofa.train_ (CNN schedule), a latency model, export."""
     import export
     import search
     from ofa.data_images import ImageData

@@ -1,4 +1,4 @@
-"""ofa.train and ofa.evaluate on CNN supernets: the kernel -> depth -> width schedule on real digits."""
+"""ofa.train_ and ofa.evaluate on CNN supernets: the kernel -> depth -> width schedule on real digits."""
 
 from __future__ import annotations
 
