@@ -1,0 +1,82 @@
+"""The smoke mode of benchmarks/bench_vs_torch_pruning.py runs, so that the benchmark cannot rot:
+a tiny random BERT, a few steps, one seed, one budget, batch 1, a loose measuring policy."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip(
+    "torch_pruning",
+    reason="Torch-Pruning is a benchmark-only extra: pip install -e '.[bench]'",
+)
+
+from benchmarks import bench_vs_torch_pruning as bench  # noqa: E402
+
+
+def test_smoke_mode_gives_both_tools_a_model_within_the_budget(tmp_path):
+    results = bench.main(["--smoke", "--out", str(tmp_path)])
+    rows = results["rows"]
+    assert rows and all(set(bench.ROW_FIELDS) <= set(row) for row in rows)
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "seed0.json").is_file()
+    budget = results["args"]["budgets"]
+    tools = {bench.OFA, *bench.TP_NAMES.values()}
+    assert tools <= {row["model"] for row in rows}
+    for tool in tools:
+        mine = [row for row in rows if row["model"] == tool]
+        assert mine, tool
+        for row in mine:
+            assert row["budget"] == float(budget)
+            if row["reason"]:  # no model: a sentence saying why
+                assert row["held-out acc"] is None and len(row["reason"]) > 20
+                continue
+            # the tool's own paired measurement chose it within the budget...
+            assert row["selected share"] <= row["budget"], row
+            # ...and the last side-by-side measurement of every deployed model timed it
+            assert row["share"] is not None and row["latency ms"] > 0
+            assert 0 <= row["held-out acc"] <= 1 and row["params (M)"] > 0
+            assert row["FLOPs (M)"] > 0 and row["steps"] >= 1
+            assert row["train cpu s"] is not None and row["select wall s"] is not None
+    # ofa-nas and Torch-Pruning's per-layer ranking both reach 0.8 of the tiny teacher (its
+    # pruned model times at about 0.67 at the largest ratio)
+    for tool in (bench.OFA, bench.TP_NAMES["local"]):
+        assert any(not row["reason"] for row in rows if row["model"] == tool), tool
+    compute = {row["compute"] for row in rows if row["model"] in bench.TP_NAMES.values()}
+    assert compute == {"a", "b"}
+    # the report names both tools' versions and every row's model
+    assert "torch-pruning 1." in results["report"] and "ofa-nas" in results["report"]
+    assert results["versions"]["torch-pruning"] != "not installed"
+
+
+def test_pruned_minilm_shaped_model_runs_with_consistent_attention():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=192,
+        num_labels=2,
+    )
+    teacher = BertForSequenceClassification(config).eval()
+    batch = {
+        "input_ids": torch.randint(5, 64, (4, 10)),
+        "attention_mask": torch.ones(4, 10, dtype=torch.long),
+        "labels": torch.tensor([0, 1, 0, 1]),
+    }
+    grads = bench.taylor_gradients(teacher, [batch])
+    for ranking in ("local", "global"):
+        pruned = bench.tp_prune(teacher, 0.5, ranking, grads, bench.importance_example(teacher))
+        for layer in pruned.bert.encoder.layer:
+            attention = layer.attention.self
+            assert attention.attention_head_size == 32
+            assert attention.all_head_size == attention.num_attention_heads * 32
+            assert attention.query.out_features == attention.all_head_size
+            assert layer.attention.output.dense.in_features == attention.all_head_size
+        assert sum(bench.shape_of(pruned)["heads"]) < 6
+        assert bench.num_params(pruned) < bench.num_params(teacher)
+        with torch.no_grad():
+            logits = pruned(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        assert logits.shape == (4, 2) and torch.isfinite(logits).all()
