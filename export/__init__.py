@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from export import bert as _bert  # noqa: F401  (registers the BERT-family exporter)
 from export import cnn as _cnn  # noqa: F401  (registers the CNN exporter)
+from export import decoder as _decoder  # noqa: F401  (registers the decoder exporter)
 from export._families import ExportFamily, register_family
 from export.checkpoint import check_files, load, read_manifest, save
 from export.config import ExportConfig

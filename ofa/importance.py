@@ -8,12 +8,18 @@ Metrics:
     batch-norm scale of each channel (Network Slimming, NNI's SlimPruner); groups with no batch
     norm fall back to L1. ``"fpgm"``: each unit's summed distance to the others (filter pruning
     via geometric median, NNI's FPGMPruner): units near the median are the most replaceable.
+    ``"activation"``: the L2 norm, over the calibration tokens, of what each unit feeds into the
+    linear layers that read it (Minitron's activation-based importance, Sreenivas et al. 2024:
+    a head's attention output, an MLP neuron's activation, a residual channel's normalised
+    value); padding tokens are left out when the batch has an ``attention_mask``. Groups no
+    linear layer reads fall back to L2.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
@@ -28,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METRICS", "score", "default_loss"]
 
-Metric = Literal["taylor", "l1", "l2", "bn_scale", "fpgm"]
-METRICS: tuple[str, ...] = ("taylor", "l1", "l2", "bn_scale", "fpgm")
+Metric = Literal["taylor", "l1", "l2", "bn_scale", "fpgm", "activation"]
+METRICS: tuple[str, ...] = ("taylor", "l1", "l2", "bn_scale", "fpgm", "activation")
 LossFn = Callable[[Any, Mapping[str, Tensor]], Tensor]
 
 
@@ -49,6 +55,7 @@ def default_loss(outputs: Any, batch: Mapping[str, Tensor]) -> Tensor:
         return loss
     logits = getattr(outputs, "logits", None)
     if logits is not None:
+        logits = logits.flatten(0, -2)  # a causal LM's (batch, tokens, vocab): one per token
         return F.cross_entropy(logits, logits.argmax(-1).detach())
     hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
     return 0.5 * hidden.pow(2).mean()
@@ -100,8 +107,9 @@ def score(
     Args:
         supernet: an :class:`ofa.Supernet`.
         batches: dicts of model inputs (``input_ids``, ``attention_mask``, optional ``labels``);
-            needed for ``"taylor"`` only.
-        metric: ``"taylor"``, ``"l1"``, ``"l2"``, ``"bn_scale"`` or ``"fpgm"``.
+            needed for ``"taylor"`` and ``"activation"``.
+        metric: ``"taylor"``, ``"l1"``, ``"l2"``, ``"bn_scale"``, ``"fpgm"`` or
+            ``"activation"``.
         loss_fn: ``(outputs, batch) -> loss``; :func:`default_loss` when ``None``.
         max_batches: stop after this many batches.
 
@@ -127,7 +135,9 @@ def score(
         with torch.no_grad():
             return {g.name: _weight_metric(metric, g, params) for g in groups}
     if batches is None:
-        raise ValueError('metric "taylor" needs batches: pass an iterable of model-input dicts')
+        raise ValueError(f"metric {metric!r} needs batches: pass an iterable of model-input dicts")
+    if metric == "activation":
+        return _activation(supernet, groups, params, batches, max_batches)
     return _taylor(supernet, groups, params, totals, batches, loss_fn or default_loss, max_batches)
 
 
@@ -179,4 +189,92 @@ def _taylor(
     if count == 0:
         raise ValueError("no batches were given to score: pass at least one batch")
     logger.info("scored %d unit groups with taylor over %d batches", len(groups), count)
+    return totals
+
+
+def _readers(model: Any, groups: list[UnitGroup]) -> dict[str, tuple[Any, int]]:
+    """Linear layers whose input features are units of some group: name -> (module, index of
+    the weight's first input dimension). Head-layout linears say how many trailing weight
+    dimensions are inputs (``input_dims``); a plain ``nn.Linear`` has one."""
+    readers = {}
+    for group in groups:
+        for name, dim in group.members:
+            path, _, param = name.rpartition(".")
+            if param != "weight" or path in readers:
+                continue
+            module = model.get_submodule(path)
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            offset = module.weight.dim() - getattr(module, "input_dims", 1)
+            if math.prod(module.weight.shape[offset:]) == module.in_features:
+                readers[path] = (module, offset)
+    return readers
+
+
+def _squared_inputs(
+    supernet: Any,
+    readers: Mapping[str, tuple[Any, int]],
+    batches: Iterable[Mapping[str, Tensor]],
+    max_batches: int | None,
+) -> dict[str, Tensor]:
+    """Per reader, the sum over the batches' (unpadded) tokens of each input feature squared."""
+    sums = {p: torch.zeros(m.in_features, dtype=torch.float64) for p, (m, _) in readers.items()}
+    mask: list[Tensor | None] = [None]  # the current batch's attention mask
+
+    def recorder(path: str) -> Callable[..., None]:
+        def record(module: Any, args: tuple[Any, ...]) -> None:
+            squares = args[0].detach().float().pow(2)  # (..., in_features)
+            current = mask[0]
+            if current is not None and tuple(current.shape) == tuple(squares.shape[:-1]):
+                squares = squares * current.to(squares)[..., None]
+            sums[path] += squares.reshape(-1, squares.shape[-1]).sum(0).double().cpu()
+
+        return record
+
+    handles = [m.register_forward_pre_hook(recorder(p)) for p, (m, _) in readers.items()]
+    device = next(supernet.parameters()).device
+    count = 0
+    try:
+        with _scoring_mode(supernet), torch.no_grad():
+            for batch in tqdm(batches, desc="importance (activation)", leave=False):
+                if max_batches is not None and count >= max_batches:
+                    break
+                batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                mask[0] = batch.get("attention_mask")
+                supernet(**batch)
+                count += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+    if count == 0:
+        raise ValueError("no batches were given to score: pass at least one batch")
+    logger.info("recorded the inputs of %d linear layers over %d batches", len(readers), count)
+    return sums
+
+
+def _activation(
+    supernet: Any,
+    groups: list[UnitGroup],
+    params: Mapping[str, Tensor],
+    batches: Iterable[Mapping[str, Tensor]],
+    max_batches: int | None,
+) -> dict[str, Tensor]:
+    readers = _readers(supernet.model, groups)
+    sums = _squared_inputs(supernet, readers, batches, max_batches)
+    totals = {}
+    for group in groups:
+        total = torch.zeros(group.size, dtype=torch.float64)
+        read = False
+        for name, dim in group.members:
+            path = name.rpartition(".")[0]
+            if name.endswith(".weight") and path in readers and dim >= readers[path][1]:
+                module, offset = readers[path]
+                stat = sums[path].view(module.weight.shape[offset:])
+                total += _unit_reduce(stat, group, dim - offset)
+                read = True
+        if not read:
+            logger.info("no linear layer reads the units of %s: L2 instead", group.name)
+            squares = {n: params[n].detach().pow(2) for n, _ in group.members}
+            _accumulate({group.name: total}, [group], squares)
+        totals[group.name] = total.sqrt()
     return totals

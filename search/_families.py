@@ -19,6 +19,7 @@ from ofa.families import SpaceLike, SubnetLike, family_named
 from ofa.supernet import Supernet
 from search._family_bert import BertLatency
 from search._family_cnn import CnnLatency
+from search._family_decoder import DecoderLatency
 from search.latency import Inputs, LatencyTarget
 
 __all__ = [
@@ -91,7 +92,9 @@ class LatencyFamily(Protocol):
 
 
 # family name -> adapter: the built-in families, then any added with register_family
-FAMILIES: Registry[LatencyFamily] = Registry("search adapter", (BertLatency(), CnnLatency()))
+FAMILIES: Registry[LatencyFamily] = Registry(
+    "search adapter", (BertLatency(), DecoderLatency(), CnnLatency())
+)
 
 
 def register_family(family: LatencyFamily) -> LatencyFamily:

@@ -10,6 +10,7 @@ from torch import nn
 from ofa._registry import Registry
 from ofa.families.bert import BertFamily
 from ofa.families.cnn import CnnFamily
+from ofa.families.decoder import DecoderFamily
 from ofa.groups import UnitGroup
 
 __all__ = [
@@ -89,6 +90,7 @@ FAMILIES: Registry[ModelFamily] = Registry(
     "model family",
     (
         BertFamily(),
+        DecoderFamily(),
         CnnFamily(),
     ),
 )
