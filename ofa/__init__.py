@@ -1,10 +1,11 @@
-"""ofa: once-for-all supernets for BERT-family transformers and CNNs."""
+"""ofa: once-for-all supernets for BERT-family encoders, decoder-only LMs and CNNs."""
 
 from __future__ import annotations
 
 from ofa import data, importance
 from ofa.calibrate import calibrate_bn_
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
+from ofa.decoder_space import DecoderSearchSpace, DecoderSubnet
 from ofa.distill import DistillConfig
 from ofa.evaluate import evaluate
 from ofa.finetune import FinetuneConfig, finetune
@@ -24,6 +25,8 @@ from ofa.training import (
 __all__ = [
     "CnnSearchSpace",
     "CnnSubnet",
+    "DecoderSearchSpace",
+    "DecoderSubnet",
     "DistillConfig",
     "FinetuneConfig",
     "PhaseConfig",
