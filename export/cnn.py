@@ -27,7 +27,7 @@ from export._families import register_family
 from export.extract import SUBNET_FILE, WEIGHTS_FILE, extract
 from export.onnx import ONNX_FILE
 from ofa._io import read_json, write_json_atomic
-from ofa.calibrate import calibrate_bn_
+from ofa.calibrate import calibrate_bn_, has_batch_norm
 from ofa.families import cnn_graph
 from ofa.families.cnn_graph import CnnGraph
 from ofa.supernet import Supernet
@@ -168,7 +168,9 @@ class CnnExport:
             diff = compare_images(model, supernet, self.image_size)
         self.check = check_diff("supernet", diff, DENSE_ATOL)
         self.calibration: dict[str, Any] | None = None
-        if calibration_data is None:
+        if not has_batch_norm(model):
+            logger.info("the subnet has no batch norm: nothing to calibrate")
+        elif calibration_data is None:
             logger.warning(
                 "no calibration_data: the exported CNN keeps the max subnet's batch-norm "
                 "statistics, which a smaller subnet does not see; pass calibration_data (image "

@@ -23,6 +23,7 @@ __all__ = [
     "recover_replaced",
     "sha256_file",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 
@@ -34,11 +35,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place.
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
 
     The temporary is ``.NAME.PID-XXXX.tmp``; those of writers of ``path`` that died are removed
-    first.
+    first, so a killed write leaves nothing behind once ``path`` is written again.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,13 +49,18 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     )
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (:func:`write_text_atomic`); nothing is written if ``data`` is not
+    JSON."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike, *, what: str) -> Any:
@@ -194,13 +200,19 @@ def _exchange(first: Path, second: Path) -> bool:
         except (OSError, AttributeError):  # glibc before 2.28, musl: no wrapper
             function = False
         else:
-            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-            function.argtypes += [ctypes.c_uint]
+            function.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            ]
             function.restype = ctypes.c_int
         _renameat2 = function
     if _renameat2 is False:
         return False
-    if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), 2) == 0:
+    paths = os.fsencode(first), os.fsencode(second)
+    if _renameat2(_AT_FDCWD, paths[0], _AT_FDCWD, paths[1], _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
@@ -237,7 +249,11 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
         else:
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,17 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["calibrate_bn_"]
+__all__ = ["calibrate_bn_", "has_batch_norm"]
+
+
+def _norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    found = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [m for m in found if m.track_running_stats]
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` has a batch norm with running statistics (something to calibrate)."""
+    return bool(_norms(model))
 
 
 def _images(batch: Tensor | Mapping[str, Any] | tuple | list) -> Tensor:
@@ -47,12 +57,16 @@ def calibrate_bn_(
     Returns:
         The number of batches used.
 
+    Raises:
+        ValueError: the model has no batch norm with running statistics (see
+            :func:`has_batch_norm`; :func:`ofa.evaluate` and ``export.save`` skip calibrating
+            such a model), or no batch was given.
+
     Example:
         >>> supernet.set_subnet(subnet)
         >>> ofa.calibrate_bn_(supernet, (x for x, _ in loader), max_batches=20)
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    norms = [m for m in norms if m.track_running_stats]
+    norms = _norms(model)
     if not norms:
         raise ValueError("the model has no batch norm with running statistics to calibrate")
     was_training = model.training

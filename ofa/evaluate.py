@@ -13,7 +13,7 @@ import datasets
 import torch
 from torch import nn
 
-from ofa.calibrate import calibrate_bn_
+from ofa.calibrate import calibrate_bn_, has_batch_norm
 from ofa.data_images import ImageData
 from ofa.families import family_named
 from ofa.space import Subnet
@@ -99,7 +99,8 @@ def evaluate(
     its own: with ``calibration_data`` (an ``ImageData`` or batches as :func:`ofa.calibrate_bn_`
     takes; training images, not the evaluation ones) the subnet is extracted, calibrated and
     evaluated, and the supernet is left untouched. Without it a CNN subnet runs on the
-    supernet's running statistics, and a warning says so.
+    supernet's running statistics, and a warning says so. A CNN without batch norms has no
+    statistics to recompute: it is evaluated as it is, ``calibration_data`` or not.
 
     Example:
         >>> acc = ofa.evaluate(supernet, supernet.space.min_subnet(), task_validation)
@@ -108,9 +109,12 @@ def evaluate(
     if not isinstance(supernet, Supernet):
         raise TypeError(f"evaluate takes an ofa.Supernet, got {type(supernet).__name__}")
     calibrates = family_named(supernet.family_name).calibrates_batch_norm
+    if calibration_data is not None and not calibrates:
+        raise ValueError("calibration_data recalibrates batch norms: it is for CNN supernets")
+    if calibrates and not has_batch_norm(supernet.model):
+        calibrates, calibration_data = False, None  # nothing to recalibrate
+        logger.debug("the supernet has no batch norm: evaluated without calibration")
     if calibration_data is not None:
-        if not calibrates:
-            raise ValueError("calibration_data recalibrates batch norms: it is for CNN supernets")
         supernet.space.check(subnet)
         model = supernet.extract(subnet)
         if isinstance(calibration_data, ImageData):

@@ -157,12 +157,19 @@ class _Stages:
         self.tokenizer.save_pretrained(path)  # `ofa search` / `ofa export` find it there
         return supernet
 
-    def latency(self, supernet: Any) -> Any:
+    def latency(self, supernet: Any, threads: int | None = None) -> Any:
         """The latency model: a saved one only if its anchors, measured again now, still agree
-        with it (and its thread count is the one chosen now); otherwise profiled again."""
+        with it (and its thread count is the one chosen now); otherwise profiled again.
+
+        Where timing at several threads is too noisy (other jobs take the cores), it measures
+        again at 1 thread, whose CPU-time clock other jobs do not move, unless --threads fixed
+        the count."""
         import search
 
-        threads = search.choose_threads(self.config.threads) if self.config.device == "cpu" else 1
+        if threads is None:
+            threads = (
+                search.choose_threads(self.config.threads) if self.config.device == "cpu" else 1
+            )
         target = search.LatencyTarget(
             device=self.config.device,
             batch_size=self.config.latency_batch_size,
@@ -183,7 +190,7 @@ class _Stages:
             )
         try:
             model = self._profile(supernet, target)
-        except search.UnusableProfileError as error:
+        except (search.UnusableProfileError, search.TooNoisyError) as error:
             if target.num_threads == 1 or self.config.threads is not None:
                 raise
             self.say(f"      {error}; profiling again with 1 thread")
@@ -252,35 +259,14 @@ def run_quickstart(
         f"{majority_rate(validation):.3f})" + (f"; WARNING: {note}" if note else "")
     )
     supernet = stages.supernet(teacher)
-    latency = stages.latency(supernet)
+    try:
+        latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, None)
+    except search.TooNoisyError as error:
+        if config.threads is not None or config.device != "cpu":
+            raise
+        emit(f"      {error}; measuring again with 1 thread")
+        latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, 1)
     target = latency.target
-    max_ms, min_ms = latency.anchors_ms()
-    emit(
-        f"      latency model: {latency.method}, held-out median error "
-        f"{100 * latency.held_out_error:.1f}%; max subnet {max_ms:.1f} ms, min {min_ms:.1f} ms "
-        f"({target.describe()})"
-    )
-    emit(
-        f"[4/6] searching {config.trials} trials under {config.budget_fraction:g} x the "
-        "teacher's latency (the teacher measured side by side in this run)"
-    )
-    found = search.run(
-        supernet,
-        evaluate=lambda s, n: evaluate(s, n, validation),
-        latency=latency,
-        config=search.SearchConfig(
-            budget_fraction=config.budget_fraction,
-            teacher_accuracy=teacher_val,
-            split="validation",
-            trials=config.trials,
-            # a new latency model starts a new study: trials never mix timings of two profiles
-            study_name=f"quickstart-{_digest(latency)}",
-            target=target,
-            seed=config.seed,
-        ),
-        teacher=teacher,
-        out_dir=stages.out / "search",
-    )
     for line in found.notes:
         emit(f"      {line}")
     emit(f"      {found.message}")
@@ -363,3 +349,44 @@ def _digest(latency: Any) -> str:
 
     text = json.dumps(latency.to_dict(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _latency_and_search(
+    stages: Any, supernet: Any, teacher: Any, teacher_val: float, threads: int | None
+) -> tuple[Any, Any]:
+    """Stages 3 and 4: the latency model (reused only if still true) and the search."""
+    import search
+    from ofa.evaluate import evaluate
+
+    config, emit = stages.config, stages.say
+    validation = stages.evals["validation"]
+    latency = stages.latency(supernet, threads)
+    target = latency.target
+    max_ms, min_ms = latency.anchors_ms()
+    emit(
+        f"      latency model: {latency.method}, held-out median error "
+        f"{100 * latency.held_out_error:.1f}%; max subnet {max_ms:.1f} ms, min {min_ms:.1f} ms "
+        f"({target.describe()})"
+    )
+    emit(
+        f"[4/6] searching {config.trials} trials under {config.budget_fraction:g} x the "
+        "teacher's latency (the teacher measured side by side in this run)"
+    )
+    found = search.run(
+        supernet,
+        evaluate=lambda s, n: evaluate(s, n, validation),
+        latency=latency,
+        config=search.SearchConfig(
+            budget_fraction=config.budget_fraction,
+            teacher_accuracy=teacher_val,
+            split="validation",
+            trials=config.trials,
+            # a new latency model starts a new study: trials never mix timings of two profiles
+            study_name=f"quickstart-{_digest(latency)}",
+            target=target,
+            seed=config.seed,
+        ),
+        teacher=teacher,
+        out_dir=stages.out / "search",
+    )
+    return latency, found

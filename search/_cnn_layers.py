@@ -40,7 +40,11 @@ class LayerUnit:
     """One conv / linear call (with its fused BN and activation) of a CNN supernet.
 
     Widths and kernel index the search space (``-1``: fixed at the full size); a unit inside the
-    ``block``-th droppable block of stage ``stage`` runs only while that stage keeps it.
+    ``block``-th droppable block of stage ``stage`` runs only while that stage keeps it. A
+    unit whose input (or output) joins several channel groups (a concatenation) lists them in
+    ``in_parts`` as ``(group, share)`` pairs with ``in_fixed`` channels that never shrink, and
+    the widths its table entries were timed at in ``in_choices``; a subnet's width there is
+    timed as the nearest of those.
     """
 
     shape: str
@@ -56,6 +60,12 @@ class LayerUnit:
     block: int
     in_size: tuple[int, int]  # input (height, width); (1, 1) for a linear
     out_size: tuple[int, int]
+    in_parts: tuple[tuple[int, float], ...] = ()
+    in_fixed: int = 0
+    in_choices: tuple[int, ...] = ()
+    out_parts: tuple[tuple[int, float], ...] = ()
+    out_fixed: int = 0
+    out_choices: tuple[int, ...] = ()
 
     @property
     def in_pixels(self) -> int:
@@ -66,27 +76,65 @@ class LayerUnit:
         return self.out_size[0] * self.out_size[1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "in_size": list(self.in_size), "out_size": list(self.out_size)}
+        data = {**asdict(self), "in_size": list(self.in_size), "out_size": list(self.out_size)}
+        for side in ("in", "out"):  # single-group units keep the fields they always had
+            if not data[f"{side}_parts"]:
+                for key in ("parts", "fixed", "choices"):
+                    data.pop(f"{side}_{key}")
+            else:
+                data[f"{side}_parts"] = [list(p) for p in data[f"{side}_parts"]]
+                data[f"{side}_choices"] = list(data[f"{side}_choices"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerUnit:
         known = set(cls.__dataclass_fields__)
-        if set(data) != known:
+        optional = {
+            f"{side}_{key}" for side in ("in", "out") for key in ("parts", "fixed", "choices")
+        }
+        if not known - optional <= set(data) <= known:
             raise ValueError(f"a CNN latency unit needs exactly the fields {sorted(known)}")
         sizes = {
             name: (int(data[name][0]), int(data[name][1])) for name in ("in_size", "out_size")
         }
-        return cls(**{**data, **sizes})
+        parts = {
+            f"{side}_parts": tuple((int(g), float(c)) for g, c in data.get(f"{side}_parts", ()))
+            for side in ("in", "out")
+        }
+        choices = {
+            f"{side}_choices": tuple(int(c) for c in data.get(f"{side}_choices", ()))
+            for side in ("in", "out")
+        }
+        return cls(**{**data, **sizes, **parts, **choices})
+
+    def _side(self, subnet: CnnSubnet, side: str) -> int:
+        parts: tuple[tuple[int, float], ...] = getattr(self, f"{side}_parts")
+        if parts:
+            fixed: int = getattr(self, f"{side}_fixed")
+            return fixed + round(sum(share * subnet.widths[g] for g, share in parts))
+        group: int = getattr(self, f"{side}_group")
+        return subnet.widths[group] if group >= 0 else getattr(self, f"{side}_width")
 
     def widths(self, subnet: CnnSubnet) -> tuple[int, int, int]:
         """(input width, output width, kernel size) this unit runs at in ``subnet``."""
-        in_width = subnet.widths[self.in_group] if self.in_group >= 0 else self.in_width
-        out_width = subnet.widths[self.out_group] if self.out_group >= 0 else self.out_width
+        in_width = self._side(subnet, "in")
+        out_width = self._side(subnet, "out")
         if self.kind == "depthwise":
             out_width = in_width
         kernel = (
             subnet.kernel_sizes[self.kernel_conv] if self.kernel_conv >= 0 else self.kernel_size
         )
+        return in_width, out_width, kernel
+
+    def timed_widths(self, subnet: CnnSubnet) -> tuple[int, int, int]:
+        """:meth:`widths` with the widths of joined groups at the nearest timed width."""
+        in_width, out_width, kernel = self.widths(subnet)
+        if self.in_parts:
+            in_width = min(self.in_choices, key=lambda c: abs(c - in_width))
+        if self.out_parts:
+            out_width = min(self.out_choices, key=lambda c: abs(c - out_width))
+        if self.kind == "depthwise":
+            out_width = in_width
         return in_width, out_width, kernel
 
     def choices(self, space: CnnSearchSpace) -> Iterable[tuple[int, int, int]]:
@@ -97,8 +145,8 @@ class LayerUnit:
         ) -> tuple[int, ...]:
             return choices[index] if index >= 0 else (full,)
 
-        ins = options(self.in_group, space.channel_choices, self.in_width)
-        outs = options(self.out_group, space.channel_choices, self.out_width)
+        ins = self.in_choices or options(self.in_group, space.channel_choices, self.in_width)
+        outs = self.out_choices or options(self.out_group, space.channel_choices, self.out_width)
         kernels = options(self.kernel_conv, space.kernel_choices, self.kernel_size)
         for in_width in ins:
             for out_width in (in_width,) if self.kind == "depthwise" else outs:
@@ -133,9 +181,12 @@ def _is_activation(node: GraphNode, layer: nn.Module | None) -> bool:
 
 def _shape_text(layer: nn.Module, kind: str, size: tuple[int, int] | None, fused: str) -> str:
     if isinstance(layer, nn.Linear):
-        return f"linear bias{int(layer.bias is not None)}{fused}"
+        pixels = f" {size[0]}x{size[1]}" if size is not None else ""  # channels-last positions
+        return f"linear bias{int(layer.bias is not None)}{pixels}{fused}"
     assert isinstance(layer, nn.Conv2d) and size is not None
     groups = "" if kind == "depthwise" else f" g{layer.groups}"
+    if kind != "depthwise" and layer.groups > 1:  # shrinks by whole groups of this width
+        groups += f"/{layer.in_channels // layer.groups}"
     return (
         f"{kind} k{layer.kernel_size[0]} s{layer.stride[0]}x{layer.stride[1]} "
         f"p{layer.padding[0]}x{layer.padding[1]} d{layer.dilation[0]}{groups} "
@@ -182,17 +233,18 @@ def layer_units(
         fused = ("+bn" if norm else "") + (f"+{_act_name(act, layers)}" if act else "")
         in_size, out_size = sizes[node.inputs[0]], sizes[node.name]
         shape = _shape_text(layer, kind, in_size, fused)
-        in_group = structure.groups[structure.value_group[node.inputs[0]]]
-        out_group = structure.groups[structure.value_group[node.name]]
+        source = node.inputs[0]
+        ins = _side(structure, space, source, group_index)
+        outs = _side(structure, space, source if kind == "depthwise" else node.name, group_index)
         full_kernel = layer.kernel_size[0] if isinstance(layer, nn.Conv2d) else 1
         units.append(
             LayerUnit(
                 shape=shape,
                 kind=kind,
-                in_group=group_index.get(in_group.name, -1),
-                in_width=in_group.size,
-                out_group=group_index.get(out_group.name, -1),
-                out_width=out_group.size,
+                in_group=ins[0],
+                in_width=ins[1],
+                out_group=outs[0],
+                out_width=outs[1],
                 groups=layer.groups if isinstance(layer, nn.Conv2d) else 1,
                 kernel_conv=kernel_index.get(node.target, -1),
                 kernel_size=full_kernel,
@@ -200,6 +252,12 @@ def layer_units(
                 block=block_of.get(node.name, (-1, 0))[1],
                 in_size=in_size or (1, 1),
                 out_size=out_size or (1, 1),
+                in_parts=ins[2],
+                in_fixed=ins[3],
+                in_choices=ins[4],
+                out_parts=outs[2],
+                out_fixed=outs[3],
+                out_choices=outs[4],
             )
         )
         if shape not in builders:
@@ -211,6 +269,45 @@ def layer_units(
                 layers,
             )
     return units, builders
+
+
+_MAX_TIMED_WIDTHS = 6
+
+
+def _side(
+    structure: Any, space: CnnSearchSpace, value: str, group_index: dict[str, int]
+) -> tuple[int, int, tuple[tuple[int, float], ...], int, tuple[int, ...]]:
+    """(group, full width, parts, fixed channels, timed widths) of one side of a unit."""
+    counts = structure.group_counts(value)
+    full = structure.full_width(value)
+    elastic = {
+        g: c for g, c in counts.items() if g >= 0 and structure.groups[g].name in group_index
+    }
+    fixed = full - round(sum(c * structure.groups[g].size for g, c in elastic.items()))
+    if not elastic:
+        return -1, full, (), 0, ()
+    if len(elastic) == 1 and fixed == 0 and next(iter(elastic.values())) == 1:
+        return group_index[structure.groups[next(iter(elastic))].name], full, (), 0, ()
+    parts = tuple((group_index[structure.groups[g].name], float(c)) for g, c in elastic.items())
+    # timed at the widths uniform subnets give it: one fraction of every group at a time
+    choices = set()
+    chosen = [space.channel_choices[i] for i, _ in parts]
+    fractions = sorted({w / c[-1] for c in chosen for w in c})
+    for fraction in fractions:
+        width = fixed + sum(
+            share * min(c, key=lambda w: abs(w - fraction * c[-1]))
+            for (_, share), c in zip(parts, chosen)
+        )
+        choices.add(round(width))
+    choices.add(full)
+    ordered = sorted(choices)
+    if len(ordered) > _MAX_TIMED_WIDTHS:
+        step = (len(ordered) - 1) / (_MAX_TIMED_WIDTHS - 1)
+        ordered = sorted({ordered[round(i * step)] for i in range(_MAX_TIMED_WIDTHS)})
+    smallest = fixed + round(sum(share * c[0] for (_, share), c in zip(parts, chosen)))
+    if smallest not in ordered:
+        ordered = sorted({smallest, *ordered})
+    return -1, full, parts, fixed, tuple(ordered)
 
 
 def _act_name(node: GraphNode, layers: dict) -> str:
@@ -246,7 +343,11 @@ def _builder(
                     stride=stride,
                     padding=(padding[0] - shrink * dilation[0], padding[1] - shrink * dilation[1]),
                     dilation=dilation,
-                    groups=in_width if kind == "depthwise" else layer.groups,
+                    groups=in_width
+                    if kind == "depthwise"
+                    else 1
+                    if layer.groups == 1
+                    else in_width // (layer.in_channels // layer.groups),
                     bias=layer.bias is not None,
                 )
             )
@@ -264,13 +365,14 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 def active_units(
-    units: Iterable[LayerUnit], subnet: CnnSubnet
+    units: Iterable[LayerUnit], subnet: CnnSubnet, *, timed: bool = False
 ) -> Iterable[tuple[LayerUnit, int, int, int]]:
-    """Each unit ``subnet`` runs, with its (input width, output width, kernel size)."""
+    """Each unit ``subnet`` runs, with its (input width, output width, kernel size); with
+    ``timed``, the widths of its latency-table entry."""
     for unit in units:
         if unit.stage >= 0 and unit.block >= subnet.depths[unit.stage] - 1:
             continue  # inside a block the stage drops
-        yield (unit, *unit.widths(subnet))
+        yield (unit, *(unit.timed_widths(subnet) if timed else unit.widths(subnet)))
 
 
 def cnn_features(units: Iterable[LayerUnit], subnet: CnnSubnet) -> list[float]:
@@ -278,11 +380,11 @@ def cnn_features(units: Iterable[LayerUnit], subnet: CnnSubnet) -> list[float]:
     dense = depthwise = linear = outputs = inputs = count = 0.0
     for unit, in_width, out_width, kernel in active_units(units, subnet):
         if unit.kind == "linear":
-            linear += in_width * out_width
+            linear += in_width * out_width * unit.in_pixels
         elif unit.kind == "depthwise":
             depthwise += out_width * kernel * kernel * unit.out_pixels
         else:
-            per_group = in_width // unit.groups
+            per_group = unit.in_width // unit.groups if unit.groups > 1 else in_width
             dense += out_width * per_group * kernel * kernel * unit.out_pixels
         outputs += out_width * unit.out_pixels  # BN, activation: memory-bound per element
         inputs += in_width * unit.in_pixels
@@ -301,14 +403,19 @@ def cnn_layer_table(
     progress: bool,
 ) -> dict[TableKey, float]:
     """Latency of every unit shape at every (input width, output width, kernel) it can take."""
-    size = {u.shape: () if u.kind == "linear" else u.in_size for u in units}
+    size = {u.shape: u.in_size for u in units}
+    linear = {u.shape: u.kind == "linear" for u in units}
     keys = dict.fromkeys((unit.shape, *choice) for unit in units for choice in unit.choices(space))
     table = {}
     generator = torch.Generator().manual_seed(0)
     for key in tqdm(keys, desc="profile layers", disable=not progress):
         shape, in_width, out_width, kernel = key
         module = builders[shape](in_width, out_width, kernel)
-        inputs = torch.randn(target.batch_size, in_width, *size[shape], generator=generator)
+        if linear[shape]:  # (batch, in) or channels-last (batch, height, width, in)
+            pixels = () if size[shape] == (1, 1) else size[shape]
+            inputs = torch.randn(target.batch_size, *pixels, in_width, generator=generator)
+        else:
+            inputs = torch.randn(target.batch_size, in_width, *size[shape], generator=generator)
         result = measure_latency(
             module,
             inputs,

@@ -61,7 +61,7 @@ class CnnLatency:
         return [LayerUnit.from_dict(unit) for unit in data]
 
     def table_keys(self, plan: list[LayerUnit], subnet: CnnSubnet) -> list[TableKey]:
-        return [(unit.shape, *sizes) for unit, *sizes in active_units(plan, subnet)]
+        return [(unit.shape, *sizes) for unit, *sizes in active_units(plan, subnet, timed=True)]
 
     def calibration_group(self, subnet: CnnSubnet) -> int:
         return 0  # one ratio: what units timed alone miss (adds, pools) scales with the work

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from typing import cast
 
 import torch
@@ -15,6 +16,9 @@ from ofa.supernet import Supernet
 from search.latency import LatencyTarget, measure_latency
 
 __all__ = ["draw_subnets", "layer_table"]
+
+
+logger = logging.getLogger(__name__)
 
 
 def draw_subnets(
@@ -31,8 +35,19 @@ def draw_subnets(
         if subnet not in seen:
             seen.add(subnet)
             drawn.append(subnet)
+    train = list(dict.fromkeys(train))  # a one-subnet space: max is min
     cut = max(0, num_train - 2)
-    return train + drawn[:cut], drawn[cut:]
+    if len(drawn) < num_train + num_test - 2:  # a small space: share out the subnets it has
+        cut = len(drawn) - min(num_test, (len(drawn) + 1) // 2)
+    train, test = train + drawn[:cut], drawn[cut:]
+    if not test:  # nothing left to hold out: the error is then over the training subnets
+        logger.warning(
+            "the space holds only %d subnets: the latency model's error is measured on the "
+            "subnets it was fitted to, not held out",
+            len(train),
+        )
+        test = list(train)
+    return train, test
 
 
 def layer_table(

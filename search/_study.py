@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.storages.journal._file import LOCK_FILE_SUFFIX
+from optuna.storages.journal._file import LOCK_FILE_SUFFIX, RENAME_FILE_SUFFIX
 
 from ofa.families import SpaceLike, SubnetLike
 from search._families import family_of
@@ -130,14 +131,61 @@ def _clear_dangling_lock(lock: Path, grace_s: float) -> None:
         time.sleep(0.2)
 
 
+class _Lock(JournalFileSymlinkLock):
+    """Optuna's symlink lock, whose release names its process in the file it moves the lock to
+    (``LOCK.PID-HEX.rename``), so one a SIGKILL left between its two steps can be removed."""
+
+    def release(self) -> None:
+        moved = f"{self._lock_file}.{os.getpid()}-{uuid.uuid4().hex}{RENAME_FILE_SUFFIX}"
+        try:
+            os.rename(self._lock_file, moved)
+            os.unlink(moved)
+        except OSError:
+            raise RuntimeError("Error: did not possess lock") from None
+        except BaseException:
+            os.unlink(moved)
+            raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_released_locks(lock: Path, grace_s: float) -> None:
+    """Remove the moved-aside locks of releases a SIGKILL cut short: ours of dead processes,
+    and Optuna's (``LOCKUUID.rename``, which name none) once ``grace_s`` old."""
+    ours = re.compile(re.escape(lock.name) + r"\.(\d+)-[0-9a-f]+" + re.escape(RENAME_FILE_SUFFIX))
+    with contextlib.suppress(FileNotFoundError):
+        for entry in lock.parent.iterdir():
+            name = entry.name
+            if not (name.startswith(lock.name) and name.endswith(RENAME_FILE_SUFFIX)):
+                continue
+            found = ours.fullmatch(name)
+            with contextlib.suppress(FileNotFoundError):
+                if found:
+                    if _pid_alive(int(found.group(1))) and int(found.group(1)) != os.getpid():
+                        continue
+                elif time.time() - entry.lstat().st_mtime < grace_s:
+                    continue
+                entry.unlink()
+
+
 def open_journal(
     path: str | os.PathLike, *, grace_s: int = JOURNAL_LOCK_GRACE_S
 ) -> optuna.storages.JournalStorage:
     """A journal-file storage at ``path`` (made absolute) whose lock left by a killed process
-    is taken over after ``grace_s`` seconds."""
+    is taken over after ``grace_s`` seconds, and whose killed releases leave nothing behind."""
     path = Path(path).absolute()
-    _clear_dangling_lock(Path(str(path) + LOCK_FILE_SUFFIX), grace_s)
-    lock = JournalFileSymlinkLock(str(path), grace_period=grace_s)
+    lock_path = Path(str(path) + LOCK_FILE_SUFFIX)
+    _clear_dangling_lock(lock_path, grace_s)
+    _clear_released_locks(lock_path, grace_s)
+    lock = _Lock(str(path), grace_period=grace_s)
     return _Journal(JournalFileBackend(str(path), lock_obj=lock))
 
 

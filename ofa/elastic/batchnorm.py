@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -9,11 +10,13 @@ __all__ = ["ElasticBatchNorm2d"]
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` that normalises the first ``x.shape[1]`` channels.
+    """``nn.BatchNorm2d`` that normalises the first ``x.shape[1]`` channels, or the channels of
+    ``active_index`` when set (an input whose parts each shrink).
 
     In training mode the running statistics of those channels are updated in place (leading
     slices are views of the full buffers); the others are left alone. State-dict keys are
-    those of ``nn.BatchNorm2d``.
+    those of ``nn.BatchNorm2d``. Statistics of channels picked by ``active_index`` are
+    updated through a scatter, as the leading slice's are through a view.
 
     Example:
         >>> norm = ElasticBatchNorm2d.from_dense(nn.BatchNorm2d(16))
@@ -29,10 +32,15 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         elastic._parameters = dict(dense._parameters)
         elastic._buffers = dict(dense._buffers)
         elastic._modules = dict(dense._modules)
+        elastic.active_index = None
         return elastic
+
+    active_index: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         channels = x.shape[1]
+        if self.active_index is not None:
+            return self._indexed(x, self.active_index.to(x.device))
         if channels == self.num_features:
             return super().forward(x)  # full width: the dense path
         self._check_input_dim(x)
@@ -54,12 +62,36 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             self.eps,
         )
 
+    def _indexed(self, x: Tensor, index: Tensor) -> Tensor:
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        update = self.training and self.track_running_stats
+        if update and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        use_running = not self.training or self.track_running_stats
+        mean = var = None
+        if use_running and self.running_mean is not None and self.running_var is not None:
+            mean = self.running_mean.index_select(0, index)
+            var = self.running_var.index_select(0, index)
+        weight = None if self.weight is None else self.weight.index_select(0, index)
+        bias = None if self.bias is None else self.bias.index_select(0, index)
+        out = F.batch_norm(x, mean, var, weight, bias, batch_stats, factor, self.eps)
+        if update and mean is not None and var is not None:
+            with torch.no_grad():
+                self.running_mean.index_copy_(0, index, mean)  # type: ignore[union-attr]
+                self.running_var.index_copy_(0, index, var)  # type: ignore[union-attr]
+        return out
+
     @staticmethod
     def _lead(tensor: Tensor | None, channels: int) -> Tensor | None:
         return None if tensor is None else tensor[:channels]
 
     def extract_for(self, num_features: int) -> nn.BatchNorm2d:
-        """A plain ``nn.BatchNorm2d`` over the first ``num_features`` channels."""
+        """A plain ``nn.BatchNorm2d`` over the first ``num_features`` channels (those of
+        ``active_index`` when set)."""
         dense = nn.BatchNorm2d(
             num_features,
             eps=self.eps,
@@ -70,8 +102,15 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         reference = self.weight if self.weight is not None else self.running_mean
         if reference is not None:
             dense.to(device=reference.device, dtype=reference.dtype)
-        state = {
-            k: (v[:num_features] if v.dim() else v).clone() for k, v in self.state_dict().items()
-        }
+        index = self.active_index
+
+        def part(v: Tensor) -> Tensor:
+            if not v.dim():
+                return v.clone()
+            if index is not None:
+                return v.index_select(0, index.to(v.device)).clone()
+            return v[:num_features].clone()
+
+        state = {k: part(v) for k, v in self.state_dict().items()}
         dense.load_state_dict(state)
         return dense

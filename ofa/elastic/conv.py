@@ -11,7 +11,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ElasticConv2d", "elastic_kernel_sizes", "kernel_steps", "transform_name"]
+__all__ = [
+    "ElasticConv2d",
+    "elastic_kernel_sizes",
+    "kernel_steps",
+    "numeric_padding",
+    "transform_name",
+]
+
+
+def numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """The conv's padding as numbers: ``"valid"`` is 0, ``"same"`` is half the dilated kernel
+    (``ValueError`` where "same" pads unevenly, for an even dilated kernel)."""
+    padding = conv.padding
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        totals = [d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation)]
+        if any(t % 2 for t in totals):
+            raise ValueError(
+                "padding='same' with an even kernel pads unevenly: use an odd kernel or an "
+                "explicit padding"
+            )
+        return (totals[0] // 2, totals[1] // 2)
+    return (int(padding[0]), int(padding[1]))  # type: ignore[index]
 
 
 def kernel_steps(kernel_size: int) -> tuple[int, ...]:
@@ -29,16 +52,23 @@ def elastic_kernel_sizes(conv: nn.Conv2d) -> tuple[int, ...]:
     kernel of size >= 5 with "same" zero padding; otherwise just its own size."""
     size, dilation = conv.kernel_size[0], conv.dilation[0]
     square = conv.kernel_size[1] == size and conv.dilation[1] == dilation
-    same = conv.padding == (dilation * (size - 1) // 2,) * 2 and conv.padding_mode == "zeros"
+    try:
+        padding = numeric_padding(conv)
+    except ValueError:
+        return (size,)
+    same = padding == (dilation * (size - 1) // 2,) * 2 and conv.padding_mode == "zeros"
     return kernel_steps(size) if square and same and size >= 5 else (size,)
 
 
 class ElasticConv2d(nn.Conv2d):
     """``nn.Conv2d`` whose leading output channels and kernel size can shrink at run time.
 
-    The input width is read from the input. A depthwise conv (``groups == in_channels ==
-    out_channels``) keeps one group per active input channel. Grouped convs with other group
-    counts run at full width only. State-dict keys are those of ``nn.Conv2d`` plus one
+    The input width is read from the input; its channels are the leading input channels, or
+    those of ``active_in_index`` when set (a concatenated input whose parts each shrink). The
+    output channels are the leading ``active_out_channels``, or those of ``active_out_index``.
+    A depthwise conv (``groups == in_channels == out_channels``) keeps one group per active
+    input channel; another grouped conv keeps whole groups (the leading ones, as many as the
+    input's channels fill). State-dict keys are those of ``nn.Conv2d`` plus one
     ``kernel_transform_{k}to{k-2}`` matrix per shrink step of an odd square kernel of size >= 5
     with "same" padding.
 
@@ -51,23 +81,32 @@ class ElasticConv2d(nn.Conv2d):
 
     active_out_channels: int
     active_kernel_size: int
+    active_in_index: Tensor | None = None
+    active_out_index: Tensor | None = None
 
     @classmethod
     def from_dense(cls, dense: nn.Conv2d) -> ElasticConv2d:
-        """Wrap ``dense``, sharing its parameters (no copy)."""
-        if dense.padding_mode != "zeros" or isinstance(dense.padding, str):
+        """Wrap ``dense``, sharing its parameters (no copy); ``padding="same"`` or ``"valid"``
+        becomes the numbers it stands for."""
+        if dense.padding_mode != "zeros":
             raise ValueError(
-                "ElasticConv2d needs zero padding given as numbers: rebuild the conv with "
-                f"padding_mode='zeros' and an explicit padding (got {dense.padding_mode!r}, "
-                f"{dense.padding!r})"
+                "ElasticConv2d needs zero padding: rebuild the conv with padding_mode='zeros' "
+                f"(got {dense.padding_mode!r})"
             )
+        padding = numeric_padding(dense)
         elastic = cls.__new__(cls)
         elastic.__dict__.update(dense.__dict__)
         elastic._parameters = dict(dense._parameters)
         elastic._buffers = dict(dense._buffers)
         elastic._modules = dict(dense._modules)
+        if isinstance(dense.padding, str):
+            elastic.padding = padding
+            elastic._reversed_padding_repeated_twice = [
+                p for p in reversed(padding) for _ in (0, 1)
+            ]
         elastic.active_out_channels = dense.out_channels
         elastic.active_kernel_size = dense.kernel_size[0]
+        elastic.active_in_index = elastic.active_out_index = None
         for larger, smaller in zip(elastic.kernel_sizes, elastic.kernel_sizes[1:]):
             eye = torch.eye(
                 smaller * smaller, dtype=dense.weight.dtype, device=dense.weight.device
@@ -84,15 +123,27 @@ class ElasticConv2d(nn.Conv2d):
     def is_depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.in_channels == self.out_channels
 
+    def _rows(self, tensor: Tensor) -> Tensor:
+        index = self.active_out_index
+        if index is not None:
+            return tensor.index_select(0, index.to(tensor.device))
+        return tensor[: self.active_out_channels]
+
+    def active_groups(self, in_channels: int) -> int:
+        """Groups of the active conv for ``in_channels`` inputs."""
+        if self.groups == 1:
+            return 1
+        return in_channels // (self.in_channels // self.groups)
+
     def active_weight(self, in_channels: int) -> Tensor:
         """The kernel the active subnet uses: sliced channels, transformed smaller kernel."""
-        out = self.active_out_channels
-        if self.is_depthwise:
-            weight = self.weight[:out]
-        elif self.groups == 1:
-            weight = self.weight[:out, :in_channels]
-        else:
-            weight = self.weight
+        weight = self._rows(self.weight)
+        if self.groups == 1:
+            index = self.active_in_index
+            if index is not None:
+                weight = weight.index_select(1, index.to(weight.device))
+            else:
+                weight = weight[:, :in_channels]
         return self._shrink_kernel(weight, self.active_kernel_size)
 
     def _shrink_kernel(self, weight: Tensor, kernel_size: int) -> Tensor:
@@ -108,7 +159,7 @@ class ElasticConv2d(nn.Conv2d):
 
     def active_padding(self) -> tuple[int, int]:
         shrink = (self.kernel_size[0] - self.active_kernel_size) // 2 * self.dilation[0]
-        padding: tuple[int, ...] = self.padding  # type: ignore[assignment]  # never a string here
+        padding = numeric_padding(self)
         return (padding[0] - shrink, padding[1] - shrink)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,11 +169,13 @@ class ElasticConv2d(nn.Conv2d):
             full
             and self.active_out_channels == self.out_channels
             and in_channels == self.in_channels
+            and self.active_in_index is None
+            and self.active_out_index is None
         ):
             return self._conv_forward(x, self.weight, self.bias)  # full size: the dense fast path
         weight = self.active_weight(in_channels)
-        bias = None if self.bias is None else self.bias[: weight.shape[0]]
-        groups = in_channels if self.is_depthwise else self.groups
+        bias = None if self.bias is None else self._rows(self.bias)
+        groups = self.active_groups(in_channels)
         return F.conv2d(x, weight, bias, self.stride, self.active_padding(), self.dilation, groups)
 
     def extract_for(self, in_channels: int) -> nn.Conv2d:
@@ -130,7 +183,7 @@ class ElasticConv2d(nn.Conv2d):
         with torch.no_grad():
             weight = self.active_weight(in_channels)
         out, kernel_size = weight.shape[0], self.active_kernel_size
-        groups = out if self.is_depthwise else self.groups
+        groups = self.active_groups(in_channels)
         dense = nn.utils.skip_init(  # no random init: every weight is copied below
             nn.Conv2d,
             in_channels,
@@ -147,7 +200,7 @@ class ElasticConv2d(nn.Conv2d):
         with torch.no_grad():
             dense.weight.copy_(weight)
             if self.bias is not None:
-                dense.bias.copy_(self.bias[:out])
+                dense.bias.copy_(self._rows(self.bias))
         return dense
 
     def extra_repr(self) -> str:

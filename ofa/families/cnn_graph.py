@@ -35,7 +35,9 @@ class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channels of an ``(N, C, H, W)`` tensor (ConvNeXt's ``LayerNorm2d``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
+        )
         return x.permute(0, 3, 1, 2)
 
 
@@ -77,7 +79,6 @@ LAYER_TYPES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
 }
 
 
-
 def _index(indices: Any, device: torch.device) -> Tensor:
     if isinstance(indices, Tensor):
         return indices.to(device)
@@ -96,7 +97,9 @@ def _drop_path(a: Tensor, *, p: float, mode: str = "row", training: bool = False
     return a * noise
 
 
-def _dropout(a: Tensor, *, p: float = 0.5, kind: str = "dropout", training: bool = False) -> Tensor:
+def _dropout(
+    a: Tensor, *, p: float = 0.5, kind: str = "dropout", training: bool = False
+) -> Tensor:
     if kind == "dropout2d":
         return F.dropout2d(a, p, training)
     return F.dropout(a, p, training)
@@ -176,7 +179,9 @@ class GraphNode:
         """The module path this node belongs to: the layer it calls, else where it was made."""
         return self.target if self.op == "layer" else self.scope
 
-    def with_inputs(self, inputs: tuple[str, ...], args: Mapping[str, Any] | None = None) -> GraphNode:
+    def with_inputs(
+        self, inputs: tuple[str, ...], args: Mapping[str, Any] | None = None
+    ) -> GraphNode:
         """The same node reading ``inputs`` (and with ``args`` instead of its own, if given)."""
         return GraphNode(
             name=self.name,
@@ -243,27 +248,37 @@ def build_layer(spec: Mapping[str, Any]) -> nn.Module:
 
 def _attach(root: nn.Module, path: str, module: nn.Module | Tensor) -> None:
     """Put ``module`` (or a parameter / buffer) at dotted ``path``, creating empty container
-    modules on the way."""
+    modules on the way; a name that is also an attribute of its parent (a model's ``layers``
+    beside :meth:`CnnGraph.layers`) goes straight into the parent's tables."""
     *parents, leaf = path.split(".")
     parent = root
     for part in parents:
         child = parent._modules.get(part)
         if child is None:
             child = nn.Module()
-            parent.add_module(part, child)
+            parent._modules[part] = child
         parent = child
     if isinstance(module, nn.Parameter):
-        parent.register_parameter(leaf, module)
+        parent._parameters[leaf] = module
     elif isinstance(module, Tensor):
-        parent.register_buffer(leaf, module)
+        parent._buffers[leaf] = module
     else:
-        parent.add_module(leaf, module)
+        parent._modules[leaf] = module
+
+
+def _module_at(root: nn.Module, path: str) -> nn.Module:
+    module = root
+    for part in path.split(".") if path else ():
+        module = module._modules[part]  # type: ignore[assignment]
+    return module
 
 
 def _tensor_at(root: nn.Module, path: str) -> Tensor:
     *parents, leaf = path.split(".")
-    owner = root.get_submodule(".".join(parents)) if parents else root
-    return getattr(owner, leaf)
+    owner = _module_at(root, ".".join(parents))
+    if leaf in owner._parameters:
+        return owner._parameters[leaf]  # type: ignore[return-value]
+    return owner._buffers[leaf]  # type: ignore[return-value]
 
 
 def run_graph(
@@ -295,7 +310,7 @@ def run_graph(
         else:
             inputs = [values[alias.get(name, name)] for name in node.inputs]
             if node.op == "layer":
-                result = root.get_submodule(node.target)(inputs[0])
+                result = _module_at(root, node.target)(inputs[0])
             elif node.op in _TRAINING_OPS:
                 result = FUNCTIONS[node.op](*inputs, **args, training=root.training)
             else:
@@ -331,6 +346,10 @@ class CnnGraph(nn.Module):
 
     def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> Tensor:
         return run_graph(self, self.nodes, pixel_values)
+
+    def get_submodule(self, target: str) -> nn.Module:
+        """The layer at dotted ``target`` (also where its name is an attribute of this class)."""
+        return _module_at(self, target)
 
     def layers(self) -> dict[str, nn.Module]:
         """Dotted path to the layer of every ``"layer"`` node."""

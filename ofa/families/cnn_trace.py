@@ -19,7 +19,7 @@ import operator
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.fx as fx
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ofa.families.cnn_graph import LAYER_TYPES, ChannelLayerNorm, GraphNode
 
-__all__ = ["UnsupportedOpError", "trace_cnn"]
+__all__ = ["Traced", "UnsupportedOpError", "trace_cnn", "trace_graph"]
 
 _LEAF_CLASSES = tuple(cls for cls, _ in LAYER_TYPES.values())
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,7 +100,6 @@ class _ConcreteMixin:
     def __float__(self) -> float:
         return float(self._static("float()"))
 
-
     def __getattr__(self, name: str) -> Any:
         return _Attribute(self, name)  # type: ignore[arg-type]
 
@@ -127,7 +126,9 @@ class _Tracer(fx.Tracer):
             return attr_val
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
-    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
         if self.running:
             return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
@@ -172,6 +173,10 @@ class _Tracer(fx.Tracer):
                 )
             node.meta.update(value=value, data=isinstance(value, Tensor))
             return node
+        if kind == "call_module":
+            module = self.root.get_submodule(str(target))
+            if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
+                _check_same_padding(node, module)  # before torch warns about running it
         value = self._run(node)
         inputs = node.all_input_nodes
         data = isinstance(value, Tensor) or (
@@ -281,7 +286,8 @@ def _probe(model: nn.Module, sizes: tuple[int, ...]) -> tuple[fx.Graph, _Tracer]
     raise UnsupportedOpError(
         f"{type(model).__name__} could not be traced: it did not run on example images of "
         f"sizes {', '.join(map(str, dict.fromkeys(sizes)))} ({errors[0] if errors else ''}); "
-        "pass image_size= for the size it takes"
+        "if it needs another image size, build the space with "
+        "ofa.families.cnn.default_space(model, image_size=...)"
     )
 
 
@@ -330,8 +336,18 @@ def _s_clamp(input, min=None, max=None): ...  # noqa: ANN001, ANN202, E704, A002
 def _s_softmax(input, dim=None, _stacklevel=3, dtype=None): ...  # noqa: ANN001, ANN202, E704
 def _s_mean(input, dim=None, keepdim=False, dtype=None): ...  # noqa: ANN001, ANN202, E704
 def _s_adaptive(input, output_size, return_indices=False): ...  # noqa: ANN001, ANN202, E704
-def _s_max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False): ...  # noqa: ANN001, ANN202, E501, E704
-def _s_avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None): ...  # noqa: ANN001, ANN202, E501, E704
+def _s_max_pool(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+): ...  # noqa: ANN001, ANN202, E501, E704
+def _s_avg_pool(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+): ...  # noqa: ANN001, ANN202, E501, E704
 def _s_dropout(input, p=0.5, training=True, inplace=False): ...  # noqa: ANN001, ANN202, E704
 def _s_drop_path(input, p, mode, training=True): ...  # noqa: ANN001, ANN202, E704
 def _s_binary(input, other, alpha=1): ...  # noqa: ANN001, ANN202, E704
@@ -358,7 +374,7 @@ _FUNCTIONS: dict[Any, str] = {
     F.adaptive_avg_pool2d: "adaptive_avg_pool2d", F.adaptive_max_pool2d: "adaptive_max_pool2d",
     F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
     F.dropout: "dropout", F.dropout2d: "dropout2d", torch.dropout: "dropout",
-    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
+    F.relu: "relu", torch.relu: "relu", F.relu_: "relu", torch.relu_: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
     F.hardsigmoid: "hardsigmoid", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
     F.silu: "silu", F.mish: "mish", F.gelu: "gelu", torch.tanh: "tanh", F.tanh: "tanh",
     F.leaky_relu: "leaky_relu", F.elu: "elu", F.hardtanh: "hardtanh", torch.clamp: "clamp",
@@ -375,7 +391,7 @@ _METHODS = {
     "softmax": "softmax", "log_softmax": "log_softmax",
     "view": "move", "reshape": "move", "flatten": "move", "permute": "move",
     "transpose": "move", "contiguous": "move", "squeeze": "move", "unsqueeze": "move",
-    "expand": "expand", "expand_as": "expand", "clone": "identity", "detach": "identity",
+    "expand": "expand", "expand_as": "expand", "clone": "identity",
 }  # fmt: skip
 _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 _SIGNATURES = {
@@ -539,10 +555,18 @@ class _Converter:
             name = str(node.target)
             return name.endswith("_") and not name.startswith("_")
         if node.op == "call_function":
+            if getattr(node.target, "__name__", "").endswith("_") and node.target in _FUNCTIONS:
+                return True
             if node.target in _IN_PLACE_FUNCTIONS:
                 return isinstance(node.args[0], fx.Node) and isinstance(
                     node.args[0].meta.get("value"), Tensor
                 )
+            op = _target_op(node)
+            if op in _SIGNATURES and "inplace" in inspect.signature(_SIGNATURES[op]).parameters:
+                try:
+                    return bool(_concrete(_bind(node, op).get("inplace")))
+                except UnsupportedOpError:
+                    return False
             return bool(node.kwargs.get("inplace"))
         return False
 
@@ -662,8 +686,13 @@ class _Converter:
     def _binary(self, node: fx.Node, op: str, arguments: dict[str, Any]) -> None:
         first, second = arguments["input"], arguments["other"]
         if arguments.get("alpha", 1) != 1:
-            raise _unsupported(node, f"{_op_name(node)} with alpha", "multiply the operand instead")
-        tensors = [isinstance(v, fx.Node) and isinstance(v.meta.get("value"), Tensor) for v in (first, second)]
+            raise _unsupported(
+                node, f"{_op_name(node)} with alpha", "multiply the operand instead"
+            )
+        tensors = [
+            isinstance(v, fx.Node) and isinstance(v.meta.get("value"), Tensor)
+            for v in (first, second)
+        ]
         if all(tensors):
             self.add(node, op, (self.value(first), self.value(second)))
             return
@@ -756,6 +785,8 @@ class _Converter:
             if key == "dtype" and arguments.get(key) is not None:
                 raise _unsupported(node, f"{_op_name(node)} with dtype", "leave dtype out")
             arguments.pop(key, None)
+        if arguments.pop("divisor_override", None) is not None:
+            raise _unsupported(node, f"{_op_name(node)} with divisor_override", "leave it out")
         if arguments.pop("return_indices", False):
             raise _unsupported(node, f"{_op_name(node)} with return_indices=True")
         if op == "clamp":
@@ -779,7 +810,9 @@ class _Converter:
             if dims is None:
                 raise _unsupported(node, "a mean over every dimension", "give dim=(2, 3)")
             rank = len(self.shapes[name])
-            dims = tuple(sorted(d % rank for d in (dims if isinstance(dims, (tuple, list)) else (dims,))))
+            dims = tuple(
+                sorted(d % rank for d in (dims if isinstance(dims, (tuple, list)) else (dims,)))
+            )
             arguments = {"dim": dims, "keepdim": bool(arguments["keepdim"])}
         if op in ("softmax", "log_softmax"):
             if arguments["dim"] is None:
@@ -883,10 +916,26 @@ def _prune_dead(nodes: tuple[GraphNode, ...]) -> tuple[GraphNode, ...]:
     return tuple(n for n in nodes if n.name in needed or n.op == "input")
 
 
+class Traced(NamedTuple):
+    """A traced CNN: nodes, the layers and tensors they use, and every value's shape."""
+
+    nodes: tuple[GraphNode, ...]
+    layers: dict[str, nn.Module]
+    params: dict[str, Tensor]
+    shapes: dict[str, tuple[int, ...]]
+
+
 def trace_cnn(
     model: nn.Module, *, image_size: int | tuple[int, int] | None = None
 ) -> tuple[tuple[GraphNode, ...], dict[str, nn.Module]]:
-    """Trace ``model`` into graph nodes plus the layers they call (the model's own modules).
+    """Trace ``model`` into graph nodes plus the layers they call (see :func:`trace_graph`)."""
+    traced = trace_graph(model, image_size=image_size)
+    return traced.nodes, traced.layers
+
+
+def trace_graph(model: nn.Module, *, image_size: int | tuple[int, int] | None = None) -> Traced:
+    """Trace ``model`` into graph nodes plus the layers they call (the model's own modules),
+    the tensors read in forward (parameters such as a layer scale) and each value's shape.
 
     The model runs once, in eval mode and without gradients, on a random example image of
     ``image_size`` (else the first of 64, 32, 224, ... it runs on); its training flags are
@@ -901,4 +950,15 @@ def trace_cnn(
         first = image_size if isinstance(image_size, int) else int(image_size[0])
         sizes = (first, *PROBE_SIZES)
     graph, _ = _probe(model, sizes)
-    return _Converter(model, graph).run()
+    converter = _Converter(model, graph)
+    nodes, layers = converter.run()
+    used = {n.target for n in nodes if n.op == "layer"}
+    params: dict[str, Tensor] = {}
+    for node in nodes:
+        if node.op == "param":
+            value: Any = model
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            params[node.target] = value
+    shapes = {n.name: converter.shapes[n.name] for n in nodes if n.name in converter.shapes}
+    return Traced(nodes, {p: m for p, m in layers.items() if p in used}, params, shapes)

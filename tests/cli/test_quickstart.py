@@ -58,3 +58,31 @@ def test_quickstart_runs_every_stage_to_its_final_table(tmp_path, capsys):
     again = capsys.readouterr().out
     assert "teacher: reusing" in again and "supernet: reusing" in again
     assert "anchors re-measured agree" in again or "is stale" in again
+
+
+@pytest.mark.slow
+def test_quickstart_measures_again_at_one_thread_when_two_are_too_noisy(
+    tmp_path, capsys, monkeypatch
+):
+    """Other jobs on the cores make 2-thread timing too noisy: the quickstart says so and
+    measures again at 1 thread (whose CPU-time clock they do not move), instead of stopping."""
+    import search
+
+    real_run = search.run
+    monkeypatch.setattr(search, "choose_threads", lambda threads=None: 2)
+
+    def noisy_at_two_threads(supernet, **kwargs):
+        if kwargs["latency"].target.num_threads > 1:
+            raise search.TooNoisyError("too noisy to measure the anchors (test): +-98%")
+        return real_run(supernet, **kwargs)
+
+    monkeypatch.setattr(search, "run", noisy_at_two_threads)
+    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--train-examples", "48",
+            "--eval-examples", "24", "--max-length", "24", "--supernet-steps", "6",
+            "--trials", "3", "--budget-fraction", "0.95", "--teacher-epochs", "1"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "too noisy to measure the anchors (test)" in out
+    assert "measuring again with 1 thread" in out
+    found = json.loads((tmp_path / "qs" / "search" / "pareto.json").read_text())
+    assert found["target"]["num_threads"] == 1

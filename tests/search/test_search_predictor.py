@@ -79,3 +79,36 @@ def test_refit_from_stored_measurements_is_the_same_model(latency_model):
     assert (
         min(latency_model.table_scale.values()) > 0 and min(latency_model.fixed_ms.values()) >= 0
     )
+
+
+class _FewSubnets:
+    """A search space of ``n`` subnets (0 the min, n-1 the max)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def max_subnet(self) -> int:
+        return self.n - 1
+
+    def min_subnet(self) -> int:
+        return 0
+
+    def sample(self, generator) -> int:
+        import torch
+
+        return int(torch.randint(self.n, (1,), generator=generator))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_a_small_space_is_profiled_on_the_subnets_it_has(n, caplog):
+    """Fewer subnets than the profile asks for: the ones there are, none twice, some held out
+    where there are any left; none left, and the error is measured on the fitted ones (said)."""
+    from search._profile import draw_subnets
+
+    train, test = draw_subnets(_FewSubnets(n), num_train=16, num_test=8, seed=0)
+    assert len(set(train)) == len(train) and test
+    assert set(train) | set(test) == set(range(n))
+    if n > 2:
+        assert not set(train) & set(test)
+    else:
+        assert "not held out" in caplog.text
