@@ -221,7 +221,7 @@ def bench_sparse(
 ) -> list[dict[str, object]]:  # fmt: skip
     """Test accuracy dense, 2:4 (magnitude masks) and 2:4 after the recovery fine-tune."""
     from ofa.data import load_movie_reviews, make_loader, tokenize
-    from ofa.evaluate import accuracy
+    from ofa.evaluation import accuracy
 
     task = load_movie_reviews()
     test = task["test"]

@@ -93,7 +93,7 @@ def _trained(supernet: ofa.Supernet, count: int, max_length: int) -> tuple[Evalu
     from transformers import AutoTokenizer
 
     from ofa.data import load_movie_reviews, tokenize
-    from ofa.evaluate import evaluate as accuracy
+    from ofa.evaluation import evaluate as accuracy
 
     path = TRAINED if (TRAINED / "tokenizer_config.json").is_file() else minilm_path()
     rows = load_movie_reviews()["validation"].select(range(count))

@@ -46,8 +46,8 @@ from ofa.data import (  # noqa: E402
 )
 from ofa.distill import DistillConfig  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
-from ofa.evaluate import accuracy, evaluate  # noqa: E402
-from ofa.finetune import FinetuneConfig, finetune  # noqa: E402
+from ofa.evaluation import accuracy, evaluate  # noqa: E402
+from ofa.finetuning import FinetuneConfig, finetune  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
 from ofa.supernet import Supernet  # noqa: E402
 from ofa.training import PhaseConfig, TrainConfig, default_phases, train_  # noqa: E402

@@ -84,7 +84,7 @@ import search  # noqa: E402
 from benchmarks._report import environment, markdown_table, write_record  # noqa: E402
 from ofa.data import epoch_order, pad_collate  # noqa: E402
 from ofa.distill import DistillConfig, distillation_loss  # noqa: E402
-from ofa.evaluate import accuracy, model_outputs  # noqa: E402
+from ofa.evaluation import accuracy, model_outputs  # noqa: E402
 from ofa.space import Subnet  # noqa: E402
 from ofa.supernet import Supernet  # noqa: E402
 from ofa.training import PhaseConfig, TrainConfig, default_phases, train_  # noqa: E402

@@ -30,7 +30,7 @@ import ofa  # noqa: E402
 from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa.data import load_movie_reviews, tokenize  # noqa: E402
 from ofa.embedded import minilm_path  # noqa: E402
-from ofa.evaluate import evaluate  # noqa: E402
+from ofa.evaluation import evaluate  # noqa: E402
 
 
 def curve(runs: list[Path], threads: int, depth: bool = False) -> str:

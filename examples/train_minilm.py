@@ -26,7 +26,7 @@ from ofa.data import (  # noqa: E402
     tokenize,
 )
 from ofa.embedded import minilm_path  # noqa: E402
-from ofa.evaluate import accuracy  # noqa: E402
+from ofa.evaluation import accuracy  # noqa: E402
 
 
 def main() -> None:

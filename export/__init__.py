@@ -17,9 +17,9 @@ from export import decoder as _decoder  # noqa: F401  (registers the decoder exp
 from export._families import ExportFamily, register_family
 from export.checkpoint import check_files, load, read_manifest, save
 from export.config import ExportConfig
-from export.extract import extract, fits_vanilla
+from export.extraction import extract, fits_vanilla
 from export.sparsity import SparsityConfig
-from export.verify import VerifyResult, verify
+from export.verification import VerifyResult, verify
 
 __all__ = [
     "ExportConfig",

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from export._compare import DENSE_ATOL, VerifyResult, check_diff, compare, masked_supernet
 from export._families import register_family
-from export.extract import (
+from export.extraction import (
     CONFIG_FILE,
     MODELING_FILE,
     SUBNET_FILE,

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 
 from export._families import export_adapter
 from export.config import ExportConfig
-from export.extract import WEIGHTS_FILE
+from export.extraction import WEIGHTS_FILE
 from ofa._config import settings_from
 from ofa._io import atomic_dir, check_replaceable, read_json, sha256_file, write_json_atomic
 from ofa.families import SubnetLike, family_named

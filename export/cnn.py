@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from export._compare import DENSE_ATOL, VerifyResult, _eval, check_diff
 from export._families import register_family
-from export.extract import SUBNET_FILE, WEIGHTS_FILE, extract
+from export.extraction import SUBNET_FILE, WEIGHTS_FILE, extract
 from export.onnx import ONNX_FILE
 from ofa._io import read_json, write_json_atomic
 from ofa.calibrate import calibrate_bn_, has_batch_norm

@@ -31,7 +31,7 @@ from transformers import GenerationConfig, PreTrainedModel
 
 from export._compare import DENSE_ATOL, VerifyResult, check_diff, compare
 from export._families import register_family
-from export.extract import CONFIG_FILE, MODELING_FILE, SUBNET_FILE, WEIGHTS_FILE, extract
+from export.extraction import CONFIG_FILE, MODELING_FILE, SUBNET_FILE, WEIGHTS_FILE, extract
 from ofa._io import read_json, write_json_atomic
 from ofa.decoder_space import DecoderSubnet
 from ofa.families import decoder_modeling

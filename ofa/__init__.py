@@ -7,8 +7,8 @@ from ofa.calibrate import calibrate_bn_
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.decoder_space import DecoderSearchSpace, DecoderSubnet
 from ofa.distill import DistillConfig
-from ofa.evaluate import evaluate
-from ofa.finetune import FinetuneConfig, finetune
+from ofa.evaluation import evaluate
+from ofa.finetuning import FinetuneConfig, finetune
 from ofa.reorder import reorder_
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet, convert, load_supernet, set_subnet_

@@ -101,7 +101,7 @@ class _Stages:
 
         from ofa.data import record_data
         from ofa.embedded import minilm_path
-        from ofa.finetune import FinetuneConfig, finetune
+        from ofa.finetuning import FinetuneConfig, finetune
 
         path = self.out / "teacher"
         if (path / "config.json").exists():
@@ -238,8 +238,8 @@ def run_quickstart(
     """
     import export
     import search
-    from ofa.evaluate import accuracy as model_accuracy
-    from ofa.evaluate import accuracy_note, evaluate, majority_rate
+    from ofa.evaluation import accuracy as model_accuracy
+    from ofa.evaluation import accuracy_note, evaluate, majority_rate
 
     config = config or QuickstartConfig()
     torch.manual_seed(config.seed)
@@ -356,7 +356,7 @@ def _latency_and_search(
 ) -> tuple[Any, Any]:
     """Stages 3 and 4: the latency model (reused only if still true) and the search."""
     import search
-    from ofa.evaluate import evaluate
+    from ofa.evaluation import evaluate
 
     config, emit = stages.config, stages.say
     validation = stages.evals["validation"]

@@ -23,7 +23,7 @@ from ofa._io import recover_replaced
 from ofa.data import epoch_order, pad_collate
 from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
-from ofa.evaluate import evaluate, model_outputs
+from ofa.evaluation import evaluate, model_outputs
 from ofa.families import family_named
 from ofa.space import Subnet
 from ofa.supernet import Supernet

@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ofa.data import record_data, set_label_names
     from ofa.embedded import minilm_path
-    from ofa.evaluate import accuracy, accuracy_note, majority_rate
-    from ofa.finetune import FinetuneConfig, finetune
+    from ofa.evaluation import accuracy, accuracy_note, majority_rate
+    from ofa.finetuning import FinetuneConfig, finetune
     from ofa.training import parallel
     from ofa_app.commands.train import check_max_length, check_run_args, load_data, load_task_data
 

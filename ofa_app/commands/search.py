@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from ofa_app.commands._families import app_family
 
     try:
-        from ofa.evaluate import evaluate
+        from ofa.evaluation import evaluate
     except ImportError as error:
         raise ValueError(f"ofa.evaluate is unavailable ({error}); update ofa") from None
 

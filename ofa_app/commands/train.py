@@ -296,7 +296,7 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa.evaluate import evaluate
+    from ofa.evaluation import evaluate
     from ofa.supernet import load_supernet
     from ofa.training import parallel, train_
     from ofa_app.commands._families import app_family
@@ -353,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_majority(accuracy: float, data: Any) -> None:
     """The majority-class rate of ``data``; a warning when ``accuracy`` is not clearly above it."""
-    from ofa.evaluate import accuracy_note, majority_rate
+    from ofa.evaluation import accuracy_note, majority_rate
 
     majority = majority_rate(data)
     print(f"  majority-class rate of that split: {majority:.4f} ({len(data)} examples)")

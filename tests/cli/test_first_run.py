@@ -27,7 +27,7 @@ from transformers import (
 import export
 import ofa
 from ofa.data import record_data, recorded_data, set_label_names
-from ofa.evaluate import accuracy_note, majority_rate
+from ofa.evaluation import accuracy_note, majority_rate
 from ofa_app.cli import build_parser, main
 from ofa_app.pipeline import label_ids, read_columns
 

@@ -15,7 +15,7 @@ from export.sparsity import (
     mask_2_4,
     to_semi_structured_,
 )
-from export.verify import compare
+from export.verification import compare
 from ofa.space import Subnet
 from tests.export.conftest import make_supernet
 from tests.tiny import make_inputs

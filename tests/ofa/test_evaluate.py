@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ofa
-from ofa.evaluate import accuracy
+from ofa.evaluation import accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import tiny_bert, toy_data  # noqa: E402

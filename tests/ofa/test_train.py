@@ -11,8 +11,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import ofa
 from ofa.distill import DistillConfig
-from ofa.evaluate import accuracy
-from ofa.finetune import FinetuneConfig, finetune
+from ofa.evaluation import accuracy
+from ofa.finetuning import FinetuneConfig, finetune
 from ofa.space import Subnet
 from ofa.training import (
     PhaseConfig,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import ofa
 from ofa.data_images import load_digits
 from ofa.distill import DistillConfig
-from ofa.evaluate import accuracy
+from ofa.evaluation import accuracy
 from ofa.families.cnn import default_space
 from ofa.training import PhaseConfig, TrainConfig, default_cnn_phases, train_
 from ofa.training.loop import _subnets

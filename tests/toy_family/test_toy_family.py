@@ -16,7 +16,7 @@ import ofa
 import search
 from ofa.data_images import ImageData
 from ofa.elastic import ElasticLinear, ElasticModuleList
-from ofa.evaluate import majority_rate
+from ofa.evaluation import majority_rate
 from search import LatencyModel, MeasurePolicy
 from tests.toy_family import NAME, registered, registries
 from tests.toy_family.export_toy import compare
