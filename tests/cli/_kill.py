@@ -43,41 +43,11 @@ def command(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "ofa_app.cli", *argv]
 
 
-def run_ofa(
-    argv: list[str],
-    *,
-    timeout: float,
-    log: Path,
-    what: str,
-    watch: Callable[[], bool] | None = None,
-) -> tuple[float, float | None]:
-    """Run ``ofa ARGV`` to the end (it must exit 0 within ``timeout`` s). Returns its wall time
-    and the seconds after its start when ``watch()`` first held (None: never, or no watch)."""
+def run_ofa(argv: list[str], *, timeout: float, log: Path, what: str) -> float:
+    """Run ``ofa ARGV`` to the end (it must exit 0 within ``timeout`` s); return its wall time."""
     started = time.monotonic()
-    seen = None
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            command(argv), stdout=output, stderr=subprocess.STDOUT, env=env(), cwd=ROOT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            while process.poll() is None:
-                if time.monotonic() - started > timeout:
-                    raise AssertionError(
-                        f"{TAG} {what}: `ofa {argv[0]}` hung (no exit in {timeout:.0f} s); "
-                        f"output:\n{_tail(log)}"
-                    )
-                if watch is not None and seen is None and watch():
-                    seen = time.monotonic() - started
-                time.sleep(0.005 if watch is not None else 0.05)
-        finally:
-            if process.poll() is None:
-                _kill_group(process)
-    if process.returncode != 0:
-        raise AssertionError(
-            f"{TAG} {what}: `ofa {argv[0]}` exited {process.returncode}:\n{_tail(log)}"
-        )
-    return time.monotonic() - started, seen
+    finish(start_ofa(argv, log=log), timeout=timeout, log=log, what=what)
+    return time.monotonic() - started
 
 
 def start_ofa(argv: list[str], *, log: Path) -> subprocess.Popen:
@@ -95,7 +65,9 @@ def finish(process: subprocess.Popen, *, timeout: float, log: Path, what: str) -
         code = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        raise AssertionError(f"{TAG} {what}: hung for {timeout:.0f} s:\n{_tail(log)}") from None
+        raise AssertionError(
+            f"{TAG} {what}: hung (no exit in {timeout:.0f} s); output:\n{_tail(log)}"
+        ) from None
     if code != 0:
         raise AssertionError(f"{TAG} {what}: exited {code}:\n{_tail(log)}")
 
@@ -103,6 +75,7 @@ def finish(process: subprocess.Popen, *, timeout: float, log: Path, what: str) -
 @dataclass
 class Outcome:
     killed: bool  # False: the process ended by itself before the chosen moment
+    pid: int
     returncode: int
     delay: float  # seconds from the progress mark to the kill
     output: str
@@ -124,36 +97,29 @@ def kill_at(
 ) -> Outcome:
     """Start ``ofa ARGV``; once ``mark(process)`` is true, wait ``delay`` s and SIGKILL its process
     group. The process may end first (then it must have exited 0)."""
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            command(argv), stdout=output, stderr=subprocess.STDOUT, env=env(), cwd=ROOT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and not mark(process):
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"{TAG} {what}: the process never reached its kill mark in "
-                        f"{timeout:.0f} s; output:\n{_tail(log)}"
-                    )
-                time.sleep(poll)
-            end = time.monotonic() + delay
-            while process.poll() is None and time.monotonic() < end:
-                time.sleep(min(poll, max(0.0, end - time.monotonic())))
-            killed = process.poll() is None
-            if killed:
-                os.killpg(process.pid, signal.SIGKILL)
-            code = process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                _kill_group(process)
-    text = log.read_text(errors="replace")
+    process = start_ofa(argv, log=log)
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and not mark(process):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{TAG} {what}: the process never reached its kill mark in "
+                    f"{timeout:.0f} s; output:\n{_tail(log)}"
+                )
+            time.sleep(poll)
+        end = time.monotonic() + delay
+        while process.poll() is None and time.monotonic() < end:
+            time.sleep(min(poll, max(0.0, end - time.monotonic())))
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            _kill_group(process)
+    killed = code == -signal.SIGKILL  # else it ended by itself just before (it must exit 0)
     if not killed and code != 0:
-        raise AssertionError(f"{TAG} {what}: `ofa {argv[0]}` exited {code}:\n{text[-3000:]}")
-    if killed:
-        assert code == -signal.SIGKILL, f"{TAG} {what}: exit {code} after SIGKILL"
-    return Outcome(killed, code, delay, text)
+        raise AssertionError(f"{TAG} {what}: `ofa {argv[0]}` exited {code}:\n{_tail(log)}")
+    return Outcome(killed, process.pid, code, delay, log.read_text(errors="replace"))
 
 
 def _kill_group(process: subprocess.Popen) -> None:

