@@ -86,12 +86,19 @@ def files(tmp_path_factory) -> Path:
     teacher, supernet = str(directory / "teacher"), str(directory / "supernet")
     try:
         assert main(["convert", "--model", teacher, "--out", supernet, "--importance", "l1"]) == 0
-        profile = [
-            "profile", "--supernet", supernet, "--out", str(directory / "latency.json"),
-            "--batch-size", "1", "--seq-len", "16", "--threads", "1", "--subnets", "5",
-            "--held-out", "2", "--warmup", "1", "--rounds", "2",
-        ]  # fmt: skip
-        assert main(profile) == 0
+        # the search runs only need a latency model of this target (their budget fits all):
+        # any error accepted, so a busy machine is no reason to fail here
+        for attempt in range(3):
+            try:
+                latency = search.LatencyModel.profile(
+                    ofa.load_supernet(supernet), device="cpu", batch_size=1, seq_len=16,
+                    num_threads=1, num_train=5, num_test=2, warmup=1, rounds=2, max_error=None,
+                )  # fmt: skip
+                break
+            except search.TooNoisyError:
+                if attempt == 2:
+                    raise
+        latency.save(directory / "latency.json")
     finally:
         torch.set_num_threads(threads)
     return directory
