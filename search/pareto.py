@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ofa._io import write_json_atomic
+from ofa._io import write_json_atomic, write_text_atomic
 from ofa.families import SubnetLike
 from search._families import family_of
 
@@ -201,9 +201,7 @@ def write_pareto(result: SearchResult, out_dir: str | os.PathLike) -> list[Path]
         )
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}.csv"
     write_json_atomic(json_path, result.to_dict())
-    tmp = out / f".{stem}.csv.{os.getpid()}.tmp"
-    tmp.write_text(_csv_text(result.pareto, result.budget_ms))
-    os.replace(tmp, csv_path)
+    write_text_atomic(csv_path, _csv_text(result.pareto, result.budget_ms))  # cleans dead writers'
     if stem == "pareto":  # a failure recorded earlier is no longer the latest word
         for stale in (out / "pareto.failed.json", out / "pareto.failed.csv"):
             stale.unlink(missing_ok=True)
