@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import ofa  # noqa: E402
 from benchmarks._candidates import best_of, candidates_under  # noqa: E402
 from benchmarks._report import markdown_table, write_record  # noqa: E402
+from ofa._io import write_text_atomic  # noqa: E402
 from ofa.data_images import ImageData, load_fashion_mnist  # noqa: E402
 from ofa.families.cnn import default_space  # noqa: E402
 
@@ -111,16 +114,60 @@ def distill_config(args: argparse.Namespace) -> ofa.DistillConfig:
     return ofa.DistillConfig(temperature=args.temperature, alpha=args.alpha)
 
 
+def multiplier_for(supernet: ofa.Supernet, target_flops: float) -> float | None:
+    """The largest width multiplier whose uniform subnet (full depth and kernels) has at most
+    ``target_flops``, found by bisection (FLOPs grow with the multiplier); None when even the
+    narrowest uniform subnet has more (that budget needs less depth or smaller kernels)."""
+    probe = ofa.PhaseConfig(name="probe", steps=1, widths="all", depths="all", kernel_sizes="all")
+
+    def flops(m: float) -> float:
+        subnet = dataclasses.replace(probe, width_multipliers=(m,))
+        return supernet.flops(subnet.multiplier_subnets(supernet.space)[0])
+
+    if flops(1e-6) > target_flops:
+        return None
+    low, high = 1e-6, 1.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (mid, high) if flops(mid) <= target_flops else (low, mid)
+    return round(low, 4)
+
+
+def multiplier_subnets(supernet: ofa.Supernet, multipliers: tuple[float, ...]) -> list:
+    """The uniform subnets that a width-all phase trains for ``multipliers``."""
+    phase = ofa.PhaseConfig(
+        name="all",
+        steps=1,
+        widths="all",
+        depths="all",
+        kernel_sizes="all",
+        width_multipliers=multipliers,
+    )
+    return phase.multiplier_subnets(supernet.space)
+
+
 def train_supernet(
-    supernet: ofa.Supernet, teacher: nn.Module, data: ImageData, args: argparse.Namespace, out: str
+    supernet: ofa.Supernet,
+    teacher: nn.Module,
+    data: ImageData,
+    args: argparse.Namespace,
+    out: str,
+    multipliers: tuple[float, ...] = (),
 ) -> None:
     """``ofa.train_`` with the default CNN schedule: kernel, then depth, then width."""
+    later = args.lr * args.later_lr_scale if args.later_lr_scale else None
     config = ofa.TrainConfig(
-        phases=ofa.default_cnn_phases(args.supernet_steps, space=supernet.space),
+        phases=ofa.default_cnn_phases(
+            args.supernet_steps,
+            space=supernet.space,
+            width_multipliers=multipliers,
+            later_learning_rate=later,
+        ),
         batch_size=128,
         learning_rate=args.lr,
         weight_decay=1e-4,
         distill=distill_config(args),
+        seed=args.seed,
     )
     ofa.train_(supernet, teacher=teacher, train_data=data, config=config, output_dir=out)
 
@@ -143,15 +190,22 @@ def prune_then_finetune(
         learning_rate=args.lr,
         weight_decay=1e-4,
         distill=distill_config(args),
+        seed=args.seed,
     )
     ofa.train_(model, teacher=teacher, train_data=data, config=config, output_dir=out)
     return model
 
 
 def pick_subnet(
-    supernet: ofa.Supernet, target_flops: float, calib: ImageData, val: ImageData, count: int
+    supernet: ofa.Supernet,
+    target_flops: float,
+    calib: ImageData,
+    val: ImageData,
+    count: int,
+    extra: list = (),
 ) -> ofa.CnnSubnet:
-    """Best of ``count`` random subnets just under ``target_flops`` on ``val`` (BN calibrated)."""
+    """Best of ``count`` random subnets just under ``target_flops`` (and of the ``extra`` ones
+    that fit, the trained width multipliers) on ``val``, batch norms calibrated."""
 
     def score(subnet: ofa.CnnSubnet) -> float:
         small = supernet.extract(subnet)
@@ -159,6 +213,7 @@ def pick_subnet(
         return accuracy(small, val)
 
     fitting = candidates_under(supernet.space, supernet.flops, target_flops, count)
+    fitting += [s for s in extra if supernet.flops(s) <= target_flops and s not in fitting]
     return best_of(fitting, score)[0]
 
 
@@ -242,6 +297,20 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy CPU")
     parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="supernet, baseline and candidates (teacher: 0)"
+    )
+    parser.add_argument(
+        "--width-multipliers",
+        action="store_true",
+        help="train, every step, the uniform widths whose FLOPs are the 50%% and 25%% budgets",
+    )
+    parser.add_argument(
+        "--later-lr-scale",
+        type=float,
+        default=0.0,
+        help="peak rate of the phases after the first, as a fraction of --lr (0: the same)",
+    )
     args = parser.parse_args()
     args.finetune_steps = args.finetune_steps or args.supernet_steps
     torch.set_num_threads(args.threads)
@@ -266,13 +335,36 @@ def main() -> None:
     ordered = ofa.convert(teacher, space)
     ofa.reorder_(ordered, ofa.importance.score(ordered, metric="bn_scale"))
     supernet = copy.deepcopy(ordered)
-    train_supernet(supernet, teacher, train, args, f"{args.out}/supernet_run")
+    full_flops = supernet.flops(space.max_subnet())
+    multipliers: tuple[float, ...] = ()
+    if args.width_multipliers:
+        found = {f: multiplier_for(supernet, f * full_flops) for f in (0.5, 0.25)}
+        multipliers = tuple(m for m in found.values() if m is not None)
+        print(f"width multipliers per FLOP budget {found}", flush=True)
+    torch.manual_seed(args.seed)
+    train_supernet(supernet, teacher, train, args, f"{args.out}/supernet_run", multipliers)
     print(f"supernet trained ({time.time() - started:.0f} s)", flush=True)
 
-    full_flops = supernet.flops(space.max_subnet())
+    uniform = multiplier_subnets(supernet, multipliers) if multipliers else []
     rows, exported, flops = [], {}, {}
+    results: dict = {
+        "args": {
+            "seed": args.seed,
+            "steps": args.supernet_steps,
+            "width_multipliers": list(multipliers),
+            "later_lr_scale": args.later_lr_scale or 1.0,
+        },
+        "commands": ["python benchmarks/bench_cnn.py " + " ".join(sys.argv[1:])],
+        "teacher": {"test": teacher_accuracy},
+        "supernet": {},
+        "baseline": {},
+        "subnets": {},
+    }
     for label, fraction in (("100%", 1.0), ("50%", 0.5), ("25%", 0.25)):
-        subnet = pick_subnet(supernet, fraction * full_flops, calib, val, args.candidates)
+        torch.manual_seed(args.seed)
+        subnet = pick_subnet(
+            supernet, fraction * full_flops, calib, val, args.candidates, extra=uniform
+        )
         small = supernet.extract(subnet)
         ofa.calibrate_bn_(small, calib.batches(256))
         tuned = prune_then_finetune(
@@ -290,11 +382,28 @@ def main() -> None:
             }
         )
         exported[label], flops[label] = small, supernet.flops(subnet)
+        if fraction < 1.0:
+            results["supernet"][str(fraction)] = {"test": accuracy(small, test)}
+            results["baseline"][str(fraction)] = {"test": accuracy(baseline, test)}
+            results["subnets"][str(fraction)] = subnet.to_dict()
         print(rows[-1], f"({time.time() - started:.0f} s)", flush=True)
+    # the schema of bench_train's results.json, so that pool_train.py pools seeds of either
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(args.out) / "results.json", json.dumps(results, indent=1))
 
     latency = latency_table(exported, flops, batch=64) + latency_table(exported, flops, batch=1)
     teacher_ms, supernet_ms, ratio = step_time_ratio(teacher, supernet, rounds=15)
+    recipe = ""
+    if multipliers:
+        recipe += (
+            f" Width multipliers {', '.join(str(m) for m in multipliers)} (the widest uniform "
+            "subnets at full depth and kernels under the 50% and 25% budgets, where one fits) "
+            "trained every step beside the sandwich, and added to the candidates."
+        )
+    if args.later_lr_scale:
+        recipe += f" Phases after the first at {args.later_lr_scale} of the peak rate."
     body = (
+        f"Seed {args.seed}.{recipe} "
         f"Fashion-MNIST, {args.train_size} training images ({args.val_size} held out to pick "
         f"subnets), {args.test_size} test images. Teacher: ResNet-style CNN "
         f"({supernet.num_params(space.max_subnet())} params, "

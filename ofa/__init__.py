@@ -7,7 +7,7 @@ from ofa.calibrate import calibrate_bn_
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
 from ofa.decoder_space import DecoderSearchSpace, DecoderSubnet
 from ofa.distill import DistillConfig
-from ofa.evaluation import evaluate
+from ofa.evaluation import evaluate, perplexity
 from ofa.finetuning import FinetuneConfig, finetune
 from ofa.reorder import reorder_
 from ofa.space import SearchSpace, Subnet
@@ -41,6 +41,7 @@ __all__ = [
     "default_cnn_phases",
     "default_phases",
     "evaluate",
+    "perplexity",
     "finetune",
     "importance",
     "load_supernet",

@@ -6,83 +6,35 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import datasets
 import torch
-from torch import nn
 
+from ofa._metrics import (
+    LanguageModelScores,
+    accuracy,
+    language_model_scores,
+    model_outputs,
+)
 from ofa.calibrate import calibrate_bn_, has_batch_norm
 from ofa.data_images import ImageData
 from ofa.families import family_named
 from ofa.space import Subnet
 from ofa.supernet import Supernet
 
-__all__ = ["evaluate", "accuracy", "majority_rate", "accuracy_note"]
+__all__ = [
+    "evaluate",
+    "accuracy",
+    "perplexity",
+    "language_model_scores",
+    "LanguageModelScores",
+    "majority_rate",
+    "accuracy_note",
+    "model_outputs",
+]
 
 logger = logging.getLogger(__name__)
-
-
-def model_outputs(
-    model: nn.Module, inputs: dict[str, torch.Tensor], *, output_hidden_states: bool = False
-) -> Any:
-    """Outputs with ``.logits`` (and ``.hidden_states``) from a transformer or a plain CNN.
-
-    A batch with ``pixel_values`` is an image batch, passed positionally (a CNN returns bare
-    logits); any other batch is passed to the transformer as keyword arguments.
-    """
-    if "pixel_values" in inputs:
-        out = model(inputs["pixel_values"])
-    else:
-        out = model(**inputs, output_hidden_states=output_hidden_states)
-    if isinstance(out, torch.Tensor):
-        return SimpleNamespace(logits=out, hidden_states=None)
-    return out
-
-
-def _batches(data: datasets.Dataset | ImageData, model: nn.Module, batch_size: int) -> Any:
-    from ofa.data import pad_collate
-
-    if isinstance(data, ImageData):
-        yield from data.batches(batch_size)
-        return
-    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
-    for start in range(0, len(data), batch_size):
-        yield pad_collate(data[start : start + batch_size], pad_id)
-
-
-@torch.no_grad()
-def accuracy(
-    model: nn.Module, data: datasets.Dataset | ImageData, *, batch_size: int = 64
-) -> float:
-    """Share of rows whose argmax logit equals the label.
-
-    ``data`` is a tokenized ``datasets.Dataset`` with ``labels`` (:mod:`ofa.data`) or an
-    :class:`ofa.data_images.ImageData`; ``model`` returns logits or outputs with ``.logits``.
-    """
-    if not isinstance(data, ImageData) and (
-        not isinstance(data, datasets.Dataset) or "labels" not in data.column_names
-    ):
-        raise ValueError(
-            "data must be a tokenized datasets.Dataset with labels (ofa.data.tokenize) "
-            "or an ofa.data_images.ImageData"
-        )
-    if len(data) == 0:
-        raise ValueError("data is empty: nothing to evaluate")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    try:
-        for batch in _batches(data, model, batch_size):
-            labels = batch.pop("labels")
-            inputs = {k: v.to(device) for k, v in batch.items()}
-            logits = model_outputs(model, inputs).logits
-            correct += int((logits.argmax(-1).cpu() == labels).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(data)
 
 
 def evaluate(
@@ -93,7 +45,10 @@ def evaluate(
     batch_size: int = 64,
     calibration_data: ImageData | Iterable[Any] | None = None,
 ) -> float:
-    """Accuracy of ``subnet`` with the supernet's shared weights (no per-subnet training).
+    """The score of ``subnet`` with the supernet's shared weights (no per-subnet training):
+    accuracy for a classifier (BERT family, CNN), next-token accuracy for a decoder on token
+    blocks (:func:`ofa.data_text.load_text_blocks`; :func:`perplexity` gives its perplexity).
+    Higher is better for every family, so a search can maximise it.
 
     A BERT-family subnet runs inside the supernet. A CNN subnet needs batch-norm statistics of
     its own: with ``calibration_data`` (an ``ImageData`` or batches as :func:`ofa.calibrate_bn_`
@@ -108,7 +63,8 @@ def evaluate(
     """
     if not isinstance(supernet, Supernet):
         raise TypeError(f"evaluate takes an ofa.Supernet, got {type(supernet).__name__}")
-    calibrates = family_named(supernet.family_name).calibrates_batch_norm
+    family = family_named(supernet.family_name)
+    calibrates = family.calibrates_batch_norm
     if calibration_data is not None and not calibrates:
         raise ValueError("calibration_data recalibrates batch norms: it is for CNN supernets")
     if calibrates and not has_batch_norm(supernet.model):
@@ -120,14 +76,36 @@ def evaluate(
         if isinstance(calibration_data, ImageData):
             calibration_data = calibration_data.batches(batch_size)
         calibrate_bn_(model, calibration_data)
-        return accuracy(model, data, batch_size=batch_size)
+        return family.score(model, data, batch_size)
     if calibrates:
         logger.warning(
             "evaluating a CNN subnet on the supernet's batch-norm statistics; pass "
             "calibration_data=<training images> for its own"
         )
     with supernet.using(subnet):
-        return accuracy(supernet, data, batch_size=batch_size)
+        return family.score(supernet, data, batch_size)
+
+
+def perplexity(
+    supernet: Supernet, subnet: Any, data: datasets.Dataset, *, batch_size: int = 16
+) -> LanguageModelScores:
+    """Perplexity (and next-token accuracy) of a decoder ``subnet`` with the supernet's shared
+    weights, on token blocks (:func:`ofa.data_text.load_text_blocks`).
+
+    Example:
+        >>> scores = ofa.perplexity(supernet, supernet.space.min_subnet(), heldout_blocks)
+        >>> scores.perplexity, scores.accuracy
+    """
+    if not isinstance(supernet, Supernet):
+        raise TypeError(f"perplexity takes an ofa.Supernet, got {type(supernet).__name__}")
+    if not family_named(supernet.family_name).language_model:
+        raise ValueError(
+            f"perplexity is for decoder (causal LM) supernets; this one is "
+            f"{supernet.family_name!r}: use ofa.evaluate"
+        )
+    supernet.space.check(subnet)
+    with supernet.using(subnet):
+        return language_model_scores(supernet, data, batch_size=batch_size)
 
 
 def majority_rate(data: datasets.Dataset | ImageData | Sequence[int] | torch.Tensor) -> float:

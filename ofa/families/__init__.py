@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import nn
 
 from ofa._registry import Registry
+from ofa.families._classifier import ClassifierHooks
 from ofa.families.bert import BertFamily
 from ofa.families.cnn import CnnFamily
 from ofa.families.decoder import DecoderFamily
@@ -15,6 +16,7 @@ from ofa.groups import UnitGroup
 
 __all__ = [
     "FAMILIES",
+    "ClassifierHooks",
     "ModelFamily",
     "SpaceLike",
     "SubnetLike",
@@ -81,6 +83,20 @@ class ModelFamily(Protocol):
 
     def multiplier_subnets(self, phase: Any, space: Any) -> list[Any]:
         """The uniform subnets of the phase's ``width_multipliers`` (or a one-line refusal)."""
+        ...
+
+    # a subnet is a causal language model: ofa.perplexity applies (ClassifierHooks: False)
+    language_model: bool
+
+    def loss_inputs(
+        self, student: Any, teacher: Any, labels: Any, inputs: dict[str, Any]
+    ) -> tuple[Any, Any, Any]:
+        """What the distillation loss compares: (student outputs, teacher outputs, labels),
+        each output with ``.logits`` (one row per target). See :class:`ClassifierHooks`."""
+        ...
+
+    def score(self, model: nn.Module, data: Any, batch_size: int) -> float:
+        """What :func:`ofa.evaluate` reports for a model of this family; higher is better."""
         ...
 
 

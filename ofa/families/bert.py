@@ -28,6 +28,7 @@ from transformers import (
 
 from ofa._choices import at_least, restrict
 from ofa.elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, ElasticModuleList
+from ofa.families._classifier import ClassifierHooks
 from ofa.groups import UnitGroup
 from ofa.space import SearchSpace, Subnet
 
@@ -72,7 +73,7 @@ def _set(module: nn.Module, path: str, value: nn.Module) -> None:
     setattr(_get(module, parent) if parent else module, name, value)
 
 
-class BertFamily:
+class BertFamily(ClassifierHooks):
     """Adapter for BERT-shaped encoders and their sequence-classification models."""
 
     name = "bert"

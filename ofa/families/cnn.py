@@ -27,6 +27,7 @@ from ofa.elastic.batchnorm import ElasticBatchNorm2d
 from ofa.elastic.conv import ElasticConv2d, elastic_kernel_sizes
 from ofa.elastic.layernorm import ElasticLayerNorm
 from ofa.elastic.linear import ElasticLinear
+from ofa.families._classifier import ClassifierHooks
 from ofa.families.cnn_analysis import (
     CnnStructure,
     Elasticity,
@@ -175,7 +176,7 @@ def default_space(
     return space
 
 
-class CnnFamily:
+class CnnFamily(ClassifierHooks):
     """Adapter for CNNs built from Conv2d / BatchNorm2d / LayerNorm / activations / pooling /
     Linear, with residual adds, concatenations, splits and channel shuffles."""
 
@@ -210,12 +211,21 @@ class CnnFamily:
             ]
         return CnnSearchSpace.from_dict(fields)
 
-    @staticmethod
-    def multiplier_subnets(phase: Any, space: CnnSearchSpace) -> list[CnnSubnet]:
-        raise ValueError(
-            f"phase {phase.name!r}: width_multipliers apply to BERT-family supernets; "
-            "a CNN phase samples its widths (use min_width to bound them)"
-        )
+    def multiplier_subnets(self, phase: Any, space: CnnSearchSpace) -> list[CnnSubnet]:
+        """One uniform subnet per width multiplier: every channel group at the smallest of the
+        phase's choices at or above that fraction of its full width; each stage at the phase's
+        largest depth and each conv at its largest kernel (so a multiplier trains a width, as
+        DynaBERT's do). In a phase whose widths are fixed it is the phase's max subnet."""
+        part = self.phase_space(phase, space)
+        full = [c[-1] for c in space.channel_choices]
+        return [
+            CnnSubnet(
+                widths=tuple(at_least(c, m * f)[0] for c, f in zip(part.channel_choices, full)),
+                depths=tuple(c[-1] for c in part.depth_choices),
+                kernel_sizes=tuple(c[-1] for c in part.kernel_choices),
+            )
+            for m in phase.width_multipliers
+        ]
 
     @staticmethod
     def check_train_data(train_data: Any, hidden_weight: float, theseus: bool) -> None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import (
     GenerationConfig,
     LlamaForCausalLM,
@@ -34,6 +35,7 @@ from transformers import (
 )
 
 from ofa._choices import at_least, restrict
+from ofa._metrics import language_model_scores, next_token_targets
 from ofa.decoder_space import DecoderSearchSpace, DecoderSubnet
 from ofa.elastic import (
     ElasticEmbedding,
@@ -354,12 +356,57 @@ class DecoderFamily:
     # ---- training -------------------------------------------------------------------------
     @staticmethod
     def check_train_data(train_data: Any, hidden_weight: float, theseus: bool) -> None:
-        """Refuse training: the loop's losses are a classifier's (one label per sequence)."""
-        raise ValueError(
-            "training a decoder supernet is not supported yet: ofa.train_ distils one label per "
-            "sequence, a causal LM needs per-token losses (convert, score, reorder, search and "
-            "export work)"
-        )
+        """Refuse data a causal LM cannot train on: it takes token blocks (input_ids, no
+        labels; the next tokens are the targets)."""
+        import datasets
+
+        if not isinstance(train_data, datasets.Dataset) or "input_ids" not in (
+            train_data.column_names
+        ):
+            raise ValueError(
+                "a decoder supernet trains on token blocks: a datasets.Dataset with input_ids "
+                "(see ofa.data_text.load_text_blocks)"
+            )
+        if "labels" in train_data.column_names:
+            raise ValueError(
+                "the training data has a 'labels' column: a decoder supernet learns the next "
+                "token of text blocks (ofa.data_text.load_text_blocks), not one label per row"
+            )
+        if theseus:
+            raise ValueError("BERT-of-Theseus is for BERT-family supernets: use theseus=None")
+
+    # a subnet is a causal LM: per-token losses, next-token accuracy, perplexity
+    language_model = True
+
+    @staticmethod
+    def loss_inputs(
+        student: Any, teacher: Any, labels: Any, inputs: dict[str, Tensor]
+    ) -> tuple[Any, Any, Tensor]:
+        """Per-token targets: each position's logits against the next token (hard labels) and
+        the teacher's logits at that position (the KL with temperature is then per token);
+        hidden states are passed through whole."""
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+
+        if getattr(student, "logits", None) is None:
+            raise ValueError(
+                "a bare decoder has no LM head to distil: convert and train the ...ForCausalLM "
+                "(e.g. LlamaForCausalLM), then export its base model if you need it bare"
+            )
+
+        def per_token(out: Any) -> Any:
+            logits, targets = next_token_targets(out.logits, ids, mask)
+            return SimpleNamespace(
+                logits=logits, hidden_states=getattr(out, "hidden_states", None)
+            ), targets
+
+        student_view, targets = per_token(student)
+        teacher_view = None if teacher is None else per_token(teacher)[0]
+        return student_view, teacher_view, targets
+
+    @staticmethod
+    def score(model: nn.Module, data: Any, batch_size: int) -> float:
+        """Next-token accuracy on token blocks (higher is better; see ofa.perplexity)."""
+        return language_model_scores(model, data, batch_size=batch_size).accuracy
 
     def phase_space(self, phase: Any, space: DecoderSearchSpace) -> DecoderSearchSpace:
         """The choices of ``space`` a training ``phase`` samples from: its ``num_heads`` rule

@@ -73,10 +73,11 @@ class PhaseConfig:
         min_width: keep only the choices of at least this fraction of the largest, for head
             counts and FFN widths (a CNN's channel widths): the smallest subnet to be deployed
             becomes the sandwich's min, and nothing narrower is trained. 0 keeps every choice.
-        width_multipliers: BERT only: besides the sampled subnets, train every step the uniform
-            subnet at each of these fractions of the largest head count and FFN width (the
-            smallest phase choice at or above it; the phase's largest depth and hidden width),
-            as DynaBERT trains its width multipliers. Use it for the widths you will deploy:
+        width_multipliers: besides the sampled subnets, train every step the uniform subnet at
+            each of these fractions of the full width (the smallest phase choice at or above
+            it; the phase's largest depth, hidden width and kernel): heads and FFN for BERT,
+            query heads and MLP for decoders, every channel group for CNNs, as DynaBERT trains
+            its width multipliers. Use it for the widths you will deploy:
             with per-layer random sampling alone an interior uniform shape is rarely drawn.
         subnet: train only this fixed subnet (PaddleSlim's fixed-subnet mode).
     """
@@ -243,13 +244,18 @@ def default_cnn_phases(
     sampling: Sampling = "sandwich",
     num_random: int = 1,
     min_width: float = 0.0,
+    width_multipliers: tuple[float, ...] = (),
+    later_learning_rate: float | None = None,
 ) -> tuple[PhaseConfig, ...]:
     """The CNN schedule (OFA's): kernel size, then depth, then width; each large, then all.
 
     Every phase keeps what earlier phases made elastic. Given ``space``, phases of dimensions it
     does not make elastic (no kernel-elastic conv, no depth choices) are left out, so no steps
     go to training the same max subnet. Steps are shared out equally (remainder to the last).
-    ``min_width`` bounds every phase's channel widths (see :class:`PhaseConfig`).
+    ``min_width`` bounds every phase's channel widths and ``width_multipliers`` are trained
+    every step (see :class:`PhaseConfig`; in a phase whose widths are fixed a multiplier is its
+    max subnet, already trained). ``later_learning_rate`` is the peak rate of every phase after
+    the first (default: the same), as OFA trains its later shrinking stages at a lower rate.
 
     Example:
         >>> [p.name for p in default_cnn_phases(50)]
@@ -271,13 +277,21 @@ def default_cnn_phases(
         plan = [p for p in plan if p[1] in elastic]
         if not plan:
             raise ValueError("the space has no elastic dimension: nothing to shrink")
-    return _share_steps(
+    if later_learning_rate is not None and not later_learning_rate > 0:
+        raise ValueError(f"later_learning_rate must be positive, got {later_learning_rate}")
+    phases = _share_steps(
         [(name, dims) for name, _, dims in plan],
         total_steps,
         learning_rate=learning_rate,
         sampling=sampling,
         num_random=num_random,
         min_width=min_width,
+        width_multipliers=tuple(width_multipliers),
+    )
+    if later_learning_rate is None:
+        return phases
+    return phases[:1] + tuple(
+        dataclasses.replace(p, learning_rate=later_learning_rate) for p in phases[1:]
     )
 
 

@@ -143,6 +143,7 @@ class _Step:
         device: torch.device,
     ) -> None:
         self.supernet, self.teacher, self.adaptor, self.config = supernet, teacher, adaptor, config
+        self.family = family_named(supernet.family_name)
         self.hidden = config.distill.hidden_weight > 0
         self.autocast = device.type == "cuda" and config.bf16
         self.device = device
@@ -189,10 +190,13 @@ class _Step:
                 config = _hard_labels(self.config)
             else:
                 config = self.config.distill
+            student_view, target_view, targets = self.family.loss_inputs(
+                out, target, labels, inputs
+            )
             loss, parts = distillation_loss(
-                out,
-                target,
-                labels,
+                student_view,
+                target_view,
+                targets,
                 config,
                 adaptor=self.adaptor,
                 attention_mask=inputs.get("attention_mask"),

@@ -98,7 +98,7 @@ def test_sandwich_on_a_cnn_phase_and_dimension_errors(teacher):
     bert_space = ofa.convert(tiny_bert()).space
     with pytest.raises(ValueError, match="kernel_sizes.*BERT"):
         PhaseConfig(name="x", steps=1, kernel_sizes="all").space_for(bert_space)
-    # min_width bounds every channel group's choices; width multipliers are BERT-only
+    # min_width bounds every channel group's choices
     bounded = PhaseConfig(name="b", steps=1, widths="all", min_width=0.75)  # ratios 0.5, 1
     part = bounded.space_for(supernet.space)
     for full, kept in zip(supernet.space.channel_choices, part.channel_choices):
@@ -107,8 +107,39 @@ def test_sandwich_on_a_cnn_phase_and_dimension_errors(teacher):
     assert any(
         len(k) < len(f) for f, k in zip(supernet.space.channel_choices, part.channel_choices)
     )
-    with pytest.raises(ValueError, match="width_multipliers apply to BERT"):
-        _subnets(PhaseConfig(name="m", steps=1, width_multipliers=(0.5,)), supernet, generator)
+    # width multipliers: every step, each group at the smallest choice >= m of its full width,
+    # full depth and kernels; in a phase whose widths are fixed the multiplier is the max subnet
+    multiplied = PhaseConfig(
+        name="m",
+        steps=1,
+        widths="all",
+        depths="all",
+        kernel_sizes="all",
+        width_multipliers=(0.5,),
+        num_random=0,
+    )
+    drawn = _subnets(multiplied, supernet, generator)
+    space = supernet.space
+    assert len(drawn) == 3
+    half = drawn[2]
+    assert half.widths == tuple(
+        min(w for w in c if w >= 0.5 * c[-1]) for c in space.channel_choices
+    )
+    assert half.widths != space.max_subnet().widths
+    assert half.depths == space.max_subnet().depths
+    assert half.kernel_sizes == space.max_subnet().kernel_sizes
+    assert space.contains(half)
+    kernel_phase = PhaseConfig(
+        name="k", steps=1, kernel_sizes="all", width_multipliers=(0.5,), num_random=0
+    )
+    assert len(_subnets(kernel_phase, supernet, generator)) == 2  # max, min: no duplicate
+    phases = default_cnn_phases(
+        10, space=space, width_multipliers=(0.5,), later_learning_rate=1e-4
+    )
+    assert all(p.width_multipliers == (0.5,) for p in phases)
+    assert phases[0].learning_rate is None and {p.learning_rate for p in phases[1:]} == {1e-4}
+    with pytest.raises(ValueError, match="later_learning_rate must be positive"):
+        default_cnn_phases(10, later_learning_rate=0.0)
     # a fixed CNN subnet survives the JSON round trip of the config
     fixed = PhaseConfig(name="f", steps=1, subnet=supernet.space.min_subnet())
     config = TrainConfig(phases=(fixed, *default_cnn_phases(5)))

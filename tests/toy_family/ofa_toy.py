@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ofa.data_images import ImageData
 from ofa.elastic import ElasticLinear, ElasticModuleList
+from ofa.families import ClassifierHooks
 from ofa.groups import UnitGroup
 
 __all__ = ["NAME", "ToyFamily", "ToyMLP", "ToySearchSpace", "ToySubnet"]
@@ -184,7 +185,7 @@ def _at_least(choices: tuple[int, ...], bound: float) -> tuple[int, ...]:
     return tuple(c for c in choices if c >= bound - 1e-9) or choices[-1:]
 
 
-class ToyFamily:
+class ToyFamily(ClassifierHooks):
     """The ``ofa.families.ModelFamily`` adapter of :class:`ToyMLP`."""
 
     name = NAME

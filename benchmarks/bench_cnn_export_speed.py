@@ -1,0 +1,176 @@
+"""Exported CNN subnets of a torchvision-sized model: measured speedup over FLOP reduction.
+
+A ResNet-18 (torchvision's, random init; the same architecture defined here when torchvision
+is not installed) at 3x224x224 is converted, and uniform subnets at about 50% and 25% of its
+FLOPs are exported with ``export.save`` and loaded back with ``export.load`` (plain modules,
+channels really removed). Each is timed beside the original model, paired and interleaved
+(``search.measure_paired``), at batch 8 and batch 1; the figure is speedup / FLOP reduction
+(1.0: the subnet is exactly as much faster as it has fewer FLOPs; goal >= 0.9 at batch 8).
+
+Run: python benchmarks/bench_cnn_export_speed.py [--threads 2] [--section cnn-export-speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/...`
+
+import export  # noqa: E402
+import ofa  # noqa: E402
+import search  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
+from ofa.families.cnn import default_space  # noqa: E402
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """torchvision's resnet18 architecture (11.7M params, 1.8 GFLOPs at 224)."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def make_model() -> tuple[nn.Module, str]:
+    torch.manual_seed(0)
+    try:
+        import torchvision
+
+        return (
+            torchvision.models.resnet18().eval(),
+            f"torchvision {torchvision.__version__} resnet18",
+        )
+    except Exception:  # noqa: BLE001 - not installed, or not importable beside this torch
+        return ResNet18().eval(), "resnet18 (torchvision's architecture, defined in the benchmark)"
+
+
+def uniform_at(supernet: ofa.Supernet, fraction: float) -> ofa.CnnSubnet:
+    """The uniform-width subnet (full depth) with the most FLOPs at or under ``fraction``."""
+    space, full = supernet.space, supernet.flops(supernet.space.max_subnet())
+    best = None
+    for step in range(100, 0, -1):
+        subnet = space.scaled(step / 100)
+        if supernet.flops(subnet) <= fraction * full:
+            best = subnet
+            break
+    if best is None:
+        raise SystemExit(f"no uniform subnet at {fraction:.0%} of the FLOPs")
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", default="8,1")
+    parser.add_argument("--section", default="cnn-export-speed")
+    parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
+    args = parser.parse_args()
+    started = time.time()
+    model, name = make_model()
+    space = default_space(model, image_size=224)
+    supernet = ofa.convert(model, space)
+    full = supernet.flops(space.max_subnet())
+    subnets = {"50%": uniform_at(supernet, 0.5), "25%": uniform_at(supernet, 0.25)}
+    exported: dict[str, nn.Module] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, subnet in subnets.items():
+            out = Path(tmp) / label.rstrip("%")
+            export.save(supernet, subnet, out)
+            exported[label] = export.load(out).eval()
+    rows = []
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        target = search.LatencyTarget(
+            batch_size=batch, num_threads=args.threads, image_size=(224, 224)
+        )
+        inputs = {"pixel_values": torch.randn(batch, 3, 224, 224)}
+        paired = search.measure_paired(
+            {"original": model, **exported},
+            inputs,
+            target=target,
+            reference="original",
+            policy=search.MeasurePolicy(max_seconds=240, refuse_above=0.10),
+            what=f"exported subnets at batch {batch}",
+        )
+        for label, subnet in subnets.items():
+            speedup = paired.speedup(label)
+            reduction = full / supernet.flops(subnet)
+            rows.append(
+                {
+                    "batch": batch,
+                    "subnet": f"{label} (width x{subnet.widths[-1] / space.channel_choices[-1][-1]:.2f})",
+                    "GFLOPs/image": f"{supernet.flops(subnet) / 1e9:.2f} of {full / 1e9:.2f}",
+                    "params": f"{supernet.num_params(subnet) / 1e6:.2f}M",
+                    "original ms": f"{paired.times['original'].value:.1f}",
+                    "subnet ms": f"{paired.times[label].value:.1f}",
+                    "speedup (95% interval)": f"{speedup.value:.2f}x ({speedup.low:.2f}-{speedup.high:.2f})",
+                    "FLOP reduction": f"{reduction:.2f}x",
+                    "speedup / FLOP reduction": f"**{speedup.value / reduction:.2f}**",
+                }
+            )
+            print(rows[-1], flush=True)
+    body = (
+        f"{name}, random init, 3x224x224, CPU float32, {args.threads} threads. Uniform-width "
+        "subnets (every channel group at the same fraction, full depth) at the largest width "
+        "under 50% and 25% of the FLOPs, exported with `export.save` and loaded back with "
+        "`export.load` (plain modules, channels removed), each timed beside the original in "
+        "the same run (`search.measure_paired`: interleaved rounds, fastest of 3 calls a "
+        "round, median of per-round ratios). Goal: speedup / FLOP reduction >= 0.9 at batch 8."
+        "\n\n" + markdown_table(rows) + f"\n\nTotal run time {time.time() - started:.0f} s."
+    )
+    print(body)
+    if not args.no_write:
+        write_record(
+            args.section,
+            "Exported CNN subnets of a torchvision-sized model",
+            body,
+            goals=("speedup-flops",),
+            series="cnn",
+        )
+
+
+if __name__ == "__main__":
+    main()
