@@ -120,12 +120,17 @@ class Supernet(nn.Module):
     def hidden_is_internal(self) -> bool:
         return self._family.hidden_is_internal(self.model)
 
-    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(
+        self, directory: str | os.PathLike, *, overwrite: bool = False, tokenizer: Any = None
+    ) -> Path:
         """Write weights (safetensors), the model config and the space (JSON), atomically.
 
+        ``tokenizer`` (a transformers tokenizer) is written into the same directory in the same
+        atomic step, so a kill leaves either the old supernet with its tokenizer or the new one
+        with its own; its files are hash-checked on load like the weights.
         An existing ``directory`` is replaced only when it is a supernet saved earlier (its
-        ``supernet.json``, plus the tokenizer files the CLI puts beside it) and ``overwrite``
-        is True; anything else there raises FileExistsError and nothing is deleted.
+        ``supernet.json``, plus the tokenizer files saved with it) and ``overwrite`` is True;
+        anything else there raises FileExistsError and nothing is deleted.
         """
         directory = Path(directory)
         check_replaceable(
@@ -134,6 +139,15 @@ class Supernet(nn.Module):
         with atomic_dir(directory) as tmp:
             safetensors.torch.save_model(self.model, str(tmp / _WEIGHTS))
             write_json_atomic(tmp / _CONFIG, self._family.config_dict(self.model))
+            hashed = [_WEIGHTS, _CONFIG]
+            if tokenizer is not None:
+                before = {entry.name for entry in tmp.iterdir()}
+                tokenizer.save_pretrained(tmp)
+                hashed += sorted(
+                    entry.name
+                    for entry in tmp.iterdir()
+                    if entry.name not in before and entry.is_file()
+                )
             meta = {
                 "format": _FORMAT,
                 "version": 1,
@@ -141,7 +155,7 @@ class Supernet(nn.Module):
                 "model_class": type(self.model).__name__,
                 "space": self.space.to_dict(),
                 "active_subnet": self._active.to_dict(),
-                "sha256": {name: sha256_file(tmp / name) for name in (_WEIGHTS, _CONFIG)},
+                "sha256": {name: sha256_file(tmp / name) for name in hashed},
             }
             write_json_atomic(tmp / _META, meta)
         logger.info("saved supernet to %s", directory)

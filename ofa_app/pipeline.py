@@ -13,14 +13,32 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ofa import importance
-from ofa.families.bert import SUPPORTED_CLASSES
+from ofa.families import FAMILIES, family_for
 from ofa.reorder import reorder_
-from ofa.space import SearchSpace
 from ofa.supernet import Supernet, convert
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_pretrained", "text_batches", "convert_checkpoint", "find_tokenizer"]
+__all__ = [
+    "load_pretrained",
+    "pretrained_classes",
+    "text_batches",
+    "block_batches",
+    "convert_checkpoint",
+    "find_tokenizer",
+]
+
+# importance metrics that run the model on calibration batches
+_DATA_METRICS = ("taylor", "activation")
+
+
+def pretrained_classes() -> dict[str, type[PreTrainedModel]]:
+    """Every transformers class a registered family converts, by name (each family's
+    ``pretrained_classes``: the BERT family's encoders, the decoders' causal LMs...)."""
+    classes: dict[str, type[PreTrainedModel]] = {}
+    for family in FAMILIES.values():
+        classes.update(getattr(family, "pretrained_classes", {}))
+    return classes
 
 
 def load_pretrained(
@@ -31,14 +49,15 @@ def load_pretrained(
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a transformers checkpoint (no config.json)")
     config = AutoConfig.from_pretrained(path)
-    names = [a for a in (config.architectures or []) if a in SUPPORTED_CLASSES]
+    classes = pretrained_classes()
+    names = [a for a in (config.architectures or []) if a in classes]
     if not names:
         raise ValueError(
             f"{path} holds {config.architectures or config.model_type}, which ofa cannot convert; "
-            f"supported: {', '.join(sorted(SUPPORTED_CLASSES))}"
+            f"supported: {', '.join(sorted(classes))}"
         )
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = SUPPORTED_CLASSES[names[0]].from_pretrained(path, **kwargs)
+    model = classes[names[0]].from_pretrained(path, **kwargs)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
@@ -139,6 +158,32 @@ def text_batches(
         )
 
 
+def block_batches(
+    source: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    num_batches: int,
+    batch_size: int = 8,
+    block_size: int = 128,
+    text_column: str = "text",
+) -> list[dict[str, torch.Tensor]]:
+    """Up to ``num_batches`` batches of causal-LM token blocks from a text file (a .txt, one
+    document a line, or a .csv/.json/.jsonl/.parquet ``text_column``)."""
+    from ofa.data_text import load_text_blocks
+
+    blocks = load_text_blocks(
+        source,
+        tokenizer,
+        block_size=block_size,
+        text_column=text_column,
+        limit=num_batches * batch_size,
+    ).with_format("torch")
+    return [
+        {k: blocks[start : start + batch_size][k] for k in ("input_ids", "attention_mask")}
+        for start in range(0, len(blocks), batch_size)
+    ]
+
+
 def convert_checkpoint(
     path: str | os.PathLike,
     *,
@@ -149,28 +194,58 @@ def convert_checkpoint(
     batch_size: int = 8,
     text_column: str = "text",
     label_column: str | None = None,
+    max_length: int = 128,
 ) -> Supernet:
     """Load, convert, score and reorder a checkpoint: what ``ofa convert`` does.
 
-    Taylor scores read ``text_column`` of ``text_csv``; with ``label_column`` the task loss on
-    those labels is what they measure, otherwise the model's own predictions stand in.
+    ``space_file`` is JSON of the model family's search space. Taylor and activation scores
+    read ``text_column`` of ``text_csv``: a classifier's texts one per row (truncated to
+    ``max_length`` tokens; with ``label_column`` the task loss on those labels is what taylor
+    measures, otherwise the model's own predictions stand in), a causal LM's packed into token
+    blocks of ``max_length`` (at most its positions; ``text_csv`` may also be a .txt).
     """
     model, tokenizer = load_pretrained(path)
+    family = family_for(model)
     space = None
     if space_file is not None:
-        space = SearchSpace.from_json(Path(space_file).read_text())
+        space = family.space_type.from_json(Path(space_file).read_text())
     supernet = convert(model, space, inplace=True)
     if importance_metric == "none":
         return supernet
     batches = None
-    if importance_metric == "taylor":
+    if importance_metric in _DATA_METRICS:
         if text_csv is None or tokenizer is None:
             raise ValueError(
-                "taylor importance needs --text-csv and a tokenizer in the checkpoint"
+                f"{importance_metric} importance needs --text-csv and a tokenizer in the "
+                "checkpoint"
             )
+    if importance_metric in _DATA_METRICS and family.language_model:
+        if label_column:
+            raise ValueError(
+                "--label-column is for classifiers: a causal LM is scored on its next tokens"
+            )
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(positions, int):
+            max_length = min(max_length, positions)
+        batches = block_batches(
+            text_csv,  # type: ignore[arg-type]
+            tokenizer,  # type: ignore[arg-type]
+            num_batches=num_batches,
+            batch_size=batch_size,
+            block_size=max_length,
+            text_column=text_column,
+        )
+    elif importance_metric in _DATA_METRICS:
         columns = [text_column] + ([label_column] if label_column else [])
         rows = read_columns(text_csv, columns, limit=num_batches * batch_size)
-        batches = list(text_batches(rows[text_column], tokenizer, batch_size=batch_size))
+        batches = list(
+            text_batches(
+                rows[text_column],
+                tokenizer,  # type: ignore[arg-type]
+                batch_size=batch_size,
+                max_length=max_length,
+            )
+        )
         if label_column:
             labels = torch.tensor(label_ids(rows[label_column], model.config))
             for index, batch in enumerate(batches):

@@ -153,8 +153,9 @@ class _Stages:
             output_dir=self.out / "supernet_run",
             resume=(self.out / "supernet_run" / "checkpoint").exists(),
         )
-        supernet.save(path, overwrite=True)  # our own earlier output only
-        self.tokenizer.save_pretrained(path)  # `ofa search` / `ofa export` find it there
+        # our own earlier output only; the tokenizer in the same atomic step (`ofa search` /
+        # `ofa export` find it there)
+        supernet.save(path, overwrite=True, tokenizer=self.tokenizer)
         return supernet
 
     def latency(self, supernet: Any, threads: int | None = None) -> Any:

@@ -81,6 +81,7 @@ class BertFamily(ClassifierHooks):
     subnet_type = Subnet
     calibrates_batch_norm = False  # LayerNorm only: a subnet runs on the supernet as it is
     supported = tuple(sorted(SUPPORTED_CLASSES))  # named in convert's refusal
+    pretrained_classes = SUPPORTED_CLASSES  # what `ofa convert --model DIR` may load
     phase_dimensions = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
 
     def phase_space(self, phase: Any, space: SearchSpace) -> SearchSpace:

@@ -119,6 +119,7 @@ class DecoderFamily:
     subnet_type = DecoderSubnet
     calibrates_batch_norm = False  # RMSNorm only: a subnet runs on the supernet as it is
     supported = tuple(sorted(SUPPORTED_CLASSES))  # named in convert's refusal
+    pretrained_classes = SUPPORTED_CLASSES  # what `ofa convert --model DIR` may load
     phase_dimensions = ("depths", "num_heads", "ffn_dims", "hidden_sizes")
 
     # ---- structure ------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# _bert and _cnn register the families' CLI adapters
-from ofa_app.commands import _bert, _cnn, convert, finetune, profile, quickstart  # noqa: F401
+# _bert, _cnn and _decoder register the families' CLI adapters
+from ofa_app.commands import _bert, _cnn, _decoder, convert, finetune, profile, quickstart  # noqa: F401
 from ofa_app.commands import export as export_command
 from ofa_app.commands import search as search_command
 from ofa_app.commands import train as train_command

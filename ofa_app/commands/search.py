@@ -49,7 +49,9 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "--data",
         help="CSV/JSON/parquet with text and label columns, or rotten_tomatoes / imdb "
         "(default: the embedded data the supernet records it was trained on; an error if it "
-        "records none); for a CNN supernet: digits, fashion-mnist or FILE.npz (images, labels)",
+        "records none); for a CNN supernet: digits, fashion-mnist or FILE.npz (images, labels); "
+        "for a decoder: the text file it was trained on (scored on ofa train's held-out "
+        "documents, next-token accuracy)",
     )
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
@@ -58,8 +60,15 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         default="validation",
         help="split to score accuracy on (CNN images: train, or test for validation/test)",
     )
-    parser.add_argument("--examples", type=int, default=300, help="examples per evaluation")
-    parser.add_argument("--max-length", type=int, default=64, help="tokens per example")
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=300,
+        help="examples (a decoder: token blocks) per evaluation",
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=64, help="tokens per example (a decoder: per block)"
+    )
     parser.add_argument(
         "--tokenizer",
         help="tokenizer directory (default: the supernet's, or the embedded MiniLM's)",

@@ -22,7 +22,10 @@ EXAMPLE = r"""example:
   # a CNN supernet (saved by Supernet.save); its teacher exported as a plain CNN directory:
   ofa export --supernet runs/cnn-supernet --subnet max --out runs/cnn-teacher
   ofa train --supernet runs/cnn-supernet --teacher runs/cnn-teacher --data fashion-mnist \
-      --out runs/cnn-train --steps 1000 --batch-size 128 --lr 2e-3"""
+      --out runs/cnn-train --steps 1000 --batch-size 128 --lr 2e-3
+  # a decoder supernet (ofa convert of a Llama / Qwen2 / Mistral) on token blocks of a text file:
+  ofa train --supernet runs/lm-supernet --teacher path/to/llama --data corpus.txt \
+      --max-length 256 --out runs/lm-train --steps 2000 --batch-size 8 --lr 1e-4"""
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:
@@ -40,7 +43,9 @@ def parse_fractions(text: str) -> tuple[float, ...]:
 
 _DATA_HELP = (
     "'rotten_tomatoes' or 'imdb' (embedded movie reviews) or a .csv/.json/.parquet file; "
-    "for a CNN supernet: 'digits', 'fashion-mnist' or a .npz file (images, labels)"
+    "for a CNN supernet: 'digits', 'fashion-mnist' or a .npz file (images, labels); for a "
+    "decoder: a .txt (one document a line) or a .csv/.json/.jsonl/.parquet --text-column, "
+    "packed into blocks of --max-length tokens (10%% of the documents held out)"
 )
 
 
@@ -58,7 +63,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, default: str | None =
     group.add_argument("--text-pair-column", help="second sentence of a pair task")
     group.add_argument("--label-column", default="label", help="column holding the labels")
     group.add_argument(
-        "--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per example"
+        "--max-length",
+        type=int,
+        default=DEFAULT_MAX_LENGTH,
+        help="tokens per example (a decoder: per token block)",
     )
     group.add_argument("--limit", type=int, help="use at most this many rows of each split")
     group.add_argument("--seed", type=int, default=0, help="split, shuffling and sampling seed")
@@ -225,14 +233,14 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "--width-multipliers",
         type=parse_fractions,
         default=(),
-        help="BERT: comma-separated width fractions (e.g. 0.5,0.25) whose uniform subnets are "
-        "trained every step besides the sandwich, as DynaBERT does",
+        help="BERT, decoder: comma-separated width fractions (e.g. 0.5,0.25) whose uniform "
+        "subnets are trained every step besides the sandwich, as DynaBERT does",
     )
     parser.add_argument(
         "--later-lr",
         type=float,
-        help="BERT: peak learning rate of the depth and hidden phases (default: --lr), e.g. a "
-        "quarter of it as OFA trains its later stages",
+        help="BERT, decoder: peak learning rate of the depth and hidden phases (default: "
+        "--lr), e.g. a quarter of it as OFA trains its later stages",
     )
     parser.add_argument("--fixed-subnet", help="Subnet JSON file: train only this subnet")
     parser.add_argument("--start-phase", type=int, default=0, help="skip earlier phases")
@@ -296,7 +304,8 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa.evaluation import evaluate
+    from ofa.evaluation import evaluate, perplexity
+    from ofa.families import family_named
     from ofa.supernet import load_supernet
     from ofa.training import parallel, train_
     from ofa_app.commands._families import app_family
@@ -334,16 +343,24 @@ def run(args: argparse.Namespace) -> int:
     )
     if parallel.rank_and_world()[0] != 0:
         return 0
-    supernet.save(out / "supernet", overwrite=True)  # replaces only an earlier run's
-    if tokenizer is not None:  # the supernet's own tokenizer: search and export find it there
-        tokenizer.save_pretrained(out / "supernet")
+    # replaces only an earlier run's; the supernet's own tokenizer in the same atomic step
+    # (search and export find it there)
+    supernet.save(out / "supernet", overwrite=True, tokenizer=tokenizer)
     print(
         f"trained {result.steps} steps, final loss {result.final_loss:.4f}; "
         f"supernet saved to {out / 'supernet'}"
     )
     if validation is not None:
         space = supernet.space
+        language_model = family_named(supernet.family_name).language_model
         for name, subnet in (("max", space.max_subnet()), ("min", space.min_subnet())):
+            if language_model:  # next-token accuracy and perplexity from one pass
+                scores = perplexity(supernet, subnet, validation)
+                print(
+                    f"{label} accuracy, {name} subnet: {scores.accuracy:.4f} "
+                    f"(perplexity {scores.perplexity:.2f} over {scores.tokens} tokens)"
+                )
+                continue
             acc = evaluate(supernet, subnet, validation, calibration_data=calibration)
             print(f"{label} accuracy, {name} subnet: {acc:.4f}")
             if name == "max":

@@ -82,7 +82,11 @@ def test_quickstart_measures_again_at_one_thread_when_two_are_too_noisy(
             "--trials", "3", "--budget-fraction", "0.95", "--teacher-epochs", "1"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "too noisy to measure the anchors (test)" in out
     assert "measuring again with 1 thread" in out
+    # on a busy machine the real profile may already have been too noisy at 2 threads and gone
+    # to 1, so the search never ran at 2; otherwise the search's refusal is what moved it
+    profiled_at_two = "latency model:" in out.split("measuring again with 1 thread")[0]
+    if profiled_at_two:
+        assert "too noisy to measure the anchors (test)" in out
     found = json.loads((tmp_path / "qs" / "search" / "pareto.json").read_text())
     assert found["target"]["num_threads"] == 1

@@ -77,3 +77,24 @@ def test_metadata_is_plain_json_and_names_only_known_classes(tmp_path):
     (path / "supernet.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="not a supported model class"):
         ofa.load_supernet(path)
+
+
+def test_tokenizer_is_saved_in_the_same_atomic_step_and_hash_checked(tmp_path):
+    from transformers import AutoTokenizer
+
+    from ofa.embedded import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    supernet = ofa.convert(make_model("bert-cls"))
+    path = supernet.save(tmp_path / "sn", tokenizer=tokenizer)
+    meta = json.loads((path / "supernet.json").read_text())
+    assert "tokenizer_config.json" in meta["sha256"] and "tokenizer.json" in meta["sha256"]
+    assert (
+        AutoTokenizer.from_pretrained(path)("a test")["input_ids"]
+        == tokenizer("a test")["input_ids"]
+    )
+    supernet.save(path, overwrite=True, tokenizer=tokenizer)  # its own files: replaced whole
+    ofa.load_supernet(path)
+    (path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="tokenizer.json is corrupted"):
+        ofa.load_supernet(path)
