@@ -45,17 +45,7 @@ class BertApp:
         return _bert_inputs(args, supernet)
 
     def default_phases(self, args: argparse.Namespace, supernet: Any) -> tuple[Any, ...]:
-        from ofa.training import default_phases
-
-        return default_phases(
-            args.steps,
-            hidden=not args.no_hidden_phases,
-            sampling=args.sampling,
-            num_random=args.num_random,
-            min_width=args.min_width,
-            width_multipliers=args.width_multipliers,
-            later_learning_rate=args.later_lr,
-        )
+        return transformer_phases(args)
 
     def search_data(self, args: argparse.Namespace, supernet: Any) -> tuple[Any, None]:
         if not hasattr(supernet.model, "classifier"):
@@ -85,6 +75,22 @@ class BertApp:
             "finetune_data": _finetune_batches(args, tokenizer) if sparsity else None,
         }
         return settings, objects
+
+
+def transformer_phases(args: argparse.Namespace) -> tuple[Any, ...]:
+    """``ofa.default_phases`` from the train flags: the schedule of BERT-family and decoder
+    supernets alike (width, depth, hidden width; multipliers and a later rate)."""
+    from ofa.training import default_phases
+
+    return default_phases(
+        args.steps,
+        hidden=not args.no_hidden_phases,
+        sampling=args.sampling,
+        num_random=args.num_random,
+        min_width=args.min_width,
+        width_multipliers=args.width_multipliers,
+        later_learning_rate=args.later_lr,
+    )
 
 
 def _search_tokenizer(args: argparse.Namespace) -> Any:

@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ofa_app.commands._bert import transformer_phases
 from ofa_app.commands._families import refuse_foreign_flags, register_family
 
 __all__ = ["DecoderApp"]
@@ -50,17 +51,7 @@ class DecoderApp:
         return _decoder_inputs(args, supernet)
 
     def default_phases(self, args: argparse.Namespace, supernet: Any) -> tuple[Any, ...]:
-        from ofa.training import default_phases
-
-        return default_phases(
-            args.steps,
-            hidden=not args.no_hidden_phases,
-            sampling=args.sampling,
-            num_random=args.num_random,
-            min_width=args.min_width,
-            width_multipliers=args.width_multipliers,
-            later_learning_rate=args.later_lr,
-        )
+        return transformer_phases(args)
 
     def search_data(self, args: argparse.Namespace, supernet: Any) -> tuple[Any, None]:
         from ofa_app.commands.train import check_max_length
