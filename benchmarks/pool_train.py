@@ -66,6 +66,8 @@ def recipe(args: dict) -> str:
 
 def _versus(mean: float, se: float) -> str:
     """Ahead or behind only by more than one standard error; level otherwise."""
+    if math.isnan(se):
+        return "one run: no standard error, no verdict"
     if mean > se:
         return "ahead"
     if mean < -se:
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     body = pool(args.runs, teacher_goals=not args.no_teacher_goals)
     print(body)
     if not args.no_write:
-        write_record(args.section, args.title, body, goals=("accuracy",))
+        # one run has no standard error: no headline figure for the accuracy goal
+        goals = ("accuracy",) if len(args.runs) > 1 else ()
+        write_record(args.section, args.title, body, goals=goals)
 
 
 if __name__ == "__main__":

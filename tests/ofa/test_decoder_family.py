@@ -231,7 +231,7 @@ def test_bare_decoder_and_refusals(tmp_path):
     applied = ofa.reorder_(supernet, ofa.importance.score(supernet, metric="l1"))
     assert "hidden" not in applied  # a bare decoder outputs its hidden channels
     config = ofa.TrainConfig(phases=(ofa.PhaseConfig(name="p", steps=1),))
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match="token blocks"):
         ofa.train_(supernet, teacher=model, train_data=[], config=config, output_dir=tmp_path)
     with pytest.raises(ValueError, match="max_heads_per_kv=2 but the model has 4"):
         ofa.convert(
