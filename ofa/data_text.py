@@ -21,7 +21,6 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import datasets
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -30,12 +29,13 @@ from ofa.data import _check_columns, _check_texts, _load_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_text_blocks", "pack_blocks", "is_block_data", "train_tokenizer"]
+__all__ = ["load_text_blocks", "pack_blocks", "read_documents", "train_tokenizer"]
 
 TextSource = str | os.PathLike | datasets.Dataset | Sequence[str]
 
 
-def _texts(source: TextSource, text_column: str) -> list[str]:
+def read_documents(source: TextSource, text_column: str = "text") -> list[str]:
+    """The texts of ``source`` (see the module docstring), empty ones dropped, in order."""
     if isinstance(source, datasets.Dataset):
         _check_columns(source, [text_column], "the dataset")
         _check_texts(source, text_column, "the dataset")
@@ -96,7 +96,7 @@ def load_text_blocks(
 
     Raises ``ValueError`` when the texts make no full block.
     """
-    texts = _texts(source, text_column)
+    texts = read_documents(source, text_column)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     separator = tokenizer.eos_token_id
     if separator is None:
@@ -112,16 +112,6 @@ def load_text_blocks(
     logger.info("%d texts -> %d blocks of %d tokens", len(texts), len(blocks), block_size)
     return datasets.Dataset.from_dict(
         {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks]}
-    )
-
-
-def is_block_data(data: Any) -> bool:
-    """Whether ``data`` is token blocks for a causal LM: a dataset with ``input_ids`` and no
-    ``labels`` column (a classification task has one)."""
-    return (
-        isinstance(data, datasets.Dataset)
-        and "input_ids" in data.column_names
-        and "labels" not in data.column_names
     )
 
 

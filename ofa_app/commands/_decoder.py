@@ -131,9 +131,9 @@ def _tokenizer(given: str | None, fallbacks: tuple[str | None, ...], supernet: A
 def _split(path: Path, text_column: str, *, seed: int) -> tuple[list[str], list[str]]:
     """The documents of ``path`` in two parts, in file order: training, and a seeded
     ``HELD_OUT`` share (at least one document)."""
-    from ofa.data_text import _texts
+    from ofa.data_text import read_documents
 
-    texts = _texts(path, text_column)
+    texts = read_documents(path, text_column)
     if len(texts) < 2:
         raise ValueError(
             f"--data {path} holds {len(texts)} document: a held-out share needs at least 2 "
