@@ -290,6 +290,7 @@ def run_quickstart(
             "speedup": best.speedup,
             "speedup_interval": [best.speedup_low, best.speedup_high],
             "measured": "side by side with the teacher, one run",
+            "load": found.load,
             **target.to_dict(),
         },
     )

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from search._families import LatencyFamily, register_family
+from search._measure import measure_speedup
 from search._study import SAMPLERS, open_storage, set_budget_constraint, suggest_subnet
 from search.config import SearchConfig
 from search.latency import (
@@ -34,6 +35,7 @@ from search.timing import (
     choose_threads,
     free_cores,
     measure_paired,
+    wait_until_idle,
 )
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "choose_threads",
     "free_cores",
     "measure_paired",
+    "measure_speedup",
+    "wait_until_idle",
     "LatencyModel",
     "LatencyResult",
     "LatencyTarget",

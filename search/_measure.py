@@ -126,6 +126,36 @@ def measure_anchors(
     )
 
 
+def measure_speedup(
+    supernet: Supernet,
+    subnet: Any,
+    target: LatencyTarget,
+    *,
+    teacher: nn.Module | None = None,
+    policy: MeasurePolicy | None = None,
+) -> Paired:
+    """``subnet`` extracted and timed beside the teacher (default: the max subnet), the
+    teacher the reference: ``paired.speedup("subnet")`` with its interval, and the load the
+    rounds ran under (``paired.contended``).
+
+    Example:
+        >>> paired = search.measure_speedup(supernet, subnet, search.LatencyTarget(seq_len=64))
+        >>> str(paired.speedup("subnet")), paired.describe_load()
+    """
+    space = supernet.space
+    return measure_paired(
+        {
+            "teacher": teacher if teacher is not None else supernet.extract(space.max_subnet()),
+            "subnet": supernet.extract(subnet),
+        },
+        latency_family(supernet.family_name).inputs(supernet, target),
+        target=target,
+        reference="teacher",
+        policy=policy,
+        what="the subnet beside the teacher",
+    )
+
+
 def contradictions(
     family: Any, subnets: Mapping[K, Any], ratios: Mapping[K, Estimate | None]
 ) -> list[tuple[K, K]]:

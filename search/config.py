@@ -34,6 +34,8 @@ class SearchConfig(JsonMixin):
         max_error: how far a latency model's anchors may have moved before it is refused.
         evaluate_infeasible: score trials over the budget too (they stay infeasible).
         split: the data split ``evaluate`` scores (labels the plot).
+        settle_s: when other jobs shared the timing cores during the final measurement, wait
+            up to this long for idle cores and measure the best subnet again (0: never wait).
 
     Example:
         >>> config = search.SearchConfig(budget_fraction=0.5, trials=200)
@@ -55,6 +57,7 @@ class SearchConfig(JsonMixin):
     max_error: float = MAX_ERROR
     evaluate_infeasible: bool = False
     split: str | None = None
+    settle_s: float = 60.0
 
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:

@@ -89,6 +89,8 @@ class SearchResult:
     teacher_ms: float | None = None  # measured in this run, beside the Pareto subnets
     validation: dict[str, Any] | None = None  # the latency model's anchors measured again
     notes: tuple[str, ...] = ()
+    # the load the best subnet's figures were measured under (search.timing.Paired.contended)
+    load: dict[str, Any] | None = None
 
     def fits(self, point: ParetoPoint) -> bool:
         return point.within(self.budget_ms, self.budget_fraction)
@@ -102,6 +104,7 @@ class SearchResult:
             "teacher_ms": self.teacher_ms,
             "validation": self.validation,
             "notes": list(self.notes),
+            "load": self.load,
             "target": self.target,
             "num_trials": self.num_trials,
             "num_feasible": self.num_feasible,

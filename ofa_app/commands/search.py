@@ -89,6 +89,14 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         action="store_true",
         help="skip re-measuring the Pareto subnets (e.g. on extra workers)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="when other jobs shared the timing cores at the final measurement, wait up to "
+        "this long for idle cores and measure the best subnet again (0: do not wait)",
+    )
     parser.set_defaults(func=run)
     return "search", parser
 
@@ -192,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             remeasure=not args.no_remeasure,
             split=args.split,
+            settle_s=args.settle,
         ),
         storage=args.storage,
         out_dir=args.out,

@@ -56,6 +56,36 @@ def test_cli_exports_the_search_best_and_verifies(saved, tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
 
 
+def test_cli_remeasure_times_the_subnet_beside_the_teacher_now(saved, tmp_path, capsys):
+    supernet, path = saved
+    subnet = supernet.space.min_subnet()
+    (tmp_path / "search").mkdir()
+    _pareto(tmp_path / "search" / "pareto.json", subnet)
+    data = json.loads((tmp_path / "search" / "pareto.json").read_text())
+    data["target"].update(seq_len=16, num_threads=1)
+    data["teacher_ms"] = 9.0
+    data["best"].update(speedup=1.05, speedup_low=1.0, speedup_high=1.1)  # "under load"
+    (tmp_path / "search" / "pareto.json").write_text(json.dumps(data))
+    argv = ["export", "--supernet", str(path), "--subnet", "best", "--search",
+            str(tmp_path / "search"), "--out", str(tmp_path / "out"), "--remeasure"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    latency = export.read_manifest(tmp_path / "out")["latency"]
+    low, high = latency["speedup_interval"]
+    assert latency["measured"] == "side by side with the teacher, at export"
+    assert latency["search_speedup"] == 1.05 and low <= latency["speedup"] <= high
+    assert latency["speedup"] > 1.2  # the min subnet of this supernet, timed now
+    assert latency["ms"] < latency["teacher_ms"] != 9.0 and latency["seq_len"] == 16
+    assert set(latency["load"]) == {"other_cores_busy", "cores", "threads", "contended"}
+    assert "measured side by side now (the search measured 1.05x)" in out
+    # a subnet with no measured speedup has no target to re-measure on: one clear line
+    argv = ["export", "--supernet", str(path), "--subnet", "min", "--out",
+            str(tmp_path / "out2"), "--remeasure"]  # fmt: skip
+    assert main(argv) == 2
+    assert "--remeasure needs the latency target of a search" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
 def test_cli_accepts_a_subnet_file_and_refuses_bad_ones(saved, tmp_path, capsys):
     supernet, path = saved
     subnet_file = tmp_path / "subnet.json"

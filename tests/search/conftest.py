@@ -9,6 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 from search import LatencyModel  # noqa: E402
+from tests._noise import retry_noisy  # noqa: E402
 from tests.search._tiny import tiny_supernet  # noqa: E402
 
 
@@ -19,6 +20,10 @@ def supernet():
 
 @pytest.fixture(scope="session")
 def latency_model(supernet) -> LatencyModel:
+    return retry_noisy(lambda: _profile(supernet), "the tiny supernet's latency model")
+
+
+def _profile(supernet) -> LatencyModel:
     return LatencyModel.profile(
         supernet,
         device="cpu",

@@ -98,7 +98,8 @@ def test_best_is_chosen_by_measured_latency(supernet, latency_model):
     )
     assert all(p.measured_ms is not None and p.measured_ms > 0 for p in result.pareto)
     assert result.num_feasible < result.num_trials  # the budget constrained something
-    assert result.best is not None and result.best.measured_ms <= result.budget_ms
+    # the fit is by the paired share (a host's speed may swing between the rounds and ms)
+    assert result.best is not None and result.best.share <= fraction
     assert result.best.subnet != supernet.space.max_subnet()
     assert "measured" in result.message
 
