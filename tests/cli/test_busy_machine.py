@@ -127,7 +127,6 @@ def test_profile_and_search_under_load_report_only_what_a_quiet_remeasure_confir
     best = found["best"]
     # the burners shared the timing cores and outlived the 3 s wait: the result says so
     assert found["load"]["contended"] is True, found["load"]
-    assert found["load"]["other_cores_busy"] >= (os.cpu_count() or 2) - 0.6, found["load"]
     assert any(n.startswith("WARNING: the speedups were measured while") for n in found["notes"])
     assert "WARNING: the speedups were measured while" in searched.stdout
     chosen = Subnet.from_dict(best["subnet"])
