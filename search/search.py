@@ -89,17 +89,16 @@ def _check_inputs(
 
 
 def _check_smallest_predicted(
-    supernet: Supernet, latency: Latency, budget_ms: float, shown_ms: float | None = None
+    supernet: Supernet, latency: Latency, budget_ms: float, slack: float = 1.0
 ) -> None:
-    """Refuse a budget below the smallest subnet's predicted latency (``budget_ms`` is what it
-    is checked against; ``shown_ms`` the budget the user gave, when that differs)."""
+    """Refuse a budget below the smallest subnet's predicted latency, or, with ``slack`` 2,
+    below half of it (far enough that no profile moved within 2x would let it fit)."""
     smallest = latency(supernet.space.min_subnet())
-    if smallest > budget_ms:
-        given = budget_ms if shown_ms is None else shown_ms
-        far = "" if shown_ms is None else ", less than half of it"
+    if smallest > slack * budget_ms:
+        far = "" if slack == 1.0 else ", less than half of it"
         raise ValueError(
-            f"budget {given:g} ms is below the smallest subnet's latency {smallest:.3g} ms on "
-            f"{latency.target.describe()} (predicted{far}): raise the budget to at least "
+            f"budget {budget_ms:g} ms is below the smallest subnet's latency {smallest:.3g} ms "
+            f"on {latency.target.describe()} (predicted{far}): raise the budget to at least "
             f"{smallest:.3g} ms"
         )
 
@@ -383,12 +382,7 @@ def _settle(
     the cores to go idle and measure the best subnet beside the teacher again; if they never
     do, keep the figures and say under what load they were made.
     """
-    load: dict[str, Any] = {
-        "other_cores_busy": paired.others,
-        "cores": paired.cores,
-        "threads": paired.threads,
-        "contended": paired.contended,
-    }
+    load = paired.load()
     if not paired.contended or target.device != "cpu":
         return best, load, None
     first = best.describe_speedup()
@@ -397,8 +391,7 @@ def _settle(
         again = measure_speedup(supernet, best.subnet, target, teacher=teacher, policy=policy)
         point = _with_timing(best, again.times["subnet"], again.ratios["subnet"])
         if not again.contended and fits(point):
-            load.update(contended=False, first=load.copy(), settled_after_s=round(waited, 1))
-            load["other_cores_busy"] = again.others
+            load = {**again.load(), "first": load, "settled_after_s": round(waited, 1)}
             return (
                 point,
                 load,
@@ -582,7 +575,7 @@ def run(
     if remeasure or budget_fraction is not None:
         if budget_ms is not None and isinstance(latency, LatencyModel):
             # far below the prediction (beyond the 2x a profile may move): no need to measure
-            _check_smallest_predicted(supernet, latency, 2 * budget_ms, shown_ms=budget_ms)
+            _check_smallest_predicted(supernet, latency, budget_ms, slack=2.0)
         anchors = _measure_anchors(supernet, target, teacher, policy)
         latency, budget, validation, notes = _calibrate_budget(
             supernet, latency, anchors, budget_ms, budget_fraction, max_error

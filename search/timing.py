@@ -223,6 +223,15 @@ class Paired:
         machine (docs/BENCHMARKS.md, honest latency)."""
         return self.others is not None and self.others > self.cores - self.threads + _SHARED
 
+    def load(self) -> dict[str, Any]:
+        """The load the rounds ran under, as JSON (``pareto.json``'s and a manifest's ``load``)."""
+        return {
+            "other_cores_busy": self.others,
+            "cores": self.cores,
+            "threads": self.threads,
+            "contended": self.contended,
+        }
+
     def describe_load(self) -> str:
         """'other jobs kept 1.9 of 2 cores busy': the load the rounds ran under."""
         if self.others is None:

@@ -209,12 +209,7 @@ def _remeasured(supernet: Any, subnet: Any, latency: dict[str, Any] | None) -> d
         "speedup_interval": [speedup.low, speedup.high],
         "measured": "side by side with the teacher, at export",
         "search_speedup": latency.get("speedup"),
-        "load": {
-            "other_cores_busy": paired.others,
-            "cores": paired.cores,
-            "threads": paired.threads,
-            "contended": paired.contended,
-        },
+        "load": paired.load(),
     }
 
 
@@ -227,19 +222,15 @@ def _report(args: argparse.Namespace, out: Path, supernet: Any, subnet: Any) -> 
     if latency.get("speedup") is not None:
         low, high = latency.get("speedup_interval") or (None, None)
         interval = "" if low is None else f" (95% interval {low:.2f}-{high:.2f})"
+        when = "in the search"
+        if latency.get("measured", "").endswith("at export"):
+            when = "now"
+            if latency.get("search_speedup") is not None:
+                when += f" (the search measured {latency['search_speedup']:.2f}x)"
         print(
             f"speedup over the teacher: {latency['speedup']:.2f}x{interval} in "
             f"{latency.get('runtime', 'eager')} on {latency.get('device', '?')}, "
-            + (
-                "measured side by side now"
-                + (
-                    f" (the search measured {latency['search_speedup']:.2f}x)"
-                    if latency.get("search_speedup") is not None
-                    else ""
-                )
-                if latency.get("measured", "").endswith("at export")
-                else "measured side by side in the search"
-            )
+            f"measured side by side {when}"
         )
     if not args.no_verify:
         result = export.verify(out, supernet, subnet)
