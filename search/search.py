@@ -378,7 +378,7 @@ def _settle(
     """The best subnet's figures, the load they were measured under, and a note.
 
     When other jobs shared the timing cores (:attr:`Paired.contended`), their pressure on
-    caches and memory can make a small subnet's speedup read low. Wait up to ``settle_s`` for
+    caches and memory can make a small subnet's speedup read low or high. Wait up to ``settle_s`` for
     the cores to go idle and measure the best subnet beside the teacher again; if they never
     do, keep the figures and say under what load they were made.
     """
@@ -408,10 +408,10 @@ def _settle(
         (
             f"WARNING: the speedups were measured while {paired.describe_load()}, sharing the "
             f"cores of the {paired.threads} timing thread(s), and the cores did not go idle within "
-            f"{settle_s:.0f} s. Other jobs' pressure on caches and memory slows a small subnet more "
-            "than the teacher, so on a quiet machine its speedup can read higher than "
-            f"{first} (by up to 11% in docs/BENCHMARKS.md); the budget check erred on the safe "
-            "side. Measure it again on a quiet machine: `ofa export ... --remeasure`"
+            f"{settle_s:.0f} s. Other jobs' pressure on caches and memory slows a small subnet "
+            "and the teacher unequally, so on a quiet machine its speedup can differ from "
+            f"{first} (11% higher and 15% lower in our runs). Measure it again on a quiet "
+            "machine: `ofa export ... --remeasure`"
         ),
     )
 

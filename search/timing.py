@@ -219,8 +219,8 @@ class Paired:
     def contended(self) -> bool:
         """Other jobs shared the cores the timed calls ran on. The 1-thread CPU-time clock
         leaves their time slices out, but not their pressure on caches and memory, which slows
-        a small model more than a big one: a speedup measured so can read low against a quiet
-        machine (docs/BENCHMARKS.md, honest latency)."""
+        a small model and a big one unequally: a speedup measured so can read low or high
+        against a quiet machine (docs/GUIDE.md)."""
         return self.others is not None and self.others > self.cores - self.threads + _SHARED
 
     def load(self) -> dict[str, Any]:

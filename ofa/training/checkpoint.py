@@ -18,7 +18,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from ofa._io import atomic_dir, clean_leftovers, read_json, sha256_file, write_json_atomic
+from ofa._io import atomic_dir, read_json, recover_replaced, sha256_file, write_json_atomic
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT"]
 
@@ -127,7 +127,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore what :func:`save_checkpoint` wrote; returns its ``state`` JSON."""
     directory = Path(directory)
-    clean_leftovers(directory)  # a complete copy moved aside goes back; dead temporaries go
+    recover_replaced(directory)  # a save killed mid-replacement moved the complete one aside
     meta = read_json(directory / "state.json", what="not a training checkpoint")
     if meta.get("format") != _FORMAT or meta.get("version") != 1:
         raise ValueError(

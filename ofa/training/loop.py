@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ofa._io import recover_replaced
+from ofa._io import clean_leftovers
 from ofa.data import epoch_order, pad_collate
 from ofa.data_images import ImageData
 from ofa.distill import HiddenAdaptor, distillation_loss, evenly_spaced_map
@@ -504,7 +504,10 @@ def _resume(
     config: TrainConfig,
 ) -> int:
     directory = output_dir / CHECKPOINT
-    recover_replaced(directory)  # a save killed mid-replacement moved the complete one aside
+    # the run takes this directory over: a complete copy a killed save moved aside goes back,
+    # and the temporaries of writers that died go (a run killed after its last save left one
+    # that no later save would remove)
+    clean_leftovers(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"nothing to resume: {directory} does not exist (drop --resume)")
     state = load_checkpoint(

@@ -197,7 +197,7 @@ def _remeasured(supernet: Any, subnet: Any, latency: dict[str, Any] | None) -> d
     speedup = paired.speedup("subnet")
     if paired.contended:
         logger.warning(
-            "measured while %s: on a quiet machine the speedup can read higher",
+            "measured while %s: on a quiet machine the speedup can differ",
             paired.describe_load(),
         )
     return {
