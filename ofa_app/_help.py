@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-__all__ = ["HelpFormatter"]
+__all__ = ["HelpFormatter", "busy_flags"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -40,3 +40,23 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if self._says_nothing(action) or "%(default)" in text or "(default" in text:
             return action.help
         return super()._get_help_string(action)
+
+
+def busy_flags(parser: argparse.ArgumentParser, *, settle: float) -> None:
+    """``--settle`` and ``--allow-busy``: what a command does when other jobs share the timing
+    cores at its final measurement (``settle_s`` and ``allow_busy`` in ``args``)."""
+    parser.add_argument(
+        "--settle",
+        dest="settle_s",
+        type=float,
+        default=settle,
+        metavar="SECONDS",
+        help="when other jobs shared the timing cores at the final measurement, wait up to "
+        "this long for idle cores and measure again; if they stay busy, stop as too noisy",
+    )
+    parser.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="when the cores stay busy, report the figures measured under load with a warning "
+        "instead of stopping",
+    )

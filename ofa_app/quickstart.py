@@ -39,6 +39,10 @@ class QuickstartConfig:
     budget_fraction: float = 0.5
     latency_batch_size: int = 1
     threads: int | None = None  # CPU threads for latency; None: the cores idle when profiling
+    # when other jobs share the cores at the final measurement: wait this long for idle ones,
+    # then stop as too noisy (or, with allow_busy, report the loaded figures with a warning)
+    settle_s: float = 600.0
+    allow_busy: bool = False
     seed: int = 0
     version: int = 1
 
@@ -47,6 +51,8 @@ class QuickstartConfig:
             raise ValueError(f"budget_fraction must be in (0, 1], got {self.budget_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be positive, got {self.threads}")
+        if self.settle_s < 0:
+            raise ValueError(f"settle must be >= 0 seconds, got {self.settle_s}")
         for name in ("train_examples", "eval_examples", "max_length", "supernet_steps", "trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -263,7 +269,17 @@ def run_quickstart(
     try:
         latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, None)
     except search.TooNoisyError as error:
-        if config.threads is not None or config.device != "cpu":
+        if (
+            config.threads is not None
+            or config.device != "cpu"
+            or (isinstance(error, search.BusyMachineError) and error.threads == 1)
+        ):
+            if isinstance(error, search.BusyMachineError):
+                raise search.BusyMachineError(
+                    f"{error}. Everything before the search is kept in {config.out}: the same "
+                    "command reuses it",
+                    threads=error.threads,
+                ) from error
             raise
         emit(f"      {error}; measuring again with 1 thread")
         latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, 1)
@@ -387,6 +403,8 @@ def _latency_and_search(
             study_name=f"quickstart-{_digest(latency)}",
             target=target,
             seed=config.seed,
+            settle_s=config.settle_s,
+            allow_busy=config.allow_busy,
         ),
         teacher=teacher,
         out_dir=stages.out / "search",

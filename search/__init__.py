@@ -28,6 +28,7 @@ from search.pareto import ParetoPoint, SearchResult, hypervolume, pareto_front
 from search.predictor import LatencyModel, StaleProfileError, UnusableProfileError, Validation
 from search.search import run
 from search.timing import (
+    BusyMachineError,
     Estimate,
     MeasurePolicy,
     Paired,
@@ -47,6 +48,7 @@ __all__ = [
     "MeasurePolicy",
     "Paired",
     "StaleProfileError",
+    "BusyMachineError",
     "TooNoisyError",
     "UnusableProfileError",
     "Validation",

@@ -35,7 +35,9 @@ class SearchConfig(JsonMixin):
         evaluate_infeasible: score trials over the budget too (they stay infeasible).
         split: the data split ``evaluate`` scores (labels the plot).
         settle_s: when other jobs shared the timing cores during the final measurement, wait
-            up to this long for idle cores and measure the best subnet again (0: never wait).
+            up to this long for idle cores and measure the Pareto subnets again (0: never wait).
+        allow_busy: when the cores stayed shared, report the figures measured under that load
+            with a WARNING note instead of stopping with :class:`~search.BusyMachineError`.
 
     Example:
         >>> config = search.SearchConfig(budget_fraction=0.5, trials=200)
@@ -58,6 +60,7 @@ class SearchConfig(JsonMixin):
     evaluate_infeasible: bool = False
     split: str | None = None
     settle_s: float = 60.0
+    allow_busy: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
@@ -66,6 +69,8 @@ class SearchConfig(JsonMixin):
             object.__setattr__(self, "target", LatencyTarget.from_dict(self.target))
         if isinstance(self.policy, dict):
             object.__setattr__(self, "policy", MeasurePolicy(**self.policy))
+        if self.settle_s < 0:
+            raise ValueError(f"settle_s must be >= 0 seconds, got {self.settle_s}")
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -20,7 +20,7 @@ from ofa._config import settings_from
 from ofa.families import SubnetLike
 from ofa.supernet import Supernet
 from search._families import latency_family, subnet_from_dict
-from search._measure import contradictions, measure_speedup
+from search._measure import contradictions
 from search._stale import fail_dead_trials, tag_worker
 from search._study import (
     SAMPLERS,
@@ -40,6 +40,7 @@ from search.pareto import ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
 from search.predictor import LatencyModel, StaleProfileError, Validation
 from search.timing import (
+    BusyMachineError,
     Estimate,
     MeasurePolicy,
     Paired,
@@ -366,53 +367,41 @@ def _with_timing(point: ParetoPoint, time_ms: Estimate, ratio: Estimate) -> Pare
 
 
 def _settle(
-    best: ParetoPoint,
-    paired: Paired,
-    supernet: Supernet,
-    target: LatencyTarget,
-    teacher: nn.Module,
-    policy: MeasurePolicy,
-    fits: Callable[[ParetoPoint], bool],
-    settle_s: float,
-) -> tuple[ParetoPoint, dict[str, Any], str | None]:
-    """The best subnet's figures, the load they were measured under, and a note.
+    paired: Paired, target: LatencyTarget, config: SearchConfig
+) -> tuple[bool, str | None]:
+    """After a final measurement that other jobs contended (:attr:`Paired.contended`): whether
+    the cores went idle within ``config.settle_s`` (so that the caller measures again), or
+    else the WARNING note to report with the loaded figures (``config.allow_busy``).
 
-    When other jobs shared the timing cores (:attr:`Paired.contended`), their pressure on
-    caches and memory can make a small subnet's speedup read low or high. Wait up to ``settle_s`` for
-    the cores to go idle and measure the best subnet beside the teacher again; if they never
-    do, keep the figures and say under what load they were made.
+    Raises:
+        BusyMachineError: the cores stayed busy and ``allow_busy`` is off.
     """
-    load = paired.load()
     if not paired.contended or target.device != "cpu":
-        return best, load, None
-    first = best.describe_speedup()
-    waited = wait_until_idle(paired.threads, settle_s) if settle_s > 0 else None
-    if waited is not None:
-        again = measure_speedup(supernet, best.subnet, target, teacher=teacher, policy=policy)
-        point = _with_timing(best, again.times["subnet"], again.ratios["subnet"])
-        if not again.contended and fits(point):
-            load = {**again.load(), "first": load, "settled_after_s": round(waited, 1)}
-            return (
-                point,
-                load,
-                (
-                    f"the Pareto subnets were measured while {paired.describe_load()}; after "
-                    f"{waited:.0f} s the cores were idle ({again.describe_load()}) and the best "
-                    f"subnet was measured beside the teacher again: {point.describe_speedup()} "
-                    f"(under load: {first})"
-                ),
-            )
-    return (
-        best,
-        load,
-        (
-            f"WARNING: the speedups were measured while {paired.describe_load()}, sharing the "
-            f"cores of the {paired.threads} timing thread(s), and the cores did not go idle within "
-            f"{settle_s:.0f} s. Other jobs' pressure on caches and memory slows a small subnet "
-            "and the teacher unequally, so on a quiet machine its speedup can differ from "
-            f"{first} (11% higher and 15% lower in our runs). Measure it again on a quiet "
-            "machine: `ofa export ... --remeasure`"
-        ),
+        return False, None
+    if config.settle_s > 0:
+        logger.info(
+            "the final measurement ran while %s: waiting up to %.0f s for idle cores",
+            paired.describe_load(),
+            config.settle_s,
+        )
+        if wait_until_idle(paired.threads, config.settle_s) is not None:
+            return True, None
+    what = (
+        f"other jobs kept the cores busy while the subnets were timed ({paired.describe_load()}, "
+        f"{paired.threads} timing thread(s)) and for the {config.settle_s:.0f} s waited after"
+    )
+    if not config.allow_busy:
+        raise BusyMachineError(
+            f"too noisy to measure on {target.describe()}: {what}; under such load a small "
+            "subnet and the teacher slow down unequally (speedups 11% high and 18% low in our "
+            "runs). Rerun when the machine is quieter (the study's trials are kept), wait "
+            "longer (--settle 600), or report the loaded figures with a warning (--allow-busy)",
+            threads=paired.threads,
+        )
+    return False, (
+        f"WARNING: {what}. Under such load a small subnet and the teacher slow down unequally, "
+        "so on a quiet machine the speedups can differ beyond their intervals (11% higher and "
+        "18% lower in our runs). Measure again on a quiet machine: `ofa export ... --remeasure`"
     )
 
 
@@ -627,26 +616,25 @@ def run(
                 else message
             )
             best, paired = fallback, paired_also
-    load = None
     if best is not None and paired is not None:
-        settled, load, note = _settle(
-            best,
-            paired,
-            supernet,
-            target,
-            teacher_model,
-            policy,
-            lambda p: p.within(budget, budget_fraction),
-            config.settle_s,
-        )
+        first = paired.describe_load()
+        again, note = _settle(paired, target, config)
+        if again:  # the cores went idle: the figures under load are dropped, not mixed in
+            points, teacher_ms, paired = _remeasure(
+                points, supernet, target, teacher_model, policy
+            )
+            best, message = _choose(points, budget, remeasure, budget_fraction)
+            also = []
+            note = (
+                f"the Pareto subnets were first measured while {first}; the cores went idle and "
+                f"they were measured beside the teacher again ({paired.describe_load()})"
+            )
+            if paired.contended:  # the load came back: stop or warn as if it never left
+                note = _settle(paired, target, replace(config, settle_s=0))[1]
         if note is not None:
             notes.append(note)
             (logger.warning if note.startswith("WARNING") else logger.info)(note)
-        if settled is not best:
-            message = message.replace(best.describe_speedup(), settled.describe_speedup())
-            points = [settled if p is best else p for p in points]
-            also = [settled if p is best else p for p in also]
-            best = settled
+    load = None if paired is None else paired.load()
     done = [t for t in study.get_trials(deepcopy=False) if t.values is not None]
     result = SearchResult(
         study_name=name,

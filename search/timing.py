@@ -9,9 +9,15 @@ made the same way:
 - a candidate's latency is the **median of its round figures**; a comparison (a speedup, a
   subnet against the teacher) is the **median of the per-round ratios**, so drift between rounds
   hits both sides alike and cancels;
-- each figure carries its 95% interval (median +- 1.57 IQR / sqrt(rounds), the notch of a box
-  plot); rounds go on until every interval is within ``precision`` of its figure, up to
-  ``max_rounds`` or ``max_seconds``;
+- each figure carries its 95% interval: the wider of the notch of a box plot (median +- 1.57
+  IQR / sqrt(rounds)) and, from 12 rounds on, the interval of the medians of consecutive blocks
+  of rounds (a t interval over 4-8 blocks). A shared host changes speed for seconds at a time
+  and not by the same factor for a large and a small model, so neighbouring rounds are not
+  independent: on this project's 2-core VM the notch said +-1.4% where five repeats of the same
+  8-second measurement spread over +-8%, and the block interval said +-6-9%;
+- rounds go on for at least ``min_rounds`` and ``min_seconds`` (so that a figure spans more
+  than one of those phases), then until every interval is within ``precision`` of its figure,
+  up to ``max_rounds`` or ``max_seconds``;
 - if an interval is still wider than ``refuse_above``, :class:`TooNoisyError` says so, with what
   to do (fewer threads, a quieter machine), instead of a figure that a re-measure contradicts.
 
@@ -53,6 +59,7 @@ from search.latency import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BusyMachineError",
     "Estimate",
     "LoadMeter",
     "MeasurePolicy",
@@ -66,6 +73,9 @@ __all__ = [
 
 # the notch of a box plot: a 95% interval of the median from the interquartile range
 _NOTCH = 1.57
+# two-sided 95% t quantiles by degrees of freedom, for the interval over blocks of rounds
+_T95 = {3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365}
+_MIN_BLOCK_ROUNDS = 12  # below this, too few blocks of >= 3 rounds for a t interval
 # other jobs' demand beyond the cores left free, in cores, before a measurement is "contended"
 _SHARED = 0.3
 
@@ -92,6 +102,17 @@ class TooNoisyError(ValueError):
     exits 2 with that line.)"""
 
 
+class BusyMachineError(TooNoisyError):
+    """Other jobs kept the timing cores busy through the final measurement and the wait after
+    it. Under such load a small subnet and the teacher slow down unequally (pressure on caches,
+    memory and the host's shared cores), so a speedup can be off by more than its interval.
+    ``threads`` is the thread count the figures were timed with."""
+
+    def __init__(self, message: str, *, threads: int) -> None:
+        super().__init__(message)
+        self.threads = threads
+
+
 @dataclass(frozen=True, kw_only=True)
 class MeasurePolicy:
     """How hard to try for a figure, and when to give up.
@@ -100,6 +121,8 @@ class MeasurePolicy:
         warmup: untimed calls of each candidate before the first round.
         repeats: back-to-back calls per candidate per round; the round keeps the fastest.
         min_rounds, max_rounds: rounds before a figure may be accepted, and at most.
+        min_seconds: and at least this long, so that a figure spans more than one of the
+            seconds-long phases in which a shared host runs slower.
         precision: stop once every figure's 95% interval is within this fraction of it.
         refuse_above: after the last round, an interval wider than this raises TooNoisyError.
         max_seconds: stop adding rounds after this long (then the refusal rule applies).
@@ -109,6 +132,7 @@ class MeasurePolicy:
     repeats: int = 3
     min_rounds: int = 5
     max_rounds: int = 40
+    min_seconds: float = 1.0
     precision: float = 0.03
     refuse_above: float = field(default_factory=lambda: noise_bound(0.10))
     max_seconds: float = 120.0
@@ -122,6 +146,8 @@ class MeasurePolicy:
             raise ValueError("need 0 < precision <= refuse_above")
         if self.max_seconds <= 0:
             raise ValueError("max_seconds must be positive")
+        if not 0 <= self.min_seconds <= self.max_seconds:
+            raise ValueError("need 0 <= min_seconds <= max_seconds")
 
     @classmethod
     def quick(cls) -> MeasurePolicy:
@@ -133,6 +159,7 @@ class MeasurePolicy:
             repeats=5,
             min_rounds=4,
             max_rounds=24,
+            min_seconds=0.0,
             precision=min(0.04, bound),
             refuse_above=bound,
         )
@@ -162,7 +189,7 @@ class Estimate:
         if len(samples) < 2:
             return cls(median, median, median, 0.0, len(samples))
         q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-        half = _NOTCH * (q3 - q1) / math.sqrt(len(samples))
+        half = max(_NOTCH * (q3 - q1) / math.sqrt(len(samples)), _block_half(samples))
         return cls(
             value=median,
             low=median - half,
@@ -194,6 +221,17 @@ class Estimate:
             "spread": self.spread,
             "rounds": self.rounds,
         }
+
+
+def _block_half(samples: list[float]) -> float:
+    """Half the 95% t interval of the median over 4-8 blocks of consecutive samples (0 when
+    there are too few): it widens with drift between blocks, which the notch does not see."""
+    if len(samples) < _MIN_BLOCK_ROUNDS:
+        return 0.0
+    blocks = min(8, len(samples) // 3)
+    size = len(samples) // blocks
+    medians = [statistics.median(samples[i * size : (i + 1) * size]) for i in range(blocks)]
+    return _T95[blocks - 1] * statistics.stdev(medians) / math.sqrt(blocks)
 
 
 @dataclass(frozen=True)
@@ -332,9 +370,10 @@ def wait_until_idle(threads: int, seconds: float, poll_s: float = 2.0) -> float 
     while True:
         if free_cores(min(poll_s, 1.0)) >= threads - _SHARED:  # not contended
             return time.perf_counter() - started
-        if time.perf_counter() - started + poll_s > seconds:
+        remaining = seconds - (time.perf_counter() - started)
+        if remaining <= 0:
             return None
-        time.sleep(poll_s)
+        time.sleep(min(poll_s, remaining))
 
 
 def _check_interval(paired: Paired, policy: MeasurePolicy, what: str, target: str) -> None:
@@ -407,6 +446,8 @@ def measure_paired(
                 call = calls[name]
                 rounds[name].append(min(time_one(call) for _ in range(policy.repeats)))
             if index + 1 < policy.min_rounds:
+                continue
+            if time.perf_counter() - started < policy.min_seconds:
                 continue
             paired = _paired(rounds, reference, target, started)
             if paired.worst_interval() <= policy.precision:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ofa_app._help import HelpFormatter
+from ofa_app._help import HelpFormatter, busy_flags
 
 EXAMPLE = """examples:
   ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~4-13 min
@@ -44,6 +44,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         type=int,
         help="CPU threads for latency (default: the cores idle when it profiles)",
     )
+    busy_flags(parser, settle=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return "quickstart", parser
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         "trials",
         "budget_fraction",
         "threads",
+        "settle_s",
+        "allow_busy",
         "seed",
     )
     config = QuickstartConfig(**{name: getattr(args, name) for name in names})

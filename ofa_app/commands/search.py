@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ofa_app._help import busy_flags
+
 EXAMPLE = """example:
   ofa search --supernet runs/supernet --latency-model runs/latency_cpu.json \\
       --budget-fraction 0.5 --trials 200 --out runs/search    # twice as fast as the teacher
@@ -89,14 +91,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         action="store_true",
         help="skip re-measuring the Pareto subnets (e.g. on extra workers)",
     )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="when other jobs shared the timing cores at the final measurement, wait up to "
-        "this long for idle cores and measure the best subnet again (0: do not wait)",
-    )
+    busy_flags(parser, settle=60.0)
     parser.set_defaults(func=run)
     return "search", parser
 
@@ -200,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             remeasure=not args.no_remeasure,
             split=args.split,
-            settle_s=args.settle,
+            settle_s=args.settle_s,
+            allow_busy=args.allow_busy,
         ),
         storage=args.storage,
         out_dir=args.out,

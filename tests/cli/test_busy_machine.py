@@ -2,14 +2,16 @@
 
 The test starts one CPU burner per core, runs both commands as a user would (separate
 processes), stops the burners and measures the chosen subnet beside the teacher on the quiet
-machine. Each command may refuse with the one-line "too noisy" message (exit 2); what it may
-never do is report a speedup that the quiet, paired measurement contradicts, or refuse a
-budget that the quiet machine shows to be reachable.
+machine. Each command may refuse with the one-line "too noisy" message (exit 2), and the
+search must when the burners outlive its settle wait; what it may never do is report a
+speedup that the quiet, paired measurement contradicts, or refuse a budget that the quiet
+machine shows to be reachable.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,10 +127,9 @@ def test_profile_and_search_under_load_report_only_what_a_quiet_remeasure_confir
     assert searched.returncode == 0, searched.stdout + searched.stderr
     found = json.loads((workspace / "search" / "pareto.json").read_text())
     best = found["best"]
-    # the burners shared the timing cores and outlived the 3 s wait: the result says so
-    assert found["load"]["contended"] is True, found["load"]
-    assert any(n.startswith("WARNING: the speedups were measured while") for n in found["notes"])
-    assert "WARNING: the speedups were measured while" in searched.stdout
+    # a reported figure was measured on cores the burners did not contend (they stopped, or
+    # left this run's timing thread its core): a contended one stops as too noisy instead
+    assert found["load"]["contended"] is False, found["load"]
     chosen = Subnet.from_dict(best["subnet"])
     quiet = measure_paired(
         {"teacher": supernet.extract(space.max_subnet()), "subnet": supernet.extract(chosen)},
@@ -138,7 +139,11 @@ def test_profile_and_search_under_load_report_only_what_a_quiet_remeasure_confir
     )
     paired = quiet.speedup("subnet")
     reported = best["speedup"]
-    assert abs(reported - paired.value) / paired.value <= NOISE_BOUND + paired.interval, (
+    # both figures carry a 95% interval; they agree when they differ by no more than the bound
+    # beyond the interval of their difference
+    stated = (best["speedup_high"] - best["speedup_low"]) / (2 * reported)
+    slack = math.hypot(stated, paired.interval)
+    assert abs(reported - paired.value) / paired.value <= NOISE_BOUND + slack, (
         f"reported {reported:.2f}x under load, {paired} on the quiet machine\n{searched.stdout}"
     )
     # the budget it says it met holds on the quiet machine

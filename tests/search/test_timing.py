@@ -3,6 +3,7 @@ teacher, and the runtime of a latency target."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -135,43 +136,90 @@ def test_paired_rounds_record_the_cores_other_jobs_kept_busy():
     assert loaded.contended and loaded.cores == cores
 
 
-def test_a_contended_best_subnet_is_measured_again_once_the_cores_go_idle(supernet):
-    from search.pareto import ParetoPoint
+def test_a_contended_measurement_waits_for_idle_cores_then_stops_or_warns():
     from search.search import _settle
 
     target = search.LatencyTarget(batch_size=2, seq_len=16, num_threads=1)
-    best = ParetoPoint(
-        trial_number=3, subnet=supernet.space.min_subnet(), accuracy=0.5, predicted_ms=1.0,
-        share=0.9, speedup=1.1, speedup_low=1.0, speedup_high=1.2,
-    )  # fmt: skip
     cores = len(os.sched_getaffinity(0))
     loaded = _paired(float(cores), cores=cores, threads=1)
-    teacher = supernet.extract(supernet.space.max_subnet())
-    policy = MeasurePolicy(min_rounds=3, max_rounds=8, refuse_above=10.0)
-    # the burners outlive the wait: the figures stay, with a warning naming the load
+    config = search.SearchConfig(trials=1, budget_fraction=0.5, settle_s=2)
+    # the burners outlive the wait: stop with the one-line refusal, naming the load and the ways on
     with cpu_burners(cores, seconds=30):
-        kept, load, note = _settle(
-            best, loaded, supernet, target, teacher, policy, lambda p: True, settle_s=2
+        started = time.perf_counter()
+        with pytest.raises(search.BusyMachineError, match="too noisy to measure") as error:
+            _settle(loaded, target, config)
+        assert time.perf_counter() - started >= 1.5  # it did wait
+        assert error.value.threads == 1 and "\n" not in str(error.value)
+        for hint in ("--settle 600", "--allow-busy", f"of {cores} cores busy"):
+            assert hint in str(error.value)
+        # allowed: the loaded figures stay, with a warning that names the load
+        again, note = _settle(loaded, target, dataclasses.replace(config, allow_busy=True))
+    assert again is False and note.startswith("WARNING: other jobs kept the cores busy")
+    assert "--remeasure" in note
+    # on a quiet machine the wait ends at once: the caller measures again
+    assert _settle(loaded, target, dataclasses.replace(config, settle_s=20)) == (True, None)
+    # not contended, or not a CPU: nothing to do
+    assert _settle(_paired(0.0, cores, 1), target, config) == (False, None)
+
+
+@pytest.mark.host_speed
+def test_a_search_whose_final_measurement_was_contended_measures_again_once_idle(
+    supernet, latency_model, tmp_path
+):
+    """Burners start in the last trial and end during the settle wait: the reported figures
+    are the quiet re-measure, and the note says the first ones were made under load."""
+    cores = len(os.sched_getaffinity(0))
+    calls = []
+    burners = []
+
+    def evaluate(net, subnet):
+        calls.append(1)
+        if len(calls) == 4:  # the last trial: burners that outlive the first re-measure only
+            burners.append(cpu_burners(cores, seconds=5))
+            burners[-1].__enter__()
+        return neg_loss(net, subnet)
+
+    try:
+        result = search.run(
+            supernet,
+            evaluate=evaluate,
+            latency=latency_model,
+            config=search.SearchConfig(
+                trials=4, budget_fraction=0.9, policy=LOGIC, settle_s=60, seed=0
+            ),
+            out_dir=tmp_path,
         )
-    assert kept is best and load["contended"] is True
-    assert note.startswith("WARNING: the speedups were measured while other jobs kept")
-    # on a quiet machine the wait ends at once and the best subnet is timed again, paired
-    again, load, note = _settle(
-        best, loaded, supernet, target, teacher, policy, lambda p: True, settle_s=20
-    )
-    assert again is not best and again.speedup != best.speedup and again.speedup_low > 0
-    assert load["contended"] is False and load["first"]["contended"] is True
-    assert "the cores were idle" in note and "settled_after_s" in load
-    # a re-measure that would no longer fit the budget keeps the first figures and the warning
-    kept, _, note = _settle(
-        best, loaded, supernet, target, teacher, policy, lambda p: p is best, settle_s=20
-    )
-    assert kept is best and note.startswith("WARNING")
-    # not contended: nothing to do
-    same, load, note = _settle(
-        best, _paired(0.0, cores, 1), supernet, target, teacher, policy, lambda p: True, 20
-    )
-    assert same is best and note is None and load["contended"] is False
+    finally:
+        for burner in burners:
+            burner.__exit__(None, None, None)
+    assert result.best is not None and result.load["contended"] is False
+    assert any("were first measured while other jobs kept" in n for n in result.notes)
+    written = json.loads((tmp_path / "pareto.json").read_text())
+    assert written["load"]["contended"] is False
+
+
+def test_a_search_on_a_machine_that_stays_busy_stops_and_keeps_the_earlier_best(
+    supernet, latency_model, tmp_path
+):
+    cores = len(os.sched_getaffinity(0))
+    config = search.SearchConfig(trials=3, budget_fraction=0.9, policy=LOGIC, settle_s=1, seed=0)
+    first = search.run(supernet, evaluate=neg_loss, latency=latency_model, config=config,
+                       out_dir=tmp_path)  # fmt: skip
+    before = (tmp_path / "pareto.json").read_text()
+    assert first.best is not None
+    with cpu_burners(cores, seconds=120):
+        with pytest.raises(search.BusyMachineError, match="too noisy to measure"):
+            search.run(supernet, evaluate=neg_loss, latency=latency_model, config=config,
+                       out_dir=tmp_path)  # fmt: skip
+        assert (tmp_path / "pareto.json").read_text() == before  # the earlier best is kept
+        allowed = search.run(
+            supernet,
+            evaluate=neg_loss,
+            latency=latency_model,
+            config=dataclasses.replace(config, allow_busy=True),
+        )
+    assert allowed.best is not None and allowed.load["contended"] is True
+    assert any(n.startswith("WARNING: other jobs kept the cores busy") for n in allowed.notes)
 
 
 def test_contained_subnets():
