@@ -1,8 +1,9 @@
 """Latency on a busy machine: held-out error, and reported speedups against a quiet re-measure.
 
 For a BERT-family supernet (the real MiniLM-L6, seq 64, batch 1; latency does not depend on the
-weights) and a CNN (the bench CNN, 28 x 28), under three conditions — quiet, 1 CPU burner
-process, 2 burner processes — this does what a user's run does:
+weights) and a CNN (the bench CNN, 28 x 28), under four conditions — quiet, 1 CPU burner
+process, 2 burner processes, 2 memory-copying processes (``2m``) — this does what a user's run
+does:
 
 1. ``LatencyModel.profile`` with the thread count chosen from the idle cores: its held-out
    median error, or its refusal (too noisy / not usable) as the user would see it;
@@ -45,15 +46,19 @@ from search._families import latency_family  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_honest_latency"
 BURN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+# memory-heavy: each process copies 64 MB back and forth, taking caches and memory bandwidth
+MEMORY_BURN = (
+    "import time\na = bytearray(64 << 20)\nb = bytearray(64 << 20)\n"
+    "end = time.time() + {seconds}\nwhile time.time() < end:\n    b[:] = a\n    a[:] = b\n"
+)
 
 
 @contextlib.contextmanager
-def burners(count: int, seconds: float = 900) -> Iterator[None]:
-    """``count`` busy-loop processes (bounded by ``seconds``), killed on exit."""
-    procs = [
-        subprocess.Popen([sys.executable, "-c", BURN.format(seconds=seconds)])
-        for _ in range(count)
-    ]
+def burners(count: int, seconds: float = 900, memory: bool = False) -> Iterator[None]:
+    """``count`` busy-loop (or, with ``memory``, memory-copying) processes, bounded by
+    ``seconds`` and killed on exit."""
+    code = (MEMORY_BURN if memory else BURN).format(seconds=seconds)
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
     try:
         if procs:
             time.sleep(1.0)
@@ -109,22 +114,27 @@ def cnn_supernet() -> tuple[Any, dict[str, Any]]:
     return supernet, {"subnets": subnets, "seq_len": 1}
 
 
-def paired_speedups(supernet: Any, target: search.LatencyTarget, subnets: dict[str, Any]) -> Any:
+def paired_speedups(
+    supernet: Any, target: search.LatencyTarget, subnets: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Each subnet's speedup over the teacher, and whether other jobs contended the rounds
+    (where ``search.run`` stops as too noisy unless ``allow_busy``)."""
     family = latency_family(supernet.family_name)
     models = {"teacher": supernet.extract(supernet.space.max_subnet())}
     models.update({name: supernet.extract(s) for name, s in subnets.items()})
     paired = search.measure_paired(
         models, family.inputs(supernet, target), target=target, reference="teacher"
     )
-    return {name: paired.speedup(name) for name in subnets}
+    return {name: paired.speedup(name) for name in subnets}, paired.contended
 
 
 def one_condition(
-    family: str, supernet: Any, extra: dict[str, Any], load: int, quick: bool
+    family: str, supernet: Any, extra: dict[str, Any], load: str, quick: bool
 ) -> dict[str, Any]:
+    """``load``: a burner count, with ``m`` for memory-copying burners (``"2m"``)."""
     row: dict[str, Any] = {"family": family, "burners": load}
     subnets = extra["subnets"]
-    with burners(load):
+    with burners(int(load.rstrip("m")), memory=load.endswith("m")):
         threads = search.choose_threads()
         row["threads"] = threads
         try:
@@ -150,10 +160,10 @@ def one_condition(
             target = search.LatencyTarget(seq_len=extra["seq_len"], num_threads=threads)
             target = latency_family(supernet.family_name).resolve_target(supernet, target)
         try:
-            reported = paired_speedups(supernet, target, subnets)
+            reported, row["contended"] = paired_speedups(supernet, target, subnets)
         except search.TooNoisyError as error:
             reported, row["speedup_refused"] = None, str(error)
-    quiet = paired_speedups(supernet, target, subnets)  # burners stopped
+    quiet, _ = paired_speedups(supernet, target, subnets)  # burners stopped
     row["quiet"] = {n: e.to_dict() for n, e in quiet.items()}
     if reported is not None:
         row["reported"] = {n: e.to_dict() for n, e in reported.items()}
@@ -175,15 +185,18 @@ def render(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| model | burners | threads | profile held-out error | reported speedup vs quiet "
-        "paired: median / worst | predicted speedup vs quiet: worst | refused |",
-        "|---|---|---|---|---|---|---|",
+        "paired: median / worst | predicted speedup vs quiet: worst | contended (a search "
+        "stops) | refused |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         refused = r.get("refused") or r.get("speedup_refused") or ""
         lines.append(
             f"| {r['family']} | {r['burners']} | {r['threads']} | {pct(r.get('held_out_error'))} "
             f"| {pct(r.get('speedup_error_median'))} / {pct(r.get('speedup_error_max'))} "
-            f"| {pct(r.get('predicted_speedup_error_max'))} | {refused[:120]} |"
+            f"| {pct(r.get('predicted_speedup_error_max'))} "
+            f"| {'-' if r.get('contended') is None else ('yes' if r['contended'] else 'no')} "
+            f"| {refused[:120]} |"
         )
     detail = ["", "Quiet paired speedups (the reference), and what was reported under load:", ""]
     for r in rows:
@@ -199,9 +212,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer subnets, CNN only")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--loads", default="0,1,2", help="burner counts to run")
+    parser.add_argument(
+        "--loads",
+        default="0,1,2,2m",
+        help="burner counts to run; N m: N memory-copying burners (64 MB each way)",
+    )
     args = parser.parse_args()
-    loads = [int(v) for v in args.loads.split(",")]
+    loads = [v.strip() for v in args.loads.split(",")]
+    for load in loads:
+        if not load.rstrip("m").isdigit():
+            parser.error(f"--loads: {load!r} is not a burner count such as 2 or 2m")
     families = (
         [("cnn", cnn_supernet)] if args.quick else [("bert", bert_supernet), ("cnn", cnn_supernet)]
     )
