@@ -195,10 +195,13 @@ def _remeasured(supernet: Any, subnet: Any, latency: dict[str, Any] | None) -> d
     target = search.LatencyTarget.from_dict({k: v for k, v in latency.items() if k in fields})
     paired = search.measure_speedup(supernet, subnet, target)
     speedup = paired.speedup("subnet")
-    if paired.contended:
-        logger.warning(
-            "measured while %s: on a quiet machine the speedup can differ",
-            paired.describe_load(),
+    if paired.contended and target.device == "cpu":  # nothing is written yet
+        raise search.BusyMachineError(
+            f"too noisy to measure on {target.describe()}: {paired.describe_load()}, sharing "
+            f"the cores of the {paired.threads} timing thread(s), so the speedup would not be "
+            "true on a quiet machine; run --remeasure again when the machine is quieter, or "
+            "export without it (the search's figure is kept)",
+            threads=paired.threads,
         )
     return {
         **latency,

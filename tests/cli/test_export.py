@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -10,6 +11,7 @@ import export
 from ofa.space import Subnet
 from ofa_app.cli import main
 from tests.export.conftest import make_supernet, per_layer_subnet, vanilla_subnet
+from tests.search._tiny import cpu_burners
 
 
 @pytest.fixture
@@ -84,6 +86,14 @@ def test_cli_remeasure_times_the_subnet_beside_the_teacher_now(saved, tmp_path, 
     assert main(argv) == 2
     assert "--remeasure needs the latency target of a search" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+    # on cores other jobs keep busy it refuses in one line and writes nothing
+    argv = ["export", "--supernet", str(path), "--subnet", "best", "--search",
+            str(tmp_path / "search"), "--out", str(tmp_path / "out3"), "--remeasure"]  # fmt: skip
+    with cpu_burners(len(os.sched_getaffinity(0)), seconds=60):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "too noisy to measure" in err and "Traceback" not in err
+    assert not (tmp_path / "out3").exists()
 
 
 def test_cli_accepts_a_subnet_file_and_refuses_bad_ones(saved, tmp_path, capsys):
