@@ -131,11 +131,11 @@ class MeasurePolicy:
     warmup: int = 2
     repeats: int = 3
     min_rounds: int = 5
-    max_rounds: int = 40
+    max_rounds: int = 200
     min_seconds: float = 1.0
     precision: float = 0.03
     refuse_above: float = field(default_factory=lambda: noise_bound(0.10))
-    max_seconds: float = 120.0
+    max_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.min_rounds < 2:
@@ -158,7 +158,7 @@ class MeasurePolicy:
             warmup=1,
             repeats=5,
             min_rounds=4,
-            max_rounds=24,
+            max_rounds=48,
             min_seconds=0.0,
             precision=min(0.04, bound),
             refuse_above=bound,
