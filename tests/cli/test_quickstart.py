@@ -90,3 +90,31 @@ def test_quickstart_measures_again_at_one_thread_when_two_are_too_noisy(
         assert "too noisy to measure the anchors (test)" in out
     found = json.loads((tmp_path / "qs" / "search" / "pareto.json").read_text())
     assert found["target"]["num_threads"] == 1
+
+
+@pytest.mark.slow
+def test_quickstart_on_cores_that_stay_busy_stops_in_one_line_and_keeps_its_stages(
+    tmp_path, capsys, monkeypatch
+):
+    """Timed at 1 thread, a search that other jobs contended to the end stops the quickstart
+    with the one-line refusal (no second try at the same thread count), and says what is kept."""
+    import search
+
+    monkeypatch.setattr(search, "choose_threads", lambda threads=None: 1)
+    calls = []
+
+    def busy(supernet, **kwargs):
+        calls.append(kwargs["latency"].target.num_threads)
+        raise search.BusyMachineError("too noisy to measure (test): cores busy", threads=1)
+
+    monkeypatch.setattr(search, "run", busy)
+    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--train-examples", "48",
+            "--eval-examples", "24", "--max-length", "24", "--supernet-steps", "6",
+            "--trials", "3", "--teacher-epochs", "1"]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("ofa ")]
+    assert calls == [1] and "measuring again" not in captured.out
+    assert len(lines) == 1 and "too noisy to measure (test)" in lines[0], captured.err
+    assert "the same command reuses it" in lines[0] and "Traceback" not in captured.err
+    assert (tmp_path / "qs" / "supernet" / "supernet.json").exists()
