@@ -40,6 +40,7 @@ from search.timing import (
 )
 
 __all__ = [
+    "BusyMachineError",
     "SAMPLERS",
     "SearchConfig",
     "LatencyFamily",
@@ -48,7 +49,6 @@ __all__ = [
     "MeasurePolicy",
     "Paired",
     "StaleProfileError",
-    "BusyMachineError",
     "TooNoisyError",
     "UnusableProfileError",
     "Validation",

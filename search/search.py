@@ -388,7 +388,8 @@ def _settle(
             return True, None
     what = (
         f"other jobs kept the cores busy while the subnets were timed ({paired.describe_load()}, "
-        f"{paired.threads} timing thread(s)) and for the {config.settle_s:.0f} s waited after"
+        f"{paired.threads} timing thread(s))"
+        + (f" and for the {config.settle_s:.0f} s waited after" if config.settle_s > 0 else "")
     )
     if not config.allow_busy:
         raise BusyMachineError(
