@@ -307,12 +307,20 @@ def _remeasure(
     target: LatencyTarget,
     teacher: nn.Module,
     policy: MeasurePolicy,
+    budget_ms: float | None = None,
+    fraction: float | None = None,
 ) -> tuple[list[ParetoPoint], Estimate | None, Paired | None]:
     """Extract every Pareto subnet and time them side by side with the teacher.
 
     Each point gets its latency, its share of the teacher's (the median of per-round ratios)
     and the speedup with its 95% interval. A subnet contained in another that timed slower
     beyond both intervals is measured again beside it; if that holds, the machine is too noisy.
+
+    With a budget, the intervals held to the policy's bound are the teacher's and those of the
+    subnets that may be chosen (predicted near the budget, and the most accurate): the tiny
+    subnets far below it are the noisiest to time and would stop a search whose answer does
+    not depend on them. They are reported with the interval they reached; the subnet chosen
+    is measured again beside the teacher alone until its interval meets the bound.
     """
     if not points:
         return points, None, None
@@ -326,6 +334,7 @@ def _remeasure(
         reference="teacher",
         policy=policy,
         what="the Pareto subnets beside the teacher",
+        matters=None if budget_ms is None else _may_be_chosen(points, budget_ms),
     )
     times, ratios = dict(paired.times), dict(paired.ratios)
     subnets = {str(p.trial_number): p.subnet for p in points}
@@ -349,7 +358,32 @@ def _remeasure(
     measured = [
         _with_timing(p, times[str(p.trial_number)], ratios[str(p.trial_number)]) for p in points
     ]
+    for _ in range(len(points) if budget_ms is not None else 0):
+        best, _note = _choose(measured, budget_ms, True, fraction)  # type: ignore[arg-type]
+        key = None if best is None else str(best.trial_number)
+        if key is None or ratios[key].interval <= policy.refuse_above:
+            break
+        again = measure_paired(  # refuses if even alone beside the teacher it stays too wide
+            {"teacher": teacher, key: models[key]},
+            inputs,
+            target=target,
+            reference="teacher",
+            policy=policy,
+            what="the chosen subnet beside the teacher",
+        )
+        times[key], ratios[key] = again.times[key], again.ratios[key]
+        measured = [
+            _with_timing(p, times[str(p.trial_number)], ratios[str(p.trial_number)])
+            for p in points
+        ]
     return measured, paired.times["teacher"], paired
+
+
+def _may_be_chosen(points: list[ParetoPoint], budget_ms: float) -> set[str]:
+    """The Pareto subnets whose measured figures decide the choice: those predicted within
+    0.6-1.5x the budget (the profile's error is held to 15%), and the most accurate one."""
+    near = {str(p.trial_number) for p in points if 0.6 <= p.predicted_ms / budget_ms <= 1.5}
+    return near | {str(max(points, key=lambda p: p.accuracy).trial_number)}
 
 
 def _with_timing(point: ParetoPoint, time_ms: Estimate, ratio: Estimate) -> ParetoPoint:
@@ -602,12 +636,16 @@ def run(
     points = _front(study, supernet, target)
     paired: Paired | None = None
     if remeasure:
-        points, teacher_ms, paired = _remeasure(points, supernet, target, teacher_model, policy)
+        points, teacher_ms, paired = _remeasure(
+            points, supernet, target, teacher_model, policy, budget, budget_fraction
+        )
     best, message = _choose(points, budget, remeasure, budget_fraction)
     also: list[ParetoPoint] = []
     if best is None and remeasure and points:
         ratio, also = _corrected(study, supernet, target, points, budget)
-        also, _, paired_also = _remeasure(also, supernet, target, teacher_model, policy)
+        also, _, paired_also = _remeasure(
+            also, supernet, target, teacher_model, policy, budget, budget_fraction
+        )
         if also:
             fallback, note = _choose(also, budget, True, budget_fraction)
             message = (
@@ -622,7 +660,7 @@ def run(
         again, note = _settle(paired, target, config)
         if again:  # the cores went idle: the figures under load are dropped, not mixed in
             points, teacher_ms, paired = _remeasure(
-                points, supernet, target, teacher_model, policy
+                points, supernet, target, teacher_model, policy, budget, budget_fraction
             )
             best, message = _choose(points, budget, remeasure, budget_fraction)
             also = []

@@ -40,7 +40,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -282,13 +282,16 @@ class Paired:
             raise ValueError("no reference was measured: pass reference= to measure_paired")
         return self.ratios[name].inverse()
 
-    def worst_interval(self) -> float:
+    def worst_interval(self, names: Collection[str] | None = None) -> float:
         """The widest interval that matters: with a reference, its latency and every ratio to
-        it (drift cancels in the ratios); without one, every latency."""
+        it (drift cancels in the ratios); without one, every latency. ``names`` limits it to
+        those candidates (and the reference)."""
         if self.reference is not None and self.ratios:
-            figures = [self.times[self.reference], *self.ratios.values()]
+            figures = [self.times[self.reference]] + [
+                e for name, e in self.ratios.items() if names is None or name in names
+            ]
         else:
-            figures = list(self.times.values())
+            figures = [e for name, e in self.times.items() if names is None or name in names]
         return max((e.interval for e in figures), default=0.0)
 
 
@@ -376,8 +379,14 @@ def wait_until_idle(threads: int, seconds: float, poll_s: float = 2.0) -> float 
         time.sleep(min(poll_s, remaining))
 
 
-def _check_interval(paired: Paired, policy: MeasurePolicy, what: str, target: str) -> None:
-    worst = paired.worst_interval()
+def _check_interval(
+    paired: Paired,
+    policy: MeasurePolicy,
+    what: str,
+    target: str,
+    matters: Collection[str] | None = None,
+) -> None:
+    worst = paired.worst_interval(matters)
     if worst <= policy.refuse_above:
         return
     hint = (
@@ -402,6 +411,7 @@ def measure_paired(
     policy: MeasurePolicy | None = None,
     what: str = "latency",
     refuse: bool = True,
+    matters: Collection[str] | None = None,
 ) -> Paired:
     """Time several candidates together on ``target`` (interleaved rounds, robust estimator).
 
@@ -412,6 +422,9 @@ def measure_paired(
         what: what is measured, for the refusal message.
         refuse: raise :class:`TooNoisyError` when an interval stays above the bound; with
             ``False`` the caller reads ``worst_interval()`` itself.
+        matters: the candidates whose intervals decide when to stop and whether to refuse
+            (with the reference); the others are timed in the same rounds and reported with
+            whatever interval they reach (default: all of them).
     """
     policy = policy or MeasurePolicy()
     if not models:
@@ -450,7 +463,7 @@ def measure_paired(
             if time.perf_counter() - started < policy.min_seconds:
                 continue
             paired = _paired(rounds, reference, target, started)
-            if paired.worst_interval() <= policy.precision:
+            if paired.worst_interval(matters) <= policy.precision:
                 break
             if time.perf_counter() - started > policy.max_seconds:
                 break
@@ -466,7 +479,7 @@ def measure_paired(
         paired.describe_load(),
     )
     if refuse:
-        _check_interval(paired, policy, what, target.describe())
+        _check_interval(paired, policy, what, target.describe(), matters)
     return paired
 
 

@@ -18,6 +18,8 @@ from ofa.cnn_space import CnnSubnet
 from ofa.space import Subnet
 from search._families import latency_family
 from search.latency import _timer
+from search.pareto import ParetoPoint
+from search.search import _may_be_chosen
 from search.timing import Estimate, MeasurePolicy, measure_paired
 from tests.search._tiny import cpu_burners, neg_loss
 
@@ -82,6 +84,44 @@ def test_a_candidate_whose_time_jumps_is_refused_as_too_noisy():
         )
     assert "fewer threads (--threads 1)" in str(error.value)
     assert len(str(error.value).splitlines()) == 1
+
+
+def test_only_the_candidates_that_matter_are_held_to_the_bound():
+    """A search's answer depends on the subnets near its budget, not on the tiny ones far
+    below it: a jumpy candidate outside ``matters`` is timed and reported, not refused."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(256, 256)
+
+    def jumpy() -> None:
+        for _ in range(1 if torch.rand(1, generator=generator).item() < 0.5 else 12):
+            weight @ weight
+
+    policy = MeasurePolicy(
+        repeats=1, min_rounds=4, max_rounds=12, precision=0.01, refuse_above=0.25
+    )
+    models = {"teacher": lambda: [weight @ weight for _ in range(4)], "steady": lambda: weight @ weight, "jumpy": jumpy}  # fmt: skip
+    target = search.LatencyTarget(num_threads=1)
+    paired = measure_paired(
+        models, target=target, reference="teacher", policy=policy, matters={"steady"}
+    )
+    assert paired.ratios["jumpy"].interval > policy.refuse_above  # reported, wide
+    assert paired.worst_interval({"steady"}) <= policy.refuse_above
+    assert paired.worst_interval() == paired.ratios["jumpy"].interval
+    with pytest.raises(search.TooNoisyError, match="too noisy"):
+        measure_paired(models, target=target, reference="teacher", policy=policy)
+
+
+def test_the_subnets_that_may_be_chosen_are_those_near_the_budget_and_the_most_accurate():
+
+    def point(number: int, accuracy: float, ms: float) -> ParetoPoint:
+        return ParetoPoint(
+            trial_number=number, subnet=Subnet(layers=(0,), num_heads=(1,), ffn_dims=(number + 1,), hidden_size=8), accuracy=accuracy,
+            predicted_ms=ms,
+        )  # fmt: skip
+
+    front = [point(0, 0.5, 1.0), point(1, 0.7, 7.0), point(2, 0.8, 11.0), point(3, 0.9, 30.0)]
+    assert _may_be_chosen(front, budget_ms=10.0) == {"1", "2", "3"}
+    assert _may_be_chosen(front, budget_ms=100.0) == {"3"}  # a loose budget: the most accurate
 
 
 def test_one_thread_is_timed_by_cpu_time_so_a_sleep_costs_nothing():
