@@ -27,6 +27,11 @@ class BertLatency:
             raise ValueError(
                 "image_size is for CNN supernets; a BERT-family target takes seq_len instead"
             )
+        if target.phase != "prefill":
+            raise ValueError(
+                f"phase {target.phase!r} is for causal LMs; an encoder runs the whole sequence "
+                "at once (leave the phase at prefill)"
+            )
         return target
 
     def inputs(self, supernet: Supernet, target: LatencyTarget) -> Inputs:

@@ -32,6 +32,10 @@ class CnnLatency:
     name = "cnn"
 
     def resolve_target(self, supernet: Supernet, target: LatencyTarget) -> LatencyTarget:
+        if target.phase != "prefill":
+            raise ValueError(
+                f"phase {target.phase!r} is for causal LMs; a CNN has none (leave it at prefill)"
+            )
         return self.complete_target(_space(supernet), target)
 
     def inputs(self, supernet: Supernet, target: LatencyTarget) -> Inputs:

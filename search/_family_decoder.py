@@ -1,9 +1,12 @@
 """The search's adapter of decoder-only LMs: prefill latency of prompts of the target's length,
-one latency-table entry per (query heads per KV head, KV heads, MLP width, hidden width)
-layer, Optuna parameters per layer.
+or decode latency of one token at that context; one latency-table entry per (query heads per
+KV head, KV heads, MLP width, hidden width) layer, Optuna parameters per layer.
 
-A causal LM is timed as ``generate`` runs its prefill: the whole prompt through every layer,
-the LM head on the last position only (``logits_to_keep``), the KV cache filled.
+A causal LM is timed as ``generate`` runs it. Prefill (``target.phase``): the whole prompt
+through every layer, the LM head on the last position only (``logits_to_keep``), the KV cache
+filled. Decode: one new token per sequence against a KV cache that already holds ``seq_len``
+tokens (filled once, untimed; the new entry is cropped off after each timed step, so every step
+sees the same context), the LM head on that token.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import optuna
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from ofa.decoder_space import DecoderSearchSpace, DecoderSubnet
 from ofa.families.decoder_modeling import reshape_layer_
 from ofa.families.decoder_units import flops as decoder_flops
 from ofa.supernet import Supernet
-from search.latency import Inputs, LatencyTarget, example_inputs, measure_latency
+from search.latency import BoundInputs, Inputs, LatencyTarget, example_inputs, measure_latency
 
 __all__ = ["DecoderLatency"]
 
@@ -50,6 +54,63 @@ class _LayerRunner(nn.Module):
         )
 
 
+class _DecodeStep(BoundInputs):
+    """One generated token per sequence at a context of ``seq_len`` tokens in the KV cache."""
+
+    def __init__(self, *, batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> None:
+        self.batch_size, self.seq_len = batch_size, seq_len
+        generator = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(vocab_size, (batch_size, seq_len + 1), generator=generator)
+
+    def bind(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> Any:
+        ids = self.ids.to(device)
+        cache = DynamicCache()
+        with torch.inference_mode():  # the context, filled once and not timed
+            model(input_ids=ids[:, :-1], cache=cache, use_cache=True, logits_to_keep=1)
+        token = ids[:, -1:]
+        positions = torch.full((self.batch_size, 1), self.seq_len, device=device)
+
+        def step() -> Any:
+            out = model(
+                input_ids=token, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1,
+            )  # fmt: skip
+            cache.crop(-1)  # back to the context: every step sees seq_len tokens
+            return out
+
+        return step
+
+
+class _DecodeLayer(nn.Module):
+    """One decoder layer decoding one token against a cache of ``context`` positions."""
+
+    def __init__(self, layer: nn.Module, rotary: nn.Module, context: int) -> None:
+        super().__init__()
+        self.layer, self.rotary, self.context = layer, rotary, context
+        self.cache: DynamicCache | None = None
+
+    def _run(self, hidden_states: torch.Tensor, start: int) -> Any:
+        length = hidden_states.shape[1]
+        positions = torch.arange(start, start + length, device=hidden_states.device)[None]
+        return self.layer(
+            hidden_states,
+            attention_mask=None,
+            position_embeddings=self.rotary(hidden_states, positions),
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> Any:
+        if self.cache is None:  # the first call (a warm-up) fills the context
+            self.cache = DynamicCache()
+            batch, _, width = hidden_states.shape
+            self._run(hidden_states.new_zeros(batch, self.context, width), 0)
+        out = self._run(hidden_states, self.context)
+        self.cache.crop(-1)
+        return out
+
+
 class DecoderLatency:
     """Decoder-only LMs: prompts of ``target.seq_len`` tokens; one table entry per layer shape."""
 
@@ -70,12 +131,23 @@ class DecoderLatency:
                 "image_size is for CNN supernets; a decoder target takes seq_len (the prompt "
                 "length) instead"
             )
+        if target.phase == "decode" and not _causal(supernet):
+            raise ValueError(
+                "decode latency needs a causal LM (a model with an LM head): convert the "
+                "*ForCausalLM model, or time the prefill"
+            )
         return target
 
     def complete_target(self, space: DecoderSearchSpace, target: LatencyTarget) -> LatencyTarget:
         return target
 
     def inputs(self, supernet: Supernet, target: LatencyTarget) -> Inputs:
+        if target.phase == "decode":
+            return _DecodeStep(
+                batch_size=target.batch_size,
+                seq_len=target.seq_len,
+                vocab_size=int(supernet.config.vocab_size),
+            )
         inputs = example_inputs(
             batch_size=target.batch_size,
             seq_len=target.seq_len,
@@ -86,38 +158,43 @@ class DecoderLatency:
         return inputs
 
     def flops(self, supernet: Supernet, subnet: DecoderSubnet, target: LatencyTarget) -> int:
-        """FLOPs of the timed prefill (the LM head on one position per prompt)."""
+        """FLOPs of the timed prefill or decode step (the LM head on one position)."""
+        decode = target.phase == "decode"
         return decoder_flops(
             supernet.model,
             supernet.space,  # type: ignore[arg-type]
             subnet,
             batch_size=target.batch_size,
-            seq_len=target.seq_len,
+            seq_len=1 if decode else target.seq_len,
             logits=1,
+            context=target.seq_len if decode else 0,
         )
 
     # ---- the latency table and the fitted predictor ---------------------------------------
-    def make_plan(self, supernet: Supernet, target: LatencyTarget) -> None:
-        return None  # the subnet alone says everything
+    def make_plan(self, supernet: Supernet, target: LatencyTarget) -> str | None:
+        # the subnet says everything but what is timed: a decode step also reads the KV cache
+        return "decode" if target.phase == "decode" else None
 
-    def plan_to_json(self, plan: None) -> None:
-        return None
+    def plan_to_json(self, plan: str | None) -> str | None:
+        return plan
 
-    def plan_from_json(self, data: Any) -> None:
-        return None
+    def plan_from_json(self, data: Any) -> str | None:
+        return None if data is None else str(data)
 
-    def table_keys(self, plan: None, subnet: DecoderSubnet) -> list[TableKey]:
+    def table_keys(self, plan: str | None, subnet: DecoderSubnet) -> list[TableKey]:
         shapes = zip(subnet.heads_per_kv, subnet.num_kv_heads, subnet.ffn_dims)
         return [(g, k, f, subnet.hidden_size) for g, k, f in shapes]
 
     def calibration_group(self, subnet: DecoderSubnet) -> int:
         return subnet.hidden_size  # embeddings, final norm and LM head scale with it
 
-    def features(self, plan: None, subnet: DecoderSubnet) -> list[float]:
-        """FLOP-like terms of a subnet at a fixed prompt shape (the shape scales every term)."""
+    def features(self, plan: str | None, subnet: DecoderSubnet) -> list[float]:
+        """FLOP-like terms of a subnet at a fixed prompt shape (the shape scales every term);
+        for a decode step, also the KV cache it reads (context x KV heads)."""
         d = subnet.hidden_size
         heads, kv_heads, ffn = subnet.num_heads, subnet.num_kv_heads, subnet.ffn_dims
-        return [
+        cache = [float(sum(kv_heads))] if plan == "decode" else []
+        return cache + [
             float(sum(h * d for h in heads)),  # Q and O projections
             float(sum(k * d for k in kv_heads)),  # K and V projections
             float(sum(heads)),  # attention scores and softmax (T x T per query head)
@@ -133,13 +210,14 @@ class DecoderLatency:
         self,
         supernet: Supernet,
         target: LatencyTarget,
-        plan: None,
+        plan: str | None,
         *,
         warmup: int,
         rounds: int,
         progress: bool,
     ) -> dict[TableKey, float]:
-        """Latency of one decoder layer for every shape the space allows, in isolation."""
+        """Latency of one decoder layer for every shape the space allows, in isolation: on a
+        prompt of ``seq_len`` tokens, or decoding one token against that context."""
         space: DecoderSearchSpace = supernet.space  # type: ignore[assignment]
         table = {}
         keys = [
@@ -171,9 +249,15 @@ class DecoderLatency:
                 head_dim=space.head_dim,
                 ffn_dim=f,
             )
+            decode = target.phase == "decode"
+            runner = (
+                _DecodeLayer(layer, rotary, target.seq_len)
+                if decode
+                else _LayerRunner(layer, rotary)
+            )
             result = measure_latency(
-                _LayerRunner(layer, rotary).eval(),
-                torch.randn(target.batch_size, target.seq_len, d),
+                runner.eval(),
+                torch.randn(target.batch_size, 1 if decode else target.seq_len, d),
                 device=target.device,
                 dtype=target.dtype,
                 warmup=warmup,

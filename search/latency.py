@@ -37,7 +37,23 @@ _DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 
-Inputs = Mapping[str, torch.Tensor] | torch.Tensor
+PHASES = ("prefill", "decode")
+
+
+class BoundInputs:
+    """Inputs that depend on the model they feed (a KV cache filled by that model): a timed
+    call is made by :meth:`bind` instead of passing tensors."""
+
+    batch_size: int
+    seq_len: int
+
+    def bind(
+        self, model: nn.Module, device: torch.device, dtype: torch.dtype
+    ) -> Callable[[], Any]:
+        raise NotImplementedError
+
+
+Inputs = Mapping[str, torch.Tensor] | torch.Tensor | BoundInputs
 
 
 def device_name(device: str | torch.device) -> str:
@@ -76,6 +92,9 @@ class LatencyTarget:
             the input channels come from the model.
         runtime: what runs the model: ``"eager"`` PyTorch, ``"compile"`` (torch.compile) or
             ``"onnxruntime"`` (see :mod:`search.runtimes`).
+        phase: what a causal LM's latency is of: ``"prefill"``, a prompt of ``seq_len``
+            tokens as ``generate`` runs it first, or ``"decode"``, one new token per sequence
+            with ``seq_len`` tokens already in the KV cache (ms per generated token).
     """
 
     device: str = "cpu"
@@ -85,6 +104,7 @@ class LatencyTarget:
     num_threads: int = 2
     image_size: tuple[int, int] | None = None
     runtime: str = "eager"
+    phase: str = "prefill"
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -111,12 +131,21 @@ class LatencyTarget:
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} asked for, but CUDA is not available here")
         check_runtime(self.runtime, self.device)
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown phase {self.phase!r}: use one of {', '.join(PHASES)}")
+        if self.phase == "decode" and self.runtime != "eager":
+            raise ValueError(
+                f"decode latency is measured in eager PyTorch (a KV cache step), not "
+                f"{self.runtime}: use --runtime eager, or time the prefill"
+            )
 
     def describe(self) -> str:
         shape = (
-            f"seq {self.seq_len}"
-            if self.image_size is None
-            else f"image {self.image_size[0]}x{self.image_size[1]}"
+            f"image {self.image_size[0]}x{self.image_size[1]}"
+            if self.image_size is not None
+            else f"decode at context {self.seq_len}"
+            if self.phase == "decode"
+            else f"seq {self.seq_len}"
         )
         return (
             f"{self.device} {self.dtype} batch {self.batch_size} {shape}"
@@ -128,6 +157,8 @@ class LatencyTarget:
         data = asdict(self)
         if self.runtime == "eager":  # eager targets keep the JSON they always had
             del data["runtime"]
+        if self.phase == "prefill":  # and so do prefill (and encoder, CNN) targets
+            del data["phase"]
         if self.image_size is None:  # BERT targets keep the JSON they always had
             del data["image_size"]
         else:
@@ -186,6 +217,8 @@ def example_inputs(
 
 def _shape(inputs: Inputs) -> tuple[int, int, tuple[int, int] | None]:
     """Batch size, sequence length and image size (images: ``(B, C, H, W)``) of the inputs."""
+    if isinstance(inputs, BoundInputs):
+        return inputs.batch_size, inputs.seq_len, None
     tensor = inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))
     if tensor.dim() == 4:
         return int(tensor.shape[0]), 0, (int(tensor.shape[2]), int(tensor.shape[3]))
@@ -216,6 +249,8 @@ def _prepare(
     if first is not None and (first.device != device or first.dtype != dtype):
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
     model.eval()
+    if isinstance(inputs, BoundInputs):
+        return inputs.bind(model, device, dtype)
 
     def move(tensor: torch.Tensor) -> torch.Tensor:
         # floating inputs (hidden states, images) in the model's dtype; token ids stay ints

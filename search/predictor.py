@@ -332,6 +332,7 @@ class LatencyModel:
         policy: MeasurePolicy | None = None,
         max_error: float | None = MAX_ERROR,
         runtime: str = "eager",
+        phase: str = "prefill",
     ) -> LatencyModel:
         """Measure the device and build its latency model, reporting held-out error.
 
@@ -353,6 +354,8 @@ class LatencyModel:
                 ``model`` attribute holds the model for diagnosis); ``None`` accepts any.
             runtime: ``"eager"``, ``"compile"`` or ``"onnxruntime"``: what runs the subnets
                 (the per-layer table is timed eager and calibrated on them).
+            phase: for a causal LM, ``"prefill"`` (a prompt of ``seq_len`` tokens) or
+                ``"decode"`` (ms per generated token with ``seq_len`` tokens in the KV cache).
         """
         if num_train < 4 or num_test < 1:
             raise ValueError("need num_train >= 4 and num_test >= 1 to fit and score a model")
@@ -365,6 +368,7 @@ class LatencyModel:
             num_threads=num_threads or 1,
             image_size=image_size,  # type: ignore[arg-type]
             runtime=runtime,
+            phase=phase,
         )
         if torch.device(device).type == "cpu":
             target = replace(target, num_threads=choose_threads(num_threads))

@@ -60,16 +60,19 @@ def flops(
     batch_size: int,
     seq_len: int,
     logits: int,
+    context: int = 0,
 ) -> int:
     """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass of ``batch_size``
-    sequences of ``seq_len`` tokens whose LM head runs on the last ``logits`` positions."""
+    sequences of ``seq_len`` new tokens, after ``context`` tokens already in the KV cache (a
+    decode step: ``seq_len`` 1), whose LM head runs on the last ``logits`` positions."""
     tokens = batch_size * seq_len
     hidden, head_dim = subnet.hidden_size, space.head_dim
     total = 0
     for heads, kv_heads, ffn_dim in zip(subnet.num_heads, subnet.num_kv_heads, subnet.ffn_dims):
         width, kv_width = heads * head_dim, kv_heads * head_dim
         total += 2 * tokens * hidden * (2 * width + 2 * kv_width)  # Q, K, V and O
-        total += 2 * 2 * batch_size * heads * seq_len * seq_len * head_dim  # QK^T and AV
+        keys = context + seq_len
+        total += 2 * 2 * batch_size * heads * seq_len * keys * head_dim  # QK^T and AV
         total += 2 * 3 * tokens * hidden * ffn_dim  # gate, up and down
     head = getattr(model, "lm_head", None)
     if isinstance(head, nn.Linear):

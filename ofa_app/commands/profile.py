@@ -8,7 +8,8 @@ from typing import Any
 EXAMPLE = """example:
   ofa profile --supernet runs/supernet --out runs/latency_cpu.json --device cpu \\
       --batch-size 1 --seq-len 128 --threads 2
-  ofa profile --supernet runs/supernet --out runs/latency_h100.json --device cuda --dtype bfloat16"""
+  ofa profile --supernet runs/supernet --out runs/latency_h100.json --device cuda --dtype bfloat16
+  ofa profile --supernet runs/llama_supernet --out runs/decode_cpu.json --phase decode --seq-len 256"""
 
 
 def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
@@ -37,6 +38,13 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         choices=("eager", "compile", "onnxruntime"),
         default="eager",
         help="what runs the model where it is deployed (a profile is refused for another)",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=("prefill", "decode"),
+        default="prefill",
+        help="a causal LM's latency: the prompt of --seq-len tokens (prefill), or ms per "
+        "generated token with --seq-len tokens in the KV cache (decode)",
     )
     parser.add_argument(
         "--max-error",
@@ -82,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
             max_error=args.max_error,
             runtime=args.runtime,
+            phase=args.phase,
         )
     except UnusableProfileError as error:
         rejected = out.with_name(out.name + ".rejected.json")

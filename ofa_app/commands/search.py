@@ -85,6 +85,12 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         choices=("eager", "compile", "onnxruntime"),
         help="with --measure (and to check a latency model): what runs the model",
     )
+    parser.add_argument(
+        "--phase",
+        choices=("prefill", "decode"),
+        help="with --measure (and to check a latency model): a causal LM's prefill of "
+        "--seq-len tokens, or its decode step at that context (a latency model keeps its own)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
     parser.add_argument(
         "--no-remeasure",
@@ -106,6 +112,7 @@ def _target(args: argparse.Namespace, base: dict[str, Any] | None) -> Any:
         "seq_len": args.seq_len,
         "num_threads": args.threads,
         "runtime": args.runtime,
+        "phase": args.phase,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     if base is None:

@@ -319,3 +319,77 @@ def test_profile_and_search_return_a_subnet(tmp_path):
     assert space.contains(found.best.subnet)
     header = (tmp_path / "search" / "pareto.csv").read_text().splitlines()[0]
     assert "heads_per_kv,num_kv_heads,ffn_dims" in header
+
+
+def test_a_decode_step_is_one_cached_token_at_a_fixed_context():
+    """The timed decode call is generate's step: its logits equal the full forward's at the
+    new position, and after every call the cache is back at the context length."""
+    from search._family_decoder import _DecodeStep
+
+    model = make_decoder("mistral")  # its window (5) is shorter than the context
+    step = _DecodeStep(batch_size=2, seq_len=SEQ, vocab_size=VOCAB)
+    call = step.bind(model, torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        full = model(input_ids=step.ids).logits[:, -1]
+        first, again = call().logits[:, -1], call().logits[:, -1]
+    assert torch.allclose(first, full, atol=1e-5) and torch.equal(first, again)
+
+
+def test_decode_latency_profiles_searches_and_is_refused_for_prefill(tmp_path):
+    model = make_decoder("llama")
+    model.config._attn_implementation = "eager"
+    supernet = ofa.convert(model, elastic_space(ofa.convert(model))).eval()
+    space = supernet.space
+    decode = search.LatencyTarget(seq_len=32, num_threads=1, phase="decode")
+    assert "decode at context 32" in decode.describe()
+    assert search.LatencyTarget.from_dict(decode.to_dict()) == decode
+    assert "phase" not in search.LatencyTarget().to_dict()  # prefill JSON as it always was
+    # FLOPs of the timed step: one token per sequence against 32 cached ones
+    family = search._families.latency_family("decoder")
+    subnet = space.sample(torch.Generator().manual_seed(2))
+    small = supernet.extract(subnet)
+    call = family.inputs(supernet, decode).bind(small, torch.device("cpu"), torch.float32)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        call()
+    assert counter.get_total_flops() == family.flops(supernet, subnet, decode)
+    assert family.flops(supernet, subnet, decode) < family.flops(
+        supernet, subnet, dataclasses.replace(decode, phase="prefill")
+    )
+    latency = search.LatencyModel.profile(
+        supernet, device="cpu", seq_len=32, num_threads=1, num_train=6, num_test=2,
+        warmup=1, rounds=2, policy=LOOSE, max_error=None, phase="decode",
+    )  # fmt: skip
+    assert latency.target.phase == "decode" and latency.plan == "decode"
+    assert latency(space.max_subnet()) > latency(space.min_subnet()) > 0
+    saved = tmp_path / "decode.json"
+    latency.save(saved)
+    reloaded = search.LatencyModel.load(saved, space=space)
+    assert reloaded(space.max_subnet()) == pytest.approx(latency(space.max_subnet()))
+    with pytest.raises(ValueError, match="profiled for cpu float32 batch 1 decode at context 32"):
+        reloaded.check(dataclasses.replace(decode, phase="prefill"))
+    found = search.run(
+        supernet,
+        evaluate=lambda net, s: -float(net.flops(s)),  # any score: the budget is what is tested
+        latency=latency,
+        config=search.SearchConfig(
+            budget_fraction=0.9,
+            trials=4,
+            policy=LOOSE,
+            max_error=5.0,
+            allow_busy=True,
+            settle_s=0,
+        ),  # fmt: skip  (what is tested is the decode budget, not the machine's load)
+        teacher=model,
+    )
+    assert found.best is not None and found.target["phase"] == "decode"
+    assert found.best.share <= 0.9
+
+
+def test_decode_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="decode latency is measured in eager PyTorch"):
+        search.LatencyTarget(phase="decode", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="unknown phase 'generate'"):
+        search.LatencyTarget(phase="generate")
+    bare = ofa.convert(make_decoder("llama-bare"))
+    with pytest.raises(ValueError, match="decode latency needs a causal LM"):
+        search.LatencyModel.profile(bare, seq_len=8, num_threads=1, phase="decode")
