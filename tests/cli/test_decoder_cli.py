@@ -100,6 +100,48 @@ def test_convert_train_profile_search_export_a_llama(workspace, capsys):
     pareto = json.loads((root / "search" / "pareto.json").read_text())
     assert pareto["best"] is not None and 0.0 <= pareto["best"]["accuracy"] <= 1.0
 
+    # a decode budget: ms per generated token with 16 tokens in the KV cache
+    out = _run(
+        ["profile", "--supernet", str(trained), "--out", str(root / "decode.json"),
+         "--phase", "decode", "--seq-len", "16", "--subnets", "5", "--held-out", "2",
+         "--rounds", "3", "--threads", "1", "--max-error", "100"],
+        capsys,
+    )  # fmt: skip
+    assert "decode at context 16" in out
+    decode = json.loads((root / "decode.json").read_text())
+    assert decode["target"]["phase"] == "decode"
+    budget = 2 * max(m["measured_ms"] for m in decode["measurements"])
+    out = _run(
+        ["search", "--supernet", str(trained), "--latency-model", str(root / "decode.json"),
+         "--budget-ms", f"{budget:.4f}", "--trials", "3", "--data", corpus,
+         "--max-length", "16", "--examples", "8", "--no-remeasure",
+         "--out", str(root / "search-decode")],
+        capsys,
+    )  # fmt: skip
+    assert json.loads((root / "search-decode" / "pareto.json").read_text())["best"] is not None
+    assert (
+        main(
+            [
+                "search",
+                "--supernet",
+                str(trained),
+                "--latency-model",
+                str(root / "decode.json"),
+                "--phase",
+                "prefill",
+                "--budget-ms",
+                "1",
+                "--trials",
+                "1",
+                "--data",
+                corpus,
+                "--out",
+                str(root / "search-wrong"),
+            ]
+        )
+        == 2
+    )  # fmt: skip  (a decode profile is not a prefill one)
+
     # the min subnet is uniform: a stock LlamaForCausalLM checkpoint with the tokenizer
     out = _run(
         ["export", "--supernet", str(trained), "--subnet", "min", "--out", str(root / "small")],
