@@ -44,6 +44,13 @@ class QuickstartConfig:
     settle_s: float = 600.0
     allow_busy: bool = False
     seed: int = 0
+    # "bert": the embedded MiniLM on Rotten Tomatoes; "decoder": a small Llama trained here
+    # from scratch on IMDB reviews (no small pretrained decoder installs offline), see
+    # ofa_app.quickstart_decoder; its latency is the prefill of a block or, with phase
+    # "decode", one generated token at that context
+    family: str = "bert"
+    phase: str = "prefill"
+    teacher_steps: int = 400  # the decoder teacher's optimizer steps (from scratch)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -53,7 +60,14 @@ class QuickstartConfig:
             raise ValueError(f"threads must be positive, got {self.threads}")
         if self.settle_s < 0:
             raise ValueError(f"settle must be >= 0 seconds, got {self.settle_s}")
-        for name in ("train_examples", "eval_examples", "max_length", "supernet_steps", "trials"):
+        if self.family not in ("bert", "decoder"):
+            raise ValueError(f"family must be bert or decoder, got {self.family!r}")
+        if self.phase not in ("prefill", "decode"):
+            raise ValueError(f"phase must be prefill or decode, got {self.phase!r}")
+        if self.phase == "decode" and self.family != "decoder":
+            raise ValueError("--phase decode is for the decoder quickstart (--family decoder)")
+        names = ("train_examples", "eval_examples", "max_length", "supernet_steps", "trials")
+        for name in (*names, "teacher_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -70,7 +84,91 @@ def _table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-class _Stages:
+class _Timed:
+    """The latency stage, shared by both quickstarts: ``config``, ``out``, ``say`` and
+    ``threads`` are set by the subclass."""
+
+    config: QuickstartConfig
+    out: Path
+    say: Callable[[str], None]
+    threads: int | None
+
+    def latency(self, supernet: Any, threads: int | None = None) -> Any:
+        """The latency model: a saved one only if its anchors, measured again now, still agree
+        with it (and its thread count is the one chosen now); otherwise profiled again.
+
+        Where timing at several threads is too noisy (other jobs take the cores), it measures
+        again at 1 thread, whose CPU-time clock other jobs do not move, unless --threads fixed
+        the count."""
+        import search
+
+        if threads is None:
+            threads = (
+                search.choose_threads(self.config.threads) if self.config.device == "cpu" else 1
+            )
+        target = search.LatencyTarget(
+            device=self.config.device,
+            batch_size=self.config.latency_batch_size,
+            seq_len=self.config.max_length,
+            num_threads=threads,
+            phase=self.config.phase,
+        )
+        path = self.out / f"latency_{self.config.device.replace(':', '')}.json"
+        if path.exists():
+            reason = self._stale(path, target, supernet)
+            if reason is None:
+                self.say(f"[3/6] latency model: reusing {path} (its anchors re-measured agree)")
+                self.threads = target.num_threads
+                return search.LatencyModel.load(path, target=target, space=supernet.space)
+            self.say(f"[3/6] the saved latency model is stale ({reason}): profiling again")
+        else:
+            self.say(
+                f"[3/6] profiling latency on {search.device_name(self.config.device)}, "
+                f"{target.describe()}"
+            )
+        try:
+            model = self._profile(supernet, target)
+        except (search.UnusableProfileError, search.TooNoisyError) as error:
+            if target.num_threads == 1 or self.config.threads is not None:
+                raise
+            self.say(f"      {error}; profiling again with 1 thread")
+            target = search.LatencyTarget(**{**target.to_dict(), "num_threads": 1})
+            model = self._profile(supernet, target)
+        model.save(path)
+        self.threads = target.num_threads
+        return model
+
+    def _profile(self, supernet: Any, target: Any) -> Any:
+        import search
+
+        return search.LatencyModel.profile(
+            supernet,
+            device=target.device,
+            batch_size=target.batch_size,
+            seq_len=target.seq_len,
+            num_threads=target.num_threads,
+            num_train=16,
+            num_test=8,
+            rounds=5,
+            progress=True,
+            phase=target.phase,
+        )
+
+    def _stale(self, path: Path, target: Any, supernet: Any) -> str | None:
+        """Why the saved latency model cannot be reused now, or None if it can."""
+        import search
+
+        try:
+            model = search.LatencyModel.load(path, target=target, space=supernet.space)
+        except ValueError as error:
+            return str(error).split(":")[0]
+        validation = model.validate(supernet)
+        if validation.stale or validation.moved:
+            return validation.describe()
+        return None
+
+
+class _Stages(_Timed):
     """Shared state of one quickstart run; one method per stage."""
 
     def __init__(self, config: QuickstartConfig, say: Callable[[str], None]) -> None:
@@ -165,78 +263,6 @@ class _Stages:
         supernet.save(path, overwrite=True, tokenizer=self.tokenizer)
         return supernet
 
-    def latency(self, supernet: Any, threads: int | None = None) -> Any:
-        """The latency model: a saved one only if its anchors, measured again now, still agree
-        with it (and its thread count is the one chosen now); otherwise profiled again.
-
-        Where timing at several threads is too noisy (other jobs take the cores), it measures
-        again at 1 thread, whose CPU-time clock other jobs do not move, unless --threads fixed
-        the count."""
-        import search
-
-        if threads is None:
-            threads = (
-                search.choose_threads(self.config.threads) if self.config.device == "cpu" else 1
-            )
-        target = search.LatencyTarget(
-            device=self.config.device,
-            batch_size=self.config.latency_batch_size,
-            seq_len=self.config.max_length,
-            num_threads=threads,
-        )
-        path = self.out / f"latency_{self.config.device.replace(':', '')}.json"
-        if path.exists():
-            reason = self._stale(path, target, supernet)
-            if reason is None:
-                self.say(f"[3/6] latency model: reusing {path} (its anchors re-measured agree)")
-                self.threads = target.num_threads
-                return search.LatencyModel.load(path, target=target, space=supernet.space)
-            self.say(f"[3/6] the saved latency model is stale ({reason}): profiling again")
-        else:
-            self.say(
-                f"[3/6] profiling latency on {search.device_name(self.config.device)}, "
-                f"{target.describe()}"
-            )
-        try:
-            model = self._profile(supernet, target)
-        except (search.UnusableProfileError, search.TooNoisyError) as error:
-            if target.num_threads == 1 or self.config.threads is not None:
-                raise
-            self.say(f"      {error}; profiling again with 1 thread")
-            target = search.LatencyTarget(**{**target.to_dict(), "num_threads": 1})
-            model = self._profile(supernet, target)
-        model.save(path)
-        self.threads = target.num_threads
-        return model
-
-    def _profile(self, supernet: Any, target: Any) -> Any:
-        import search
-
-        return search.LatencyModel.profile(
-            supernet,
-            device=target.device,
-            batch_size=target.batch_size,
-            seq_len=target.seq_len,
-            num_threads=target.num_threads,
-            num_train=16,
-            num_test=8,
-            rounds=5,
-            progress=True,
-        )
-
-    def _stale(self, path: Path, target: Any, supernet: Any) -> str | None:
-        """Why the saved latency model cannot be reused now, or None if it can."""
-        import search
-
-        try:
-            model = search.LatencyModel.load(path, target=target, space=supernet.space)
-        except ValueError as error:
-            return str(error).split(":")[0]
-        validation = model.validate(supernet)
-        if validation.stale or validation.moved:
-            return validation.describe()
-        return None
-
 
 def run_quickstart(
     config: QuickstartConfig | None = None, *, emit: Callable[[str], None] = logger.info
@@ -247,11 +273,15 @@ def run_quickstart(
         >>> run_quickstart(QuickstartConfig(out="runs/qs"), emit=print)
     """
     import export
-    import search
     from ofa.evaluation import accuracy as model_accuracy
     from ofa.evaluation import accuracy_note, evaluate, majority_rate
 
     config = config or QuickstartConfig()
+    if config.family == "decoder":
+        from ofa_app.quickstart_decoder import run_decoder_quickstart
+
+        run_decoder_quickstart(config, emit=emit)
+        return
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     emit(
@@ -269,26 +299,8 @@ def run_quickstart(
         f"{majority_rate(validation):.3f})" + (f"; WARNING: {note}" if note else "")
     )
     supernet = stages.supernet(teacher)
-    try:
-        latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, None)
-    except search.TooNoisyError as error:
-        # measuring again at 1 thread helps only where it was more (the CPU-time clock)
-        if config.threads is not None or config.device != "cpu" or stages.threads == 1:
-            if isinstance(error, search.BusyMachineError):
-                raise search.BusyMachineError(
-                    f"{error}. Everything before the search is kept in {config.out}: the same "
-                    "command reuses it",
-                    threads=error.threads,
-                ) from error
-            raise
-        emit(f"      {error}; measuring again with 1 thread")
-        latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, 1)
+    latency, found = search_stage(stages, supernet, teacher, teacher_val)
     target = latency.target
-    for line in found.notes:
-        emit(f"      {line}")
-    emit(f"      {found.message}")
-    if found.best is None:
-        raise RuntimeError(f"no subnet fits the budget: {found.message}")
     best = found.best
     teacher_ms = float(found.teacher_ms)
     test_acc = evaluate(supernet, best.subnet, stages.evals["test"])
@@ -367,6 +379,34 @@ def _digest(latency: Any) -> str:
 
     text = json.dumps(latency.to_dict(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def search_stage(stages: Any, supernet: Any, teacher: Any, teacher_val: float) -> tuple[Any, Any]:
+    """Stages 3 and 4, measured again at 1 thread where they were too noisy at more; the
+    search's notes and message reported; a search with no subnet in budget raised."""
+    import search
+
+    config, emit = stages.config, stages.say
+    try:
+        latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, None)
+    except search.TooNoisyError as error:
+        # measuring again at 1 thread helps only where it was more (the CPU-time clock)
+        if config.threads is not None or config.device != "cpu" or stages.threads == 1:
+            if isinstance(error, search.BusyMachineError):
+                raise search.BusyMachineError(
+                    f"{error}. Everything before the search is kept in {config.out}: the same "
+                    "command reuses it",
+                    threads=error.threads,
+                ) from error
+            raise
+        emit(f"      {error}; measuring again with 1 thread")
+        latency, found = _latency_and_search(stages, supernet, teacher, teacher_val, 1)
+    for line in found.notes:
+        emit(f"      {line}")
+    emit(f"      {found.message}")
+    if found.best is None:
+        raise RuntimeError(f"no subnet fits the budget: {found.message}")
+    return latency, found
 
 
 def _latency_and_search(

@@ -10,7 +10,8 @@ from ofa_app._help import HelpFormatter, busy_flags
 EXAMPLE = """examples:
   ofa quickstart                        # real MiniLM + Rotten Tomatoes, CPU, ~4-13 min
   ofa quickstart --device cuda          # GPU latency as the target
-  ofa quickstart --out runs/qs          # run it again: finished stages are reused"""
+  ofa quickstart --out runs/qs          # run it again: finished stages are reused
+  ofa quickstart --family decoder --phase decode --train-examples 3000 --max-length 128"""
 
 
 def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
@@ -44,6 +45,26 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         type=int,
         help="CPU threads for latency (default: the cores idle when it profiles)",
     )
+    parser.add_argument(
+        "--family",
+        choices=("bert", "decoder"),
+        default="bert",
+        help="bert: the embedded MiniLM on Rotten Tomatoes; decoder: a small Llama trained "
+        "here from scratch on IMDB reviews (no small pretrained decoder installs offline)",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=("prefill", "decode"),
+        default="prefill",
+        help="with --family decoder: the latency of a --max-length prompt (prefill), or ms per "
+        "generated token with --max-length tokens in the KV cache (decode)",
+    )
+    parser.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=400,
+        help="with --family decoder: the teacher's training steps from scratch",
+    )
     busy_flags(parser, settle=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
@@ -69,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         "settle_s",
         "allow_busy",
         "seed",
+        "family",
+        "phase",
+        "teacher_steps",
     )
     config = QuickstartConfig(**{name: getattr(args, name) for name in names})
     logging.getLogger("ofa").setLevel(logging.INFO if args.verbose else logging.WARNING)

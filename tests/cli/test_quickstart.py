@@ -61,6 +61,38 @@ def test_quickstart_runs_every_stage_to_its_final_table(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_the_decoder_quickstart_trains_searches_a_decode_budget_and_exports_a_stock_llama(
+    tmp_path, capsys
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    argv = [
+        "quickstart", "--family", "decoder", "--phase", "decode", "--out", str(tmp_path / "qs"),
+        "--train-examples", "120", "--eval-examples", "8", "--max-length", "32",
+        "--teacher-steps", "10", "--supernet-steps", "6", "--trials", "4",
+        "--budget-fraction", "0.9",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for stage in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "quick run"):
+        assert stage in out
+    assert "decode at context 32" in out and "ms/token" in out and "test ppl" in out
+    run = tmp_path / "qs"
+    found = json.loads((run / "search" / "pareto.json").read_text())
+    assert found["target"]["phase"] == "decode" and found["best"]["share_of_teacher"] <= 0.9
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["latency"]["phase"] == "decode"
+    if "LlamaForCausalLM" in out.split("verify: max |diff|")[1].splitlines()[0]:
+        model = AutoModelForCausalLM.from_pretrained(run / "export")
+        assert type(model) is LlamaForCausalLM  # a uniform subnet: the stock class
+    assert AutoTokenizer.from_pretrained(run / "export").eos_token is not None
+    # a rerun reuses the teacher (and its tokenizer) and the supernet
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "teacher: reusing" in again and "supernet: reusing" in again
+
+
+@pytest.mark.slow
 def test_quickstart_measures_again_at_one_thread_when_two_are_too_noisy(
     tmp_path, capsys, monkeypatch
 ):
