@@ -14,7 +14,7 @@ from __future__ import annotations
 from search._families import LatencyFamily, register_family
 from search._measure import measure_speedup
 from search._study import SAMPLERS, open_storage, set_budget_constraint, suggest_subnet
-from search.config import SearchConfig
+from search.config import Budget, SearchConfig
 from search.latency import (
     LatencyResult,
     LatencyTarget,
@@ -24,7 +24,7 @@ from search.latency import (
     measure_latency,
 )
 from search.measured import MeasuredLatency
-from search.pareto import ParetoPoint, SearchResult, hypervolume, pareto_front
+from search.pareto import OtherTiming, ParetoPoint, SearchResult, hypervolume, pareto_front
 from search.predictor import LatencyModel, StaleProfileError, UnusableProfileError, Validation
 from search.search import run
 from search.timing import (
@@ -42,6 +42,7 @@ from search.timing import (
 __all__ = [
     "BusyMachineError",
     "SAMPLERS",
+    "Budget",
     "SearchConfig",
     "LatencyFamily",
     "register_family",
@@ -61,6 +62,7 @@ __all__ = [
     "LatencyResult",
     "LatencyTarget",
     "MeasuredLatency",
+    "OtherTiming",
     "ParetoPoint",
     "SearchResult",
     "compare_latency",

@@ -190,14 +190,16 @@ def open_journal(
 
 
 def set_budget_constraint(
-    trial: optuna.trial.Trial, *, latency_ms: float, budget_ms: float
+    trial: optuna.trial.Trial, *, latency_ms: float, budget_ms: float, which: int = 0
 ) -> None:
-    """Record ``latency_ms - budget_ms <= 0`` as the trial's feasibility constraint.
+    """Record ``latency_ms - budget_ms <= 0`` as the trial's feasibility constraint (``which``
+    1, 2...: a second budget's, on another target; see :class:`search.Budget`).
 
     The one place that speaks Optuna's constraint API (Optuna 5 deprecates the samplers'
     ``constraints_func`` in favour of ``Trial.set_constraint``).
     """
-    trial.set_constraint(BUDGET_CONSTRAINT, float(latency_ms) - float(budget_ms))
+    name = BUDGET_CONSTRAINT if which == 0 else f"{BUDGET_CONSTRAINT}_{which + 1}"
+    trial.set_constraint(name, float(latency_ms) - float(budget_ms))
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:

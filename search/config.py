@@ -4,14 +4,57 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ofa._json import JsonMixin, known_fields
 from search.latency import LatencyTarget
 from search.predictor import MAX_ERROR
 from search.timing import MeasurePolicy
 
-__all__ = ["SearchConfig"]
+if TYPE_CHECKING:
+    from search.measured import MeasuredLatency
+    from search.predictor import LatencyModel
+
+__all__ = ["Budget", "SearchConfig"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A second latency budget for :func:`search.run`, on another target of the same subnets:
+    a causal LM searched under a prefill budget and a decode budget at once, say.
+
+    ``latency`` is the profile of that target (``ofa profile --phase decode``); the budget is
+    ``budget_ms`` on it, or ``budget_fraction`` of the teacher's latency there, measured in
+    the same run. Every trial must fit both (two Optuna constraints); at the end the Pareto
+    subnets are re-measured beside the teacher on each target, and the best subnet is the most
+    accurate that fits both by those measurements.
+
+    Example:
+        >>> decode = search.LatencyModel.load("runs/llm-decode.json")
+        >>> search.run(supernet, evaluate=..., latency=prefill, config=config,
+        ...            also=[search.Budget(decode, budget_fraction=0.6)])
+    """
+
+    latency: LatencyModel | MeasuredLatency
+    budget_ms: float | None = None
+    budget_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.budget_ms is None) == (self.budget_fraction is None):
+            raise ValueError("a search.Budget takes either budget_ms or budget_fraction")
+        if self.budget_ms is not None and not self.budget_ms > 0:
+            raise ValueError(f"budget_ms must be positive, got {self.budget_ms}")
+        if self.budget_fraction is not None and not 0 < self.budget_fraction <= 1:
+            raise ValueError(f"budget_fraction must be in (0, 1], got {self.budget_fraction}")
+
+    def settings(self) -> dict[str, Any]:
+        """What a study records of it (a continued study must keep it)."""
+        budget = (
+            {"budget_ms": self.budget_ms}
+            if self.budget_fraction is None
+            else {"budget_fraction": self.budget_fraction}
+        )
+        return {"target": self.latency.target.to_dict(), **budget}
 
 
 @dataclass(frozen=True, kw_only=True)

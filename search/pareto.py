@@ -14,7 +14,90 @@ from ofa._io import write_json_atomic, write_text_atomic
 from ofa.families import SubnetLike
 from search._families import family_of
 
-__all__ = ["ParetoPoint", "SearchResult", "hypervolume", "pareto_front", "write_pareto"]
+__all__ = [
+    "OtherTiming",
+    "ParetoPoint",
+    "SearchResult",
+    "hypervolume",
+    "pareto_front",
+    "write_pareto",
+]
+
+
+def _fits(
+    share: float | None,
+    measured_ms: float | None,
+    predicted_ms: float,
+    budget_ms: float,
+    fraction: float | None,
+) -> bool:
+    """A budget relative to the teacher by the paired share when re-measured; otherwise by
+    measured latency when re-measured, else by prediction."""
+    if fraction is not None and share is not None:
+        return share <= fraction
+    latency = measured_ms if measured_ms is not None else predicted_ms
+    return latency <= budget_ms
+
+
+def _speedup_text(speedup: float | None, low: float | None, high: float | None) -> str:
+    if speedup is None:
+        return "-"
+    return f"{speedup:.2f}x ({low:.2f}-{high:.2f})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtherTiming:
+    """A Pareto subnet's figures under a search's second budget (:class:`search.Budget`):
+    another latency target of the same subnet, e.g. its decode step beside a prefill search.
+
+    The fields mean what :class:`ParetoPoint`'s do, on ``target``; ``teacher_ms`` is the
+    teacher measured beside it on that target, in the same run."""
+
+    target: dict[str, Any]
+    budget_ms: float
+    budget_fraction: float | None
+    predicted_ms: float
+    measured_ms: float | None = None
+    share: float | None = None
+    speedup: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+
+    def fits(self) -> bool:
+        return _fits(
+            self.share, self.measured_ms, self.predicted_ms, self.budget_ms, self.budget_fraction
+        )
+
+    def describe(self) -> str:
+        """'decode: 1.92x (1.85-1.99) the teacher's speed, 3.1 ms within 0.6 x the teacher'."""
+        phase = self.target.get("phase", "prefill")
+        shown = self.measured_ms if self.measured_ms is not None else self.predicted_ms
+        budget = (
+            f"{self.budget_ms:.3g} ms"
+            if self.budget_fraction is None
+            else f"{self.budget_fraction:g} x the teacher ({self.budget_ms:.3g} ms)"
+        )
+        speed = (
+            ""
+            if self.speedup is None
+            else f", {_speedup_text(self.speedup, self.speedup_low, self.speedup_high)} the "
+            "teacher's speed"
+        )
+        fit = "within" if self.fits() else "NOT within"
+        return f"{phase}: {shown:.3g} ms {fit} {budget}{speed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "budget_ms": self.budget_ms,
+            "budget_fraction": self.budget_fraction,
+            "predicted_ms": self.predicted_ms,
+            "measured_ms": self.measured_ms,
+            "share_of_teacher": self.share,
+            "speedup": self.speedup,
+            "speedup_low": self.speedup_low,
+            "speedup_high": self.speedup_high,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,20 +118,19 @@ class ParetoPoint:
     speedup: float | None = None
     speedup_low: float | None = None
     speedup_high: float | None = None
+    # its figures under the search's second budgets (search.Budget), in their order
+    also: tuple[OtherTiming, ...] = ()
 
     def within(self, budget_ms: float, fraction: float | None = None) -> bool:
-        """Fits the budget: a budget relative to the teacher by the paired share when
-        re-measured; otherwise by measured latency when re-measured, else by prediction."""
-        if fraction is not None and self.share is not None:
-            return self.share <= fraction
-        latency = self.measured_ms if self.measured_ms is not None else self.predicted_ms
-        return latency <= budget_ms
+        """Fits the budget (and every second budget): a budget relative to the teacher by the
+        paired share when re-measured; otherwise by measured latency when re-measured, else by
+        prediction."""
+        fits = _fits(self.share, self.measured_ms, self.predicted_ms, budget_ms, fraction)
+        return fits and all(other.fits() for other in self.also)
 
     def describe_speedup(self) -> str:
         """'1.92x (1.85-1.99)': the paired speedup over the teacher and its 95% interval."""
-        if self.speedup is None:
-            return "-"
-        return f"{self.speedup:.2f}x ({self.speedup_low:.2f}-{self.speedup_high:.2f})"
+        return _speedup_text(self.speedup, self.speedup_low, self.speedup_high)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +146,7 @@ class ParetoPoint:
             "speedup": self.speedup,
             "speedup_low": self.speedup_low,
             "speedup_high": self.speedup_high,
+            **({"also": [other.to_dict() for other in self.also]} if self.also else {}),
         }
 
 
@@ -91,6 +174,9 @@ class SearchResult:
     notes: tuple[str, ...] = ()
     # the load the best subnet's figures were measured under (search.timing.Paired.contended)
     load: dict[str, Any] | None = None
+    # the second budgets (search.Budget): each one's target, budget_ms, budget_fraction and
+    # the teacher's latency on that target measured in this run
+    also: tuple[dict[str, Any], ...] = ()
 
     def fits(self, point: ParetoPoint) -> bool:
         return point.within(self.budget_ms, self.budget_fraction)
@@ -112,6 +198,7 @@ class SearchResult:
             "message": self.message,
             "pareto": [point.to_dict() for point in self.pareto],
             "also_measured": [point.to_dict() for point in self.also_measured],
+            **({"also": list(self.also)} if self.also else {}),
         }
 
 

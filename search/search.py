@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,10 @@ from search._study import (
     subnet_params,
     suggest_subnet,
 )
-from search.config import SearchConfig
+from search.config import Budget, SearchConfig
 from search.latency import LatencyTarget
 from search.measured import MeasuredLatency
-from search.pareto import ParetoPoint, SearchResult, write_pareto
+from search.pareto import OtherTiming, ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
 from search.predictor import LatencyModel, StaleProfileError, Validation
 from search.timing import (
@@ -55,6 +55,9 @@ __all__ = ["run"]
 
 Evaluate = Callable[[Supernet, Any], float]
 Latency = LatencyModel | MeasuredLatency
+# a second budget as the search holds it: its latency (rescaled to now), budget in ms, the
+# fraction it came from (None for a budget in ms)
+Other = tuple[Latency, float, float | None]
 
 
 def _check_inputs(
@@ -87,6 +90,31 @@ def _check_inputs(
         raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
+
+
+def _check_also(supernet: Supernet, also: Sequence[Budget], latency: Latency) -> list[Budget]:
+    """The second budgets, each checked: a profile of this supernet's space, on a target of
+    its own (not the search's own target, nor another second budget's)."""
+    seen = [latency.target]
+    for budget in also:
+        if not isinstance(budget, Budget):
+            raise TypeError(f"also takes search.Budget items, got {type(budget).__name__}")
+        other = budget.latency
+        if not isinstance(other, (LatencyModel, MeasuredLatency)):
+            raise TypeError(
+                "a search.Budget's latency must be a search.LatencyModel or a "
+                f"search.MeasuredLatency, got {type(other).__name__}"
+            )
+        if isinstance(other, LatencyModel):
+            other.check(None, supernet.space)
+        if other.target in seen:
+            raise ValueError(
+                f"a second budget on {other.target.describe()} times what another budget of "
+                "this search times: give each budget a target of its own (e.g. prefill and "
+                "decode)"
+            )
+        seen.append(other.target)
+    return list(also)
 
 
 def _check_smallest_predicted(
@@ -202,6 +230,7 @@ def _open_study(
     sampler: optuna.samplers.BaseSampler,
     budget: dict[str, float],
     target: LatencyTarget,
+    also: Sequence[Budget] = (),
 ) -> optuna.Study:
     study = optuna.create_study(
         storage=storage,
@@ -215,12 +244,21 @@ def _open_study(
         **budget,  # ofa_budget_ms, or ofa_budget_fraction (its ms follow the teacher measured now)
         "ofa_target": target.to_dict(),
     }
+    if also:
+        settings["ofa_also"] = [other.settings() for other in also]
     settings = {k: json.loads(json.dumps(v)) for k, v in settings.items()}  # tuples -> lists
     stored = study.user_attrs
+    if study.get_trials(deepcopy=False) and ("ofa_also" in stored) != ("ofa_also" in settings):
+        had = "second budgets" if "ofa_also" in stored else "no second budget"
+        raise ValueError(
+            f"study {name!r} was run with {had}; continue it with the same budgets or pick a "
+            "new study name"
+        )
     for key, value in settings.items():  # every check before any write: a refusal writes nothing
         if key in stored and stored[key] != value:
+            what = "second budget" if key == "ofa_also" else key[4:]
             raise ValueError(
-                f"study {name!r} was run with another {key[4:]} ({stored[key]}); continue it with "
+                f"study {name!r} was run with another {what} ({stored[key]}); continue it with "
                 "the same settings or pick a new study name"
             )
     other_budget = {"ofa_budget_ms", "ofa_budget_fraction"} - set(settings)
@@ -242,19 +280,26 @@ def _objective(
     latency: Latency,
     budget_ms: float,
     evaluate_infeasible: bool,
+    others: Sequence[Other] = (),
 ) -> Callable[[optuna.trial.Trial], tuple[float, float]]:
-    cache: dict[SubnetLike, float] = {}
+    cache: dict[SubnetLike, tuple[float, ...]] = {}
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
         tag_worker(trial)
         subnet = suggest_subnet(trial, supernet.space)
         if subnet not in cache:
-            cache[subnet] = float(latency(subnet))
-        latency_ms = cache[subnet]
+            cache[subnet] = tuple(float(lat(subnet)) for lat in (latency, *(o[0] for o in others)))
+        latency_ms, *others_ms = cache[subnet]
         set_budget_constraint(trial, latency_ms=latency_ms, budget_ms=budget_ms)
+        fits = latency_ms <= budget_ms
+        for which, (ms, (_, other_budget, _)) in enumerate(zip(others_ms, others), start=1):
+            set_budget_constraint(trial, latency_ms=ms, budget_ms=other_budget, which=which)
+            fits = fits and ms <= other_budget
         trial.set_user_attr("subnet", subnet.to_dict())
         trial.set_user_attr("predicted_ms", latency_ms)
-        evaluated = latency_ms <= budget_ms or evaluate_infeasible
+        if others:
+            trial.set_user_attr("also_predicted_ms", others_ms)
+        evaluated = fits or evaluate_infeasible
         trial.set_user_attr("evaluated", evaluated)
         # an over-budget subnet is never chosen, so its accuracy is not worth computing
         accuracy = float(evaluate(supernet, subnet)) if evaluated else 0.0
@@ -280,23 +325,42 @@ def _enqueue_seeds(
             study.enqueue_trial(subnet_params(subnet, space), skip_if_exists=True)
 
 
-def _front(study: optuna.Study, supernet: Supernet, target: LatencyTarget) -> list[ParetoPoint]:
-    points = []
-    family = latency_family(supernet.family_name)
-    for trial in study.best_trials:  # feasible, non-dominated (Optuna honours the constraints)
-        if not is_feasible(trial) or not trial.user_attrs.get("evaluated", True):
-            continue
-        subnet = subnet_from_dict(supernet.family_name, trial.user_attrs["subnet"])
-        points.append(
-            ParetoPoint(
-                trial_number=trial.number,
-                subnet=subnet,
-                accuracy=float(trial.values[0]),
-                predicted_ms=float(trial.values[1]),
-                flops=family.flops(supernet, subnet, target),
-                num_params=supernet.num_params(subnet),  # type: ignore[arg-type]
+def _point(
+    trial: optuna.trial.FrozenTrial,
+    supernet: Supernet,
+    target: LatencyTarget,
+    others: Sequence[Other],
+) -> ParetoPoint:
+    """The Pareto point of a finished trial, with its predictions under the second budgets."""
+    subnet = subnet_from_dict(supernet.family_name, trial.user_attrs["subnet"])
+    others_ms = trial.user_attrs.get("also_predicted_ms", [])
+    return ParetoPoint(
+        trial_number=trial.number,
+        subnet=subnet,
+        accuracy=float(trial.values[0]),
+        predicted_ms=float(trial.values[1]),
+        flops=latency_family(supernet.family_name).flops(supernet, subnet, target),
+        num_params=supernet.num_params(subnet),  # type: ignore[arg-type]
+        also=tuple(
+            OtherTiming(
+                target=lat.target.to_dict(),
+                budget_ms=budget,
+                budget_fraction=fraction,
+                predicted_ms=float(ms),
             )
-        )
+            for (lat, budget, fraction), ms in zip(others, others_ms)
+        ),
+    )
+
+
+def _front(
+    study: optuna.Study, supernet: Supernet, target: LatencyTarget, others: Sequence[Other] = ()
+) -> list[ParetoPoint]:
+    points = [
+        _point(trial, supernet, target, others)
+        for trial in study.best_trials  # feasible, non-dominated (Optuna honours constraints)
+        if is_feasible(trial) and trial.user_attrs.get("evaluated", True)
+    ]
     unique = {p.subnet: p for p in sorted(points, key=lambda p: -p.trial_number)}
     return sorted(unique.values(), key=lambda p: p.predicted_ms)
 
@@ -307,23 +371,18 @@ def _remeasure(
     target: LatencyTarget,
     teacher: nn.Module,
     policy: MeasurePolicy,
-    budget_ms: float | None = None,
-    fraction: float | None = None,
-) -> tuple[list[ParetoPoint], Estimate | None, Paired | None]:
-    """Extract every Pareto subnet and time them side by side with the teacher.
+    budget_ms: float,
+) -> tuple[dict[str, Estimate], dict[str, Estimate], Paired]:
+    """Extract every Pareto subnet and time them side by side with the teacher on ``target``:
+    each one's latency and share of the teacher's (the median of per-round ratios), by trial
+    number. A subnet contained in another that timed slower beyond both intervals is measured
+    again beside it; if that holds, the machine is too noisy.
 
-    Each point gets its latency, its share of the teacher's (the median of per-round ratios)
-    and the speedup with its 95% interval. A subnet contained in another that timed slower
-    beyond both intervals is measured again beside it; if that holds, the machine is too noisy.
-
-    With a budget, the intervals held to the policy's bound are the teacher's and those of the
-    subnets that may be chosen (predicted near the budget, and the most accurate): the tiny
-    subnets far below it are the noisiest to time and would stop a search whose answer does
-    not depend on them. They are reported with the interval they reached; the subnet chosen
-    is measured again beside the teacher alone until its interval meets the bound.
+    The intervals held to the policy's bound are the teacher's and those of the subnets that
+    may be chosen (predicted near the budget, and the most accurate): the tiny subnets far
+    below it are the noisiest to time and would stop a search whose answer does not depend on
+    them. They are reported with the interval they reached.
     """
-    if not points:
-        return points, None, None
     family = latency_family(supernet.family_name)
     inputs = family.inputs(supernet, target)
     models = {str(p.trial_number): supernet.extract(p.subnet) for p in points}  # type: ignore[arg-type]
@@ -334,7 +393,7 @@ def _remeasure(
         reference="teacher",
         policy=policy,
         what="the Pareto subnets beside the teacher",
-        matters=None if budget_ms is None else _may_be_chosen(points, budget_ms),
+        matters=_may_be_chosen(points, budget_ms),
     )
     times, ratios = dict(paired.times), dict(paired.ratios)
     subnets = {str(p.trial_number): p.subnet for p in points}
@@ -355,28 +414,70 @@ def _remeasure(
             "times slower than it after measuring both again; measure on a quieter machine or "
             "with fewer threads (--threads 1)"
         )
-    measured = [
-        _with_timing(p, times[str(p.trial_number)], ratios[str(p.trial_number)]) for p in points
-    ]
-    for _ in range(len(points) if budget_ms is not None else 0):
-        best, _note = _choose(measured, budget_ms, True, fraction)  # type: ignore[arg-type]
-        key = None if best is None else str(best.trial_number)
-        if key is None or ratios[key].interval <= policy.refuse_above:
-            break
-        again = measure_paired(  # refuses if even alone beside the teacher it stays too wide
-            {"teacher": teacher, key: models[key]},
-            inputs,
-            target=target,
-            reference="teacher",
-            policy=policy,
-            what="the chosen subnet beside the teacher",
-        )
-        times[key], ratios[key] = again.times[key], again.ratios[key]
-        measured = [
-            _with_timing(p, times[str(p.trial_number)], ratios[str(p.trial_number)])
+    return times, ratios, paired
+
+
+def _measure_all(
+    points: list[ParetoPoint],
+    supernet: Supernet,
+    target: LatencyTarget,
+    teacher: nn.Module,
+    policy: MeasurePolicy,
+    budget_ms: float,
+    fraction: float | None = None,
+    others: Sequence[Other] = (),
+) -> tuple[list[ParetoPoint], Estimate | None, Paired | None, list[Paired]]:
+    """The Pareto subnets timed beside the teacher on the search's target and on each second
+    budget's (:func:`_remeasure`), each point given its latency, share of the teacher's and
+    speedup with its 95% interval there. The subnet chosen (the most accurate that fits every
+    budget by those measurements) is then measured again beside the teacher alone, on each
+    target where its interval is wider than the bound, until it meets it (or that measurement
+    refuses as too noisy). Returns the points, the teacher's latency on the search's target,
+    and the measurements on the search's target and on the second ones.
+    """
+    if not points:
+        return points, None, None, []
+    targets = [(target, budget_ms), *((lat.target, budget) for lat, budget, _ in others)]
+    ratios: list[dict[str, Estimate]] = []
+    measured: list[Paired] = []
+    for which, (here, budget) in enumerate(targets):
+        predicted = [
+            p if which == 0 else replace(p, predicted_ms=p.also[which - 1].predicted_ms)
             for p in points
         ]
-    return measured, paired.times["teacher"], paired
+        times, ratio, paired = _remeasure(predicted, supernet, here, teacher, policy, budget)
+        points = [
+            _timed(p, which, times[str(p.trial_number)], ratio[str(p.trial_number)])
+            for p in points
+        ]
+        ratios.append(ratio)
+        measured.append(paired)
+    family = latency_family(supernet.family_name)
+    for _ in range(len(points)):
+        best, _note = _choose(points, budget_ms, True, fraction)
+        key = None if best is None else str(best.trial_number)
+        wide = [
+            w for w in range(len(targets)) if key and ratios[w][key].interval > policy.refuse_above
+        ]
+        if best is None or not wide:
+            break
+        for which in wide:
+            here = targets[which][0]
+            again = measure_paired(  # refuses if even alone beside the teacher it stays too wide
+                {"teacher": teacher, key: supernet.extract(best.subnet)},  # type: ignore[arg-type]
+                family.inputs(supernet, here),
+                target=here,
+                reference="teacher",
+                policy=policy,
+                what="the chosen subnet beside the teacher",
+            )
+            ratios[which][key] = again.ratios[key]
+            points = [
+                _timed(p, which, again.times[key], again.ratios[key]) if p is best else p
+                for p in points
+            ]
+            best = next(p for p in points if str(p.trial_number) == key)
+    return points, measured[0].times["teacher"], measured[0], measured[1:]
 
 
 def _may_be_chosen(points: list[ParetoPoint], budget_ms: float) -> set[str]:
@@ -384,6 +485,23 @@ def _may_be_chosen(points: list[ParetoPoint], budget_ms: float) -> set[str]:
     0.6-1.5x the budget (the profile's error is held to 15%), and the most accurate one."""
     near = {str(p.trial_number) for p in points if 0.6 <= p.predicted_ms / budget_ms <= 1.5}
     return near | {str(max(points, key=lambda p: p.accuracy).trial_number)}
+
+
+def _timed(point: ParetoPoint, which: int, time_ms: Estimate, ratio: Estimate) -> ParetoPoint:
+    """``point`` with its paired figures on the search's target (``which`` 0) or on its
+    second budget ``which``."""
+    if which == 0:
+        return _with_timing(point, time_ms, ratio)
+    speedup = ratio.inverse()
+    other = replace(
+        point.also[which - 1],
+        measured_ms=time_ms.value,
+        share=ratio.value,
+        speedup=speedup.value,
+        speedup_low=speedup.low,
+        speedup_high=speedup.high,
+    )
+    return replace(point, also=(*point.also[: which - 1], other, *point.also[which:]))
 
 
 def _with_timing(point: ParetoPoint, time_ms: Estimate, ratio: Estimate) -> ParetoPoint:
@@ -398,6 +516,11 @@ def _with_timing(point: ParetoPoint, time_ms: Estimate, ratio: Estimate) -> Pare
         speedup_low=speedup.low,
         speedup_high=speedup.high,
     )
+
+
+def _most_contended(measured: list[Paired]) -> Paired:
+    """The measurement that other jobs contended, if one was (the first such), else the first."""
+    return next((m for m in measured if m.contended), measured[0])
 
 
 def _settle(
@@ -430,7 +553,7 @@ def _settle(
             f"too noisy to measure on {target.describe()}: {what}; under such load a small "
             "subnet and the teacher slow down unequally (speedups 11% high and 18% low in our "
             "runs). Rerun when the machine is quieter (the study's trials are kept), wait "
-            "longer (--settle 600), or report the loaded figures with a warning (--allow-busy)",
+            f"longer (--settle {max(600.0, 2 * config.settle_s):.0f}), or report the loaded figures with a warning (--allow-busy)",
             threads=paired.threads,
         )
     return False, (
@@ -447,6 +570,7 @@ def _corrected(
     points: list[ParetoPoint],
     budget_ms: float,
     limit: int = 6,
+    others: Sequence[Other] = (),
 ) -> tuple[float, list[ParetoPoint]]:
     """When the Pareto subnets all measured over budget: the latency model underestimates the
     device now (load, clocks). Scale its predictions by the measured/predicted ratio seen on the
@@ -465,21 +589,18 @@ def _corrected(
         if t.values is not None
         and t.user_attrs.get("evaluated")
         and t.values[1] * ratio <= budget_ms
+        # the second budgets' predictions still fit them (only the first one measured over)
+        and all(
+            ms <= budget
+            for ms, (_, budget, _) in zip(t.user_attrs.get("also_predicted_ms", []), others)
+        )
     ]
     front: dict[SubnetLike, ParetoPoint] = {}
-    family = latency_family(supernet.family_name)
     for trial in sorted(done, key=lambda t: (t.values[1], -t.values[0])):
-        subnet = subnet_from_dict(supernet.family_name, trial.user_attrs["subnet"])
+        point = _point(trial, supernet, target, others)
         best_so_far = max((p.accuracy for p in front.values()), default=float("-inf"))
-        if subnet not in front and trial.values[0] > best_so_far:
-            front[subnet] = ParetoPoint(
-                trial_number=trial.number,
-                subnet=subnet,
-                accuracy=float(trial.values[0]),
-                predicted_ms=float(trial.values[1]),
-                flops=family.flops(supernet, subnet, target),
-                num_params=supernet.num_params(subnet),  # type: ignore[arg-type]
-            )
+        if point.subnet not in front and point.accuracy > best_so_far:
+            front[point.subnet] = point
     return ratio, sorted(front.values(), key=lambda p: -p.accuracy)[:limit]
 
 
@@ -503,7 +624,7 @@ def _choose(
             ""
             if best.speedup is None
             else f", {best.describe_speedup()} the teacher's speed (paired, 95% interval)"
-        )
+        ) + "".join(f"; {other.describe()}" for other in best.also)
         return best, (
             f"best subnet: trial {best.trial_number}, accuracy {best.accuracy:.4f}, "
             f"{basis} {shown:.3g} ms within {budget}{speed}"
@@ -544,6 +665,7 @@ def run(
     teacher: nn.Module | None = None,
     storage: str | os.PathLike | BaseStorage | None = None,
     out_dir: str | os.PathLike | None = None,
+    also: Sequence[Budget] = (),
     **settings: Any,
 ) -> SearchResult:
     """Search ``supernet`` for the most accurate subnets within a latency budget on a device.
@@ -563,6 +685,9 @@ def run(
         teacher: the model the speedup is quoted against (default: the max subnet extracted).
         storage: journal file path, RDB URL or Optuna storage; default ``out_dir/study.journal``.
         out_dir: where pareto.json, pareto.csv, pareto.png and pareto.html go (none if ``None``).
+        also: second budgets on other targets of the same subnets (:class:`search.Budget`),
+            e.g. a decode budget beside a prefill search: every trial must fit them too, and
+            the Pareto subnets are re-measured beside the teacher on each target.
         **settings: the former keyword form of ``config`` (``budget_ms=...``, ``trials=...``),
             kept for one release with a ``DeprecationWarning``.
 
@@ -590,6 +715,7 @@ def run(
     teacher_accuracy = config.teacher_accuracy
     _check_inputs(supernet, latency, budget_ms, budget_fraction, trials, sampler, target)
     target = latency.target
+    also = _check_also(supernet, also, latency)
     policy = policy or MeasurePolicy()
     teacher_model = (
         teacher if teacher is not None else supernet.extract(supernet.space.max_subnet())
@@ -606,10 +732,33 @@ def run(
         )
         teacher_ms: Estimate | None = anchors.times["teacher"]
         logger.info("teacher %s ms on %s; budget %.3g ms", teacher_ms, target.describe(), budget)
+        others: list[Other] = []
+        for other in also:  # each second budget's profile checked and its budget set the same way
+            if other.budget_ms is not None and isinstance(other.latency, LatencyModel):
+                _check_smallest_predicted(supernet, other.latency, other.budget_ms, slack=2.0)
+            other_anchors = _measure_anchors(supernet, other.latency.target, teacher, policy)
+            other_latency, other_budget, _, other_notes = _calibrate_budget(
+                supernet,
+                other.latency,
+                other_anchors,
+                other.budget_ms,
+                other.budget_fraction,
+                max_error,
+            )
+            others.append((other_latency, other_budget, other.budget_fraction))
+            notes += [f"{other.latency.target.describe()}: {n}" for n in other_notes]
     else:  # an extra worker of a shared study: the first worker checks and re-measures
         assert budget_ms is not None
         budget, validation, notes, teacher_ms = budget_ms, None, [], None
         _check_smallest_predicted(supernet, latency, budget)
+        if any(other.budget_ms is None for other in also):
+            raise ValueError(
+                "a worker that does not re-measure takes second budgets in ms (the first "
+                "worker's, from its pareto.json), not as a fraction of the teacher"
+            )
+        for other in also:
+            _check_smallest_predicted(supernet, other.latency, other.budget_ms)  # type: ignore[arg-type]
+        others = [(other.latency, other.budget_ms, None) for other in also]  # type: ignore[misc]
     name = study_name or "ofa-search"
     study = _open_study(
         supernet,
@@ -620,12 +769,13 @@ def run(
         if budget_fraction is None
         else {"ofa_budget_fraction": budget_fraction},
         target,
+        also,
     )
     fail_dead_trials(study)
     if not study.get_trials(deepcopy=False):
         _enqueue_seeds(study, supernet, latency, budget)
     study.optimize(
-        _objective(supernet, evaluate, latency, budget, config.evaluate_infeasible),
+        _objective(supernet, evaluate, latency, budget, config.evaluate_infeasible, others),
         n_trials=trials,
     )
     fail_dead_trials(study)
@@ -633,43 +783,46 @@ def run(
     if warning:
         notes.append(warning)
         logger.warning(warning)
-    points = _front(study, supernet, target)
+    points = _front(study, supernet, target, others)
     paired: Paired | None = None
+    other_paired: list[Paired] = []
+
+    def measure_all(front: list[ParetoPoint]) -> tuple[Any, ...]:
+        return _measure_all(
+            front, supernet, target, teacher_model, policy, budget, budget_fraction, others
+        )
+
     if remeasure:
-        points, teacher_ms, paired = _remeasure(
-            points, supernet, target, teacher_model, policy, budget, budget_fraction
-        )
+        points, teacher_ms, paired, other_paired = measure_all(points)
     best, message = _choose(points, budget, remeasure, budget_fraction)
-    also: list[ParetoPoint] = []
+    faster: list[ParetoPoint] = []
     if best is None and remeasure and points:
-        ratio, also = _corrected(study, supernet, target, points, budget)
-        also, _, paired_also = _remeasure(
-            also, supernet, target, teacher_model, policy, budget, budget_fraction
-        )
-        if also:
-            fallback, note = _choose(also, budget, True, budget_fraction)
+        ratio, faster = _corrected(study, supernet, target, points, budget, others=others)
+        faster, _, paired_faster, other_faster = measure_all(faster)
+        if faster:
+            fallback, note = _choose(faster, budget, True, budget_fraction)
             message = (
                 f"{note}: the Pareto subnets measured {ratio:.2g}x their prediction, so "
-                f"{len(also)} faster ones were re-measured"
+                f"{len(faster)} faster ones were re-measured"
                 if fallback
                 else message
             )
-            best, paired = fallback, paired_also
+            best, paired, other_paired = fallback, paired_faster, other_faster
     if best is not None and paired is not None:
-        first = paired.describe_load()
-        again, note = _settle(paired, target, config)
+        loaded = _most_contended([paired, *other_paired])
+        first = loaded.describe_load()
+        again, note = _settle(loaded, target, config)
         if again:  # the cores went idle: the figures under load are dropped, not mixed in
-            points, teacher_ms, paired = _remeasure(
-                points, supernet, target, teacher_model, policy, budget, budget_fraction
-            )
+            points, teacher_ms, paired, other_paired = measure_all(points)
             best, message = _choose(points, budget, remeasure, budget_fraction)
-            also = []
+            faster = []
+            loaded = _most_contended([paired, *other_paired])  # type: ignore[list-item]
             note = (
                 f"the Pareto subnets were first measured while {first}; the cores went idle and "
-                f"they were measured beside the teacher again ({paired.describe_load()})"
+                f"they were measured beside the teacher again ({loaded.describe_load()})"
             )
-            if paired.contended:  # the load came back: stop or warn as if it never left
-                note = _settle(paired, target, replace(config, settle_s=0))[1]
+            if loaded.contended:  # the load came back: stop or warn as if it never left
+                note = _settle(loaded, target, replace(config, settle_s=0))[1]
         if note is not None:
             notes.append(note)
             (logger.warning if note.startswith("WARNING") else logger.info)(note)
@@ -687,13 +840,23 @@ def run(
         pareto=tuple(points),
         best=best,
         message=message,
-        also_measured=tuple(also),
+        also_measured=tuple(faster),
         out_dir=out,
         budget_fraction=budget_fraction,
         teacher_ms=None if teacher_ms is None else teacher_ms.value,
         validation=None if validation is None else validation.to_dict(),
         notes=tuple(notes),
         load=load,
+        also=tuple(
+            {
+                **other.settings(),
+                "budget_ms": budget_ms_other,
+                "teacher_ms": None
+                if i >= len(other_paired)
+                else other_paired[i].times["teacher"].value,
+            }
+            for i, (other, (_, budget_ms_other, _)) in enumerate(zip(also, others))
+        ),
     )
     (logger.info if best is not None else logger.warning)(message)
     if out is not None:

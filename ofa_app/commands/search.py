@@ -12,6 +12,8 @@ EXAMPLE = """example:
       --budget-fraction 0.5 --trials 200 --out runs/search    # twice as fast as the teacher
   ofa search --supernet runs/supernet --latency-model runs/latency_cpu.json --budget-ms 25 \\
       --trials 200 --out runs/search
+  ofa search --supernet runs/llm --latency-model runs/llm-prefill.json --budget-fraction 0.6 \
+      --also-latency-model runs/llm-decode.json --also-budget-fraction 0.6 ...  # both phases
   ofa search ... --storage postgresql://user:pw@db/ofa --study-name minilm-cpu   # one worker
   optuna-dashboard runs/search/study.journal                                    # watch it"""
 
@@ -41,6 +43,18 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         type=float,
         help="latency budget as a share of the teacher's (the max subnet's), measured side by "
         "side in this run: 0.5 is twice as fast",
+    )
+    parser.add_argument(
+        "--also-latency-model",
+        help="a second profile (e.g. `ofa profile --phase decode` beside a prefill one): every "
+        "subnet must also fit --also-budget-ms / --also-budget-fraction on its target",
+    )
+    also = parser.add_mutually_exclusive_group()
+    also.add_argument("--also-budget-ms", type=float, help="the second budget, in ms")
+    also.add_argument(
+        "--also-budget-fraction",
+        type=float,
+        help="the second budget, as a share of the teacher's latency on that target",
     )
     parser.add_argument("--trials", type=int, default=100, help="trials this run adds")
     parser.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random")
@@ -134,6 +148,28 @@ def _latency(args: argparse.Namespace, supernet: Any) -> tuple[Any, Any]:
     return model, target
 
 
+def _also(args: argparse.Namespace, supernet: Any) -> list[Any]:
+    from search import Budget, LatencyModel
+
+    given = args.also_budget_ms is not None or args.also_budget_fraction is not None
+    if not args.also_latency_model:
+        if given:
+            raise ValueError(
+                "--also-budget-ms / --also-budget-fraction need --also-latency-model FILE (a "
+                "second `ofa profile`, e.g. with --phase decode)"
+            )
+        return []
+    if not given:
+        raise ValueError(
+            "--also-latency-model needs its budget: --also-budget-ms MS or "
+            "--also-budget-fraction F"
+        )
+    model = LatencyModel.load(args.also_latency_model, space=supernet.space)
+    return [
+        Budget(model, budget_ms=args.also_budget_ms, budget_fraction=args.also_budget_fraction)
+    ]
+
+
 def _report(result: Any) -> None:
     budget = (
         f"{result.budget_ms:.3g} ms"
@@ -162,6 +198,8 @@ def _report(result: Any) -> None:
             f"{measured:>10} {point.describe_speedup():>24}  "
             f"{'yes' if result.fits(point) else 'NO'}"
         )
+        for other in point.also:
+            print(f"        {other.describe()}")
     for note in result.notes:
         print(note)
     print(result.message)
@@ -188,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     supernet = load_supernet(args.supernet)
     data, calibration = app_family(supernet).search_data(args, supernet)  # before any timing
     latency, target = _latency(args, supernet)
+    also = _also(args, supernet)
     result = search.run(
         supernet,
         evaluate=lambda net, subnet: evaluate(net, subnet, data, calibration_data=calibration),
@@ -207,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         storage=args.storage,
         out_dir=args.out,
+        also=also,
     )
     _report(result)
     if result.best is None and args.trials == 0:  # creates the study for workers to share

@@ -119,6 +119,28 @@ def test_convert_train_profile_search_export_a_llama(workspace, capsys):
         capsys,
     )  # fmt: skip
     assert json.loads((root / "search-decode" / "pareto.json").read_text())["best"] is not None
+    # both budgets at once: the prefill profile's and the decode one's
+    prefill_ms = 2 * max(m["measured_ms"] for m in latency["measurements"])
+    out = _run(
+        ["search", "--supernet", str(trained), "--latency-model", str(root / "latency.json"),
+         "--budget-ms", f"{prefill_ms:.4f}", "--also-latency-model", str(root / "decode.json"),
+         "--also-budget-ms", f"{budget:.4f}", "--trials", "3", "--data", corpus,
+         "--max-length", "16", "--examples", "8", "--no-remeasure",
+         "--out", str(root / "search-both")],
+        capsys,
+    )  # fmt: skip
+    both = json.loads((root / "search-both" / "pareto.json").read_text())
+    assert both["also"][0]["target"]["phase"] == "decode"
+    assert both["best"]["also"][0]["predicted_ms"] <= budget and "decode:" in out
+    for flags, message in [
+        (["--also-budget-ms", "3"], "need --also-latency-model"),
+        (["--also-latency-model", str(root / "decode.json")], "needs its budget"),
+    ]:
+        argv = ["search", "--supernet", str(trained), "--latency-model",
+                str(root / "latency.json"), "--budget-ms", "5", "--trials", "1", "--data",
+                corpus, "--out", str(root / "search-bad"), *flags]  # fmt: skip
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
     assert (
         main(
             [

@@ -385,6 +385,103 @@ def test_decode_latency_profiles_searches_and_is_refused_for_prefill(tmp_path):
     assert found.best.share <= 0.9
 
 
+def test_a_search_holds_a_prefill_and_a_decode_budget_at_once(tmp_path):
+    import optuna
+
+    model = make_decoder("llama")
+    model.config._attn_implementation = "eager"
+    supernet = ofa.convert(model, elastic_space(ofa.convert(model))).eval()
+    space = supernet.space
+    profiles = {
+        phase: search.LatencyModel.profile(
+            supernet,
+            device="cpu",
+            seq_len=32,
+            num_threads=1,
+            num_train=6,
+            num_test=2,
+            warmup=1,
+            rounds=2,
+            policy=LOOSE,
+            max_error=None,
+            phase=phase,
+        )  # fmt: skip
+        for phase in ("prefill", "decode")
+    }
+    prefill, decode = profiles["prefill"], profiles["decode"]
+    # a decode budget between the min and the max subnet's prediction: it binds some trials
+    decode_ms = 0.5 * (decode(space.min_subnet()) + decode(space.max_subnet()))
+    storage = optuna.storages.InMemoryStorage()
+    config = search.SearchConfig(
+        budget_ms=10 * prefill(space.max_subnet()),  # binds nothing: the decode budget decides
+        trials=8,
+        remeasure=False,
+        sampler="random",
+        study_name="both",
+    )
+    found = search.run(
+        supernet,
+        evaluate=lambda net, s: float(net.flops(s)),  # the biggest fitting subnet wins
+        latency=prefill,
+        config=config,
+        storage=storage,
+        also=[search.Budget(decode, budget_ms=decode_ms)],
+    )
+    trials = optuna.load_study(study_name="both", storage=storage).get_trials()
+    assert len(trials) == 8
+    for trial in trials:  # feasible exactly when the decode prediction fits its budget
+        (other_ms,) = trial.user_attrs["also_predicted_ms"]
+        assert other_ms == pytest.approx(
+            decode(DecoderSubnet.from_dict(trial.user_attrs["subnet"]))
+        )
+        assert search.search.is_feasible(trial) == (other_ms <= decode_ms)
+    assert found.best is not None and found.best.also[0].predicted_ms <= decode_ms
+    assert found.also[0]["target"]["phase"] == "decode"
+    assert found.also[0]["budget_ms"] == decode_ms
+    # measured: every Pareto subnet timed beside the teacher on both phases, and the choice
+    # made by both measured shares
+    found = search.run(
+        supernet,
+        evaluate=lambda net, s: float(net.flops(s)),
+        latency=prefill,
+        config=search.SearchConfig(
+            budget_fraction=1.0,
+            trials=6,
+            policy=LOOSE,
+            max_error=5.0,
+            allow_busy=True,
+            settle_s=0,
+        ),  # fmt: skip  (the budgets are tested, not the machine's load)
+        teacher=model,
+        also=[search.Budget(decode, budget_fraction=0.95)],
+        out_dir=tmp_path / "both",
+    )
+    assert found.pareto and all(p.also[0].speedup is not None for p in found.pareto)
+    assert found.also[0]["teacher_ms"] > 0
+    if found.best is not None:
+        assert found.best.share <= 1.0 and found.best.also[0].share <= 0.95
+        assert "decode:" in found.message
+    fitting = [p for p in found.pareto if p.share <= 1.0 and p.also[0].share <= 0.95]
+    assert (found.best is None) == (not fitting)
+    saved = json.loads((tmp_path / "both" / "pareto.json").read_text())
+    assert saved["also"][0]["budget_fraction"] == 0.95
+    assert saved["pareto"][0]["also"][0]["target"]["phase"] == "decode"
+    # a study keeps its budgets: continued without the decode one, or with another, refused
+    quiet = search.SearchConfig(budget_fraction=1.0, trials=1, policy=LOOSE, max_error=5.0)
+    with pytest.raises(ValueError, match="was run with second budgets"):
+        search.run(supernet, evaluate=lambda n, s: 0.0, latency=prefill, config=quiet,
+                   teacher=model, out_dir=tmp_path / "both")  # fmt: skip
+    with pytest.raises(ValueError, match="was run with another second budget"):
+        search.run(supernet, evaluate=lambda n, s: 0.0, latency=prefill, config=quiet,
+                   teacher=model, out_dir=tmp_path / "both",
+                   also=[search.Budget(decode, budget_fraction=0.5)])  # fmt: skip
+    with pytest.raises(ValueError, match="a target of its own"):
+        search.run(supernet, evaluate=lambda n, s: 0.0, latency=prefill, config=config,
+                   also=[search.Budget(prefill, budget_ms=1.0)])  # fmt: skip
+    with pytest.raises(ValueError, match="either budget_ms or budget_fraction"):
+        search.Budget(decode, budget_ms=1.0, budget_fraction=0.5)
+
+
 def test_decode_is_refused_where_it_means_nothing():
     with pytest.raises(ValueError, match="decode latency is measured in eager PyTorch"):
         search.LatencyTarget(phase="decode", runtime="onnxruntime")
