@@ -26,7 +26,8 @@ __all__ = ["QuickstartConfig", "run_quickstart"]
 
 @dataclass(frozen=True, kw_only=True)
 class QuickstartConfig:
-    """Sizes of the quick run; the defaults take about 4 minutes on 2 quiet CPU cores (13 when both are busy)."""
+    """Sizes of the quick run; the defaults take about 4 minutes on 2 quiet CPU cores (on busy
+    ones it may stop as too noisy at the search; a rerun reuses every finished stage)."""
 
     out: str = "runs/quickstart"
     device: str = "cpu"
