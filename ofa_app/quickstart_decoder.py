@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ofa._io import atomic_dir
-from ofa_app.quickstart import QuickstartConfig, _table, _Timed, search_stage
+from ofa_app.quickstart_stages import QuickstartConfig, _table, _Timed, search_stage
 
 logger = logging.getLogger(__name__)
 
