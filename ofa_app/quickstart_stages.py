@@ -82,13 +82,21 @@ def _table(rows: list[dict[str, str]]) -> list[str]:
 
 
 class _Timed:
-    """The latency stage, shared by both quickstarts: ``config``, ``out``, ``say`` and
-    ``threads`` are set by the subclass."""
+    """The run directory, the libraries' own progress bars quieted, and the latency stage:
+    what both quickstarts' stages share."""
 
-    config: QuickstartConfig
-    out: Path
-    say: Callable[[str], None]
-    threads: int | None
+    def __init__(self, config: QuickstartConfig, say: Callable[[str], None]) -> None:
+        import datasets
+        import optuna
+        import transformers
+
+        datasets.disable_progress_bars()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        transformers.logging.set_verbosity_error()
+        self.config, self.say = config, say
+        self.out = Path(config.out)
+        self.threads: int | None = None  # the latency thread count, once chosen
+        self.out.mkdir(parents=True, exist_ok=True)
 
     def latency(self, supernet: Any, threads: int | None = None) -> Any:
         """The latency model: a saved one only if its anchors, measured again now, still agree
