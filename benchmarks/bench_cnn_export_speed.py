@@ -126,7 +126,7 @@ def main() -> None:
         target = search.LatencyTarget(
             batch_size=batch, num_threads=args.threads, image_size=(224, 224)
         )
-        inputs = {"pixel_values": torch.randn(batch, 3, 224, 224)}
+        inputs = torch.randn(batch, 3, 224, 224)  # a CNN takes its images positionally
         paired = search.measure_paired(
             {"original": model, **exported},
             inputs,
