@@ -120,16 +120,7 @@ class _DecoderStages(_Timed):
             seed=self.config.seed,
             checkpoint_every_steps=max(5, self.config.supernet_steps // 4),
         )
-        ofa.train_(
-            supernet,
-            teacher=teacher,
-            train_data=self.train_data,
-            config=config,
-            output_dir=self.out / "supernet_run",
-            resume=(self.out / "supernet_run" / "checkpoint").exists(),
-        )
-        supernet.save(path, overwrite=True, tokenizer=self.tokenizer)
-        return supernet
+        return self.train_and_save(supernet, teacher, config, self.tokenizer)
 
 
 def run_decoder_quickstart(

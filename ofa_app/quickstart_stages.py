@@ -83,7 +83,9 @@ def _table(rows: list[dict[str, str]]) -> list[str]:
 
 class _Timed:
     """The run directory, the libraries' own progress bars quieted, and the latency stage:
-    what both quickstarts' stages share."""
+    what both quickstarts' stages share (a subclass sets ``train_data``)."""
+
+    train_data: Any
 
     def __init__(self, config: QuickstartConfig, say: Callable[[str], None]) -> None:
         import datasets
@@ -97,6 +99,25 @@ class _Timed:
         self.out = Path(config.out)
         self.threads: int | None = None  # the latency thread count, once chosen
         self.out.mkdir(parents=True, exist_ok=True)
+
+    def train_and_save(self, supernet: Any, teacher: Any, config: Any, tokenizer: Any) -> Any:
+        """Stage 2's training: ``ofa.train_`` under ``out/supernet_run`` (resumed from its
+        checkpoint after a kill), then the supernet saved to ``out/supernet``, over our own
+        earlier output only, with the tokenizer in the same atomic step (`ofa search` /
+        `ofa export` find it there)."""
+        import ofa
+
+        run = self.out / "supernet_run"
+        ofa.train_(
+            supernet,
+            teacher=teacher,
+            train_data=self.train_data,
+            config=config,
+            output_dir=run,
+            resume=(run / "checkpoint").exists(),
+        )
+        supernet.save(self.out / "supernet", overwrite=True, tokenizer=tokenizer)
+        return supernet
 
     def latency(self, supernet: Any, threads: int | None = None) -> Any:
         """The latency model: a saved one only if its anchors, measured again now, still agree

@@ -367,13 +367,15 @@ def _front(
 
 def _remeasure(
     points: list[ParetoPoint],
+    models: dict[str, nn.Module],
     supernet: Supernet,
     target: LatencyTarget,
     teacher: nn.Module,
     policy: MeasurePolicy,
     budget_ms: float,
 ) -> tuple[dict[str, Estimate], dict[str, Estimate], Paired]:
-    """Extract every Pareto subnet and time them side by side with the teacher on ``target``:
+    """Time every Pareto subnet (``models``, extracted, by trial number) side by side with the
+    teacher on ``target``:
     each one's latency and share of the teacher's (the median of per-round ratios), by trial
     number. A subnet contained in another that timed slower beyond both intervals is measured
     again beside it; if that holds, the machine is too noisy.
@@ -385,7 +387,6 @@ def _remeasure(
     """
     family = latency_family(supernet.family_name)
     inputs = family.inputs(supernet, target)
-    models = {str(p.trial_number): supernet.extract(p.subnet) for p in points}  # type: ignore[arg-type]
     paired = measure_paired(
         {"teacher": teacher, **models},
         inputs,
@@ -438,6 +439,8 @@ def _measure_all(
     if not points:
         return points, None, None, []
     targets = [(target, budget_ms), *((lat.target, budget) for lat, budget, _ in others)]
+    # extracted once, timed on every target
+    models = {str(p.trial_number): supernet.extract(p.subnet) for p in points}  # type: ignore[arg-type]
     ratios: list[dict[str, Estimate]] = []
     measured: list[Paired] = []
     for which, (here, budget) in enumerate(targets):
@@ -445,7 +448,9 @@ def _measure_all(
             p if which == 0 else replace(p, predicted_ms=p.also[which - 1].predicted_ms)
             for p in points
         ]
-        times, ratio, paired = _remeasure(predicted, supernet, here, teacher, policy, budget)
+        times, ratio, paired = _remeasure(
+            predicted, models, supernet, here, teacher, policy, budget
+        )
         points = [
             _timed(p, which, times[str(p.trial_number)], ratio[str(p.trial_number)])
             for p in points
@@ -464,7 +469,7 @@ def _measure_all(
         for which in wide:
             here = targets[which][0]
             again = measure_paired(  # refuses if even alone beside the teacher it stays too wide
-                {"teacher": teacher, key: supernet.extract(best.subnet)},  # type: ignore[arg-type]
+                {"teacher": teacher, key: models[key]},
                 family.inputs(supernet, here),
                 target=here,
                 reference="teacher",
