@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 
-from ofa_app.quickstart_stages import QuickstartConfig, _table, _Timed, search_stage
+from ofa_app.quickstart_stages import (
+    QuickstartConfig,
+    _table,
+    _Timed,
+    latency_line,
+    search_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +172,7 @@ def run_quickstart(
     teacher_test = model_accuracy(teacher, stages.evals["test"])
     for line in _final_table(supernet, teacher, best, teacher_test, test_acc, teacher_ms, config):
         emit(line)
-    emit(
-        f"      latency: {target.describe()}, the teacher and the subnet measured side by side "
-        "(interleaved rounds; speedup is the median of per-round ratios, 95% interval)"
-    )
+    emit(latency_line(target))
     emit(f"Pareto plot: {stages.out / 'search' / 'pareto.png'}")
     emit(f"exported checkpoint: {export_dir}")
     emit(f"done in {(time.perf_counter() - started) / 60:.1f} min")

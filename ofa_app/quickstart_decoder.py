@@ -22,7 +22,13 @@ from typing import Any
 import torch
 
 from ofa._io import atomic_dir
-from ofa_app.quickstart_stages import QuickstartConfig, _table, _Timed, search_stage
+from ofa_app.quickstart_stages import (
+    QuickstartConfig,
+    _table,
+    _Timed,
+    latency_line,
+    search_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +209,7 @@ def run_decoder_quickstart(
     ]
     for line in [*_table(rows), f"chosen subnet: {best.subnet.to_json()}"]:
         emit(line)
-    emit(
-        f"      latency: {target.describe()}, the teacher and the subnet measured side by side "
-        "(interleaved rounds; speedup is the median of per-round ratios, 95% interval)"
-    )
+    emit(latency_line(target))
     emit(f"Pareto plot: {stages.out / 'search' / 'pareto.png'}")
     emit(f"exported checkpoint: {export_dir}")
     emit(f"done in {(time.perf_counter() - started) / 60:.1f} min")

@@ -203,6 +203,18 @@ def _digest(latency: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def latency_line(target: Any) -> str:
+    """How the final table's latencies were measured."""
+    import search
+
+    seconds = search.MeasurePolicy().final().min_seconds
+    return (
+        f"      latency: {target.describe()}, the teacher and the subnet measured side by side "
+        f"for at least {seconds:.0f} s (interleaved rounds, the weights copied to fresh memory "
+        "every few rounds; speedup is the median of per-round ratios, 95% interval)"
+    )
+
+
 def search_stage(stages: Any, supernet: Any, teacher: Any, teacher_val: float) -> tuple[Any, Any]:
     """Stages 3 and 4, measured again at 1 thread where they were too noisy at more; the
     search's notes and message reported; a search with no subnet in budget raised."""

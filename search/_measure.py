@@ -151,7 +151,7 @@ def measure_speedup(
         latency_family(supernet.family_name).inputs(supernet, target),
         target=target,
         reference="teacher",
-        policy=policy,
+        policy=(policy or MeasurePolicy()).final(),
         what="the subnet beside the teacher",
     )
 

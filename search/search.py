@@ -458,25 +458,27 @@ def _measure_all(
         ratios.append(ratio)
         measured.append(paired)
     family = latency_family(supernet.family_name)
+    confirmed: set[tuple[str, int]] = set()
     for _ in range(len(points)):
         best, _note = _choose(points, budget_ms, True, fraction)
         key = None if best is None else str(best.trial_number)
-        wide = [
-            w for w in range(len(targets)) if key and ratios[w][key].interval > policy.refuse_above
-        ]
-        if best is None or not wide:
+        again_on = [w for w in range(len(targets)) if key and (key, w) not in confirmed]
+        if best is None or not again_on:
             break
-        for which in wide:
+        for which in again_on:
             here = targets[which][0]
+            confirmed.add((str(key), which))
             again = measure_paired(  # refuses if even alone beside the teacher it stays too wide
-                {"teacher": teacher, key: models[key]},
+                {"teacher": teacher, key: models[key]},  # type: ignore[index]
                 family.inputs(supernet, here),
                 target=here,
                 reference="teacher",
-                policy=policy,
+                policy=policy.final(),
                 what="the chosen subnet beside the teacher",
             )
             ratios[which][key] = again.ratios[key]
+            if again.contended:  # the load the caller's settle rule must see
+                measured[which] = again
             points = [
                 _timed(p, which, again.times[key], again.ratios[key]) if p is best else p
                 for p in points
@@ -548,19 +550,20 @@ def _settle(
         )
         if wait_until_idle(paired.threads, config.settle_s) is not None:
             return True, None
+    waited = f" and for the {config.settle_s:.0f} s waited after" if config.settle_s > 0 else ""
+    if not config.allow_busy:
+        raise BusyMachineError.of(
+            paired,
+            target,
+            f"the subnets were timed{waited}",
+            "Rerun when the machine is quieter (the study's trials are kept), wait longer "
+            f"(--settle {max(600.0, 2 * config.settle_s):.0f}), or report the loaded figures "
+            "with a warning (--allow-busy)",
+        )
     what = (
         f"other jobs kept the cores busy while the subnets were timed ({paired.describe_load()}, "
-        f"{paired.threads} timing thread(s))"
-        + (f" and for the {config.settle_s:.0f} s waited after" if config.settle_s > 0 else "")
+        f"{paired.threads} timing thread(s)){waited}"
     )
-    if not config.allow_busy:
-        raise BusyMachineError(
-            f"too noisy to measure on {target.describe()}: {what}; under such load a small "
-            "subnet and the teacher slow down unequally (speedups 11% high and 18% low in our "
-            "runs). Rerun when the machine is quieter (the study's trials are kept), wait "
-            f"longer (--settle {max(600.0, 2 * config.settle_s):.0f}), or report the loaded figures with a warning (--allow-busy)",
-            threads=paired.threads,
-        )
     return False, (
         f"WARNING: {what}. Under such load a small subnet and the teacher slow down unequally, "
         "so on a quiet machine the speedups can differ beyond their intervals (11% higher and "

@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -96,6 +97,21 @@ def noise_bound(default: float) -> float:
     return max(default, value)
 
 
+def final_seconds(default: float = 10.0) -> float:
+    """How long a figure that a user is shown (a chosen subnet's speedup) is measured at
+    least: ``default``, or the ``OFA_FINAL_SECONDS`` environment variable where it is set."""
+    text = os.environ.get("OFA_FINAL_SECONDS")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"OFA_FINAL_SECONDS must be seconds such as 10, not {text!r}") from None
+    if not 0 <= value <= 600:
+        raise ValueError(f"OFA_FINAL_SECONDS must be in [0, 600] seconds, not {text!r}")
+    return value
+
+
 class TooNoisyError(ValueError):
     """The machine is too busy to measure: the spread stayed above the bound after the most
     rounds allowed. The message is one line that says what to do. (A ``ValueError``, so the CLI
@@ -112,6 +128,18 @@ class BusyMachineError(TooNoisyError):
         super().__init__(message)
         self.threads = threads
 
+    @classmethod
+    def of(cls, paired: Paired, target: LatencyTarget, what: str, advice: str) -> BusyMachineError:
+        """The one-line refusal of ``paired``, a measurement that other jobs contended: ``what``
+        was being timed, ``advice`` says what to do."""
+        return cls(
+            f"too noisy to measure on {target.describe()}: other jobs kept the cores busy while "
+            f"{what} ({paired.describe_load()}, {paired.threads} timing thread(s)); under such "
+            "load a small subnet and the teacher slow down unequally (speedups 11% high and 18% "
+            f"low in our runs). {advice}",
+            threads=paired.threads,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class MeasurePolicy:
@@ -126,6 +154,13 @@ class MeasurePolicy:
         precision: stop once every figure's 95% interval is within this fraction of it.
         refuse_above: after the last round, an interval wider than this raises TooNoisyError.
         max_seconds: stop adding rounds after this long (then the refusal rule applies).
+        replace_every: on CPU in eager mode, every this many rounds each ``nn.Module``
+            candidate is copied to fresh memory (and warmed up again) before the next round; 0
+            never. Where a model's weights lie in memory moves its speed by several percent at
+            2 threads (speedups of one subnet and teacher measured 3.25-3.46x over 5 copies in
+            one process, each copy +-2%), so figures from one placement have intervals that a
+            re-measure in another process contradicts; rounds over several placements put that
+            spread into the interval.
     """
 
     warmup: int = 2
@@ -136,10 +171,13 @@ class MeasurePolicy:
     precision: float = 0.03
     refuse_above: float = field(default_factory=lambda: noise_bound(0.10))
     max_seconds: float = 60.0
+    replace_every: int = 4
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.min_rounds < 2:
             raise ValueError("need warmup >= 0, repeats >= 1 and min_rounds >= 2")
+        if self.replace_every < 0:
+            raise ValueError("replace_every must be >= 0 (0: never)")
         if self.max_rounds < self.min_rounds:
             raise ValueError(f"max_rounds {self.max_rounds} < min_rounds {self.min_rounds}")
         if not 0 < self.precision <= self.refuse_above:
@@ -148,6 +186,19 @@ class MeasurePolicy:
             raise ValueError("max_seconds must be positive")
         if not 0 <= self.min_seconds <= self.max_seconds:
             raise ValueError("need 0 <= min_seconds <= max_seconds")
+
+    def final(self) -> MeasurePolicy:
+        """This policy for a figure a user is shown: rounds over at least
+        :func:`final_seconds` (10 s), so that its interval spans the phases, seconds to tens
+        of seconds long, in which a shared host runs the teacher and a subnet at different
+        relative speeds (one process measured 3.25x, the next 3.79x, each +-2% over 1 s)."""
+        seconds = max(self.min_seconds, final_seconds())
+        return replace(
+            self,
+            min_seconds=seconds,
+            max_seconds=max(self.max_seconds, seconds),
+            max_rounds=max(self.max_rounds, 100_000),  # a 1 ms call: thousands of rounds in 10 s
+        )
 
     @classmethod
     def quick(cls) -> MeasurePolicy:
@@ -451,9 +502,22 @@ def measure_paired(
         for name in names:
             for _ in range(policy.warmup):
                 calls[name]()
+        movable = _movable(models, target, policy)
         paired = _paired(rounds, reference, target, started)
         meter = LoadMeter()
         for index in range(policy.max_rounds):
+            if movable and index and index % policy.replace_every == 0:
+                for name in movable:  # fresh memory for its weights; the old copy is freed
+                    movable[name] = copy.deepcopy(movable[name])
+                    calls[name] = _prepare(
+                        movable[name],
+                        inputs,  # type: ignore[arg-type]
+                        device,
+                        _dtype(target.dtype),
+                        target.runtime,
+                        target.num_threads,
+                    )
+                    calls[name]()  # untimed: the first call on new memory
             shift = index % len(names)
             for name in names[shift:] + names[:shift]:
                 call = calls[name]
@@ -481,6 +545,26 @@ def measure_paired(
     if refuse:
         _check_interval(paired, policy, what, target.describe(), matters)
     return paired
+
+
+_MOVABLE_BYTES = 1 << 30  # a bigger model is timed where it lies: copying it costs too much
+
+
+def _movable(
+    models: Mapping[str, nn.Module | Callable[[], Any]],
+    target: LatencyTarget,
+    policy: MeasurePolicy,
+) -> dict[str, nn.Module]:
+    """The candidates that :attr:`MeasurePolicy.replace_every` copies to fresh memory."""
+    if not policy.replace_every or target.device != "cpu" or target.runtime != "eager":
+        return {}
+    return {
+        name: model
+        for name, model in models.items()
+        if isinstance(model, nn.Module)
+        and sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        <= _MOVABLE_BYTES
+    }
 
 
 def _paired(

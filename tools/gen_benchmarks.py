@@ -467,6 +467,50 @@ _POOLED = re.compile(
 )
 
 
+def _bench_cnn_export_speed(goal: str, record: dict) -> list[Row]:
+    rows = []
+    table = _table(record, "speedup / FLOP reduction", "exported / native time")
+    if table is None:
+        return rows
+    model = "ResNet-18 exports"
+    for batch in dict.fromkeys(r["batch"] for r in table["rows"]):
+        at = [r for r in table["rows"] if r["batch"] == batch]
+        if goal == "speedup-flops":
+            values = [_float(r["speedup / FLOP reduction"]) for r in at]
+            ok = statistics.median(values) >= 0.9
+            rows.append(
+                Row(
+                    [
+                        f"{model}, batch {batch}",
+                        str(len(values)),
+                        _median(values),
+                        _spread(values),
+                        _verdict(ok),
+                    ],
+                    [ok],
+                )
+            )
+        if goal == "extract-native":
+            cells = [r["exported / native time"] for r in at]
+            medians = [_float(c) for c in cells]
+            bounds = [re.search(r"\(([\d.]+)\.\.([\d.]+)\)", c) for c in cells]
+            met = [m <= 1.02 for m in medians]
+            rows.append(
+                Row(
+                    [
+                        f"{model} (export.load), batch {batch}",
+                        str(len(cells)),
+                        _spread(medians, 3),
+                        f"{min(float(b.group(1)) for b in bounds):.3f}.."
+                        f"{max(float(b.group(2)) for b in bounds):.3f}",
+                        f"{sum(met)}/{len(met)} met",
+                    ],
+                    met,
+                )
+            )
+    return rows
+
+
 def _pool_train(goal: str, record: dict) -> list[Row]:
     if goal != "accuracy":
         return []
@@ -590,6 +634,7 @@ EXTRACTORS: dict[str, Callable[[str, dict], list[Row]]] = {
     "bench_supernet": _bench_supernet,
     "bench_export": _bench_export,
     "bench_cnn": _bench_cnn,
+    "bench_cnn_export_speed": _bench_cnn_export_speed,
     "pool_train": _pool_train,
     "bench_latency": _latency("BERT (MiniLM-L6)"),
     "bench_cnn_latency": _latency("CNN (bench CNN)"),

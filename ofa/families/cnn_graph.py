@@ -295,9 +295,17 @@ def run_graph(
     of the nodes it names (a ``"param"`` node's ``index`` selects rows of its tensor)."""
     alias = alias or {}
     overrides = overrides or {}
+    # each value is dropped after the last node that reads it, so that its memory is reused
+    # (kept to the end, a ResNet-18's activations made each call allocate afresh: 5-13% slower
+    # than the same network written as a module)
+    last_read: dict[str, int] = {}
+    for position, node in enumerate(nodes):
+        if node.name not in skipped:
+            for name in node.inputs:
+                last_read[alias.get(name, name)] = position
     values: dict[str, Tensor] = {}
     result = x
-    for node in nodes:
+    for position, node in enumerate(nodes):
         if node.name in skipped:
             continue
         args = overrides.get(node.name, node.args)
@@ -315,6 +323,9 @@ def run_graph(
                 result = FUNCTIONS[node.op](*inputs, **args, training=root.training)
             else:
                 result = FUNCTIONS[node.op](*inputs, **args)
+            for name in node.inputs:
+                if last_read[alias.get(name, name)] == position:
+                    values.pop(alias.get(name, name), None)
         values[node.name] = result
     return result
 

@@ -196,12 +196,12 @@ def _remeasured(supernet: Any, subnet: Any, latency: dict[str, Any] | None) -> d
     paired = search.measure_speedup(supernet, subnet, target)
     speedup = paired.speedup("subnet")
     if paired.contended and target.device == "cpu":  # nothing is written yet
-        raise search.BusyMachineError(
-            f"too noisy to measure on {target.describe()}: {paired.describe_load()}, sharing "
-            f"the cores of the {paired.threads} timing thread(s), so the speedup would not be "
-            "true on a quiet machine; run --remeasure again when the machine is quieter, or "
-            "export without it (the search's figure is kept)",
-            threads=paired.threads,
+        raise search.BusyMachineError.of(
+            paired,
+            target,
+            "the subnet was timed again beside the teacher",
+            "Run --remeasure again when the machine is quieter, or export without it (the "
+            "search's figure is kept)",
         )
     return {
         **latency,

@@ -410,3 +410,61 @@ def test_a_profile_that_moved_within_2x_is_rescaled_to_now_and_says_so(supernet,
     assert result.validation is not None and result.validation["scale"] < 0.85
     assert any("predictions rescaled to now" in note for note in result.notes), result.notes
     assert result.best is not None
+
+
+class _OneLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_candidates_move_to_fresh_memory_every_few_rounds_and_the_originals_stay_as_they_were():
+    model = _OneLinear().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    address = model.linear.weight.data_ptr()
+    seen: list[int] = []
+
+    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen.append(module.linear.weight.data_ptr())
+
+    model.register_forward_hook(record)  # copied with the module: every copy reports here
+    policy = MeasurePolicy(
+        warmup=1, repeats=1, min_rounds=8, max_rounds=8, min_seconds=0.0, replace_every=2
+    )
+    measure_paired(
+        {"m": model}, torch.randn(2, 8), target=search.LatencyTarget(num_threads=1), policy=policy
+    )
+    assert len(set(seen)) >= 3, "8 rounds, a copy every 2: the weight lay in several places"
+    assert model.linear.weight.data_ptr() == address  # the caller's model is not touched
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    seen.clear()
+    measure_paired(
+        {"m": model},
+        torch.randn(2, 8),
+        target=search.LatencyTarget(num_threads=1),
+        policy=dataclasses.replace(policy, replace_every=0),
+    )
+    assert set(seen) == {address}
+    with pytest.raises(ValueError, match="replace_every"):
+        MeasurePolicy(replace_every=-1)
+
+
+def test_a_figure_a_user_is_shown_spans_the_final_seconds(monkeypatch):
+    monkeypatch.setenv("OFA_FINAL_SECONDS", "2.5")
+    final = MeasurePolicy(min_seconds=0.5).final()
+    assert final.min_seconds == 2.5 and final.max_seconds >= 2.5
+    started = time.perf_counter()
+    measure_paired(
+        {"a": _mlp(16, 1), "b": _mlp(16, 2)},
+        torch.randn(2, 16),
+        target=search.LatencyTarget(num_threads=1),
+        reference="a",
+        policy=dataclasses.replace(final, refuse_above=10.0, precision=5.0),
+    )
+    assert time.perf_counter() - started >= 2.5
+    monkeypatch.setenv("OFA_FINAL_SECONDS", "soon")
+    with pytest.raises(ValueError, match="OFA_FINAL_SECONDS"):
+        MeasurePolicy().final()
