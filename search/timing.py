@@ -81,35 +81,33 @@ _MIN_BLOCK_ROUNDS = 12  # below this, too few blocks of >= 3 rounds for a t inte
 _SHARED = 0.3
 
 
+def _env_number(name: str, example: str, low: float, high: float) -> float | None:
+    """The number in environment variable ``name`` (None where unset), within [low, high)."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number such as {example}, not {text!r}") from None
+    if not low <= value < high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}), not {text!r}")
+    return value
+
+
 def noise_bound(default: float) -> float:
     """The widest 95% interval a measurement may end with: ``default``, or at least the value
     of the ``OFA_NOISE_BOUND`` environment variable (a fraction, e.g. ``0.3``) where it is set,
     for a machine whose speed swings more than that (figures then carry the wider interval)."""
-    text = os.environ.get("OFA_NOISE_BOUND")
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"OFA_NOISE_BOUND must be a fraction such as 0.3, not {text!r}") from None
-    if not 0 < value < 10:
-        raise ValueError(f"OFA_NOISE_BOUND must be a fraction in (0, 10), not {text!r}")
-    return max(default, value)
+    value = _env_number("OFA_NOISE_BOUND", "0.3", 1e-6, 10)
+    return default if value is None else max(default, value)
 
 
 def final_seconds(default: float = 10.0) -> float:
     """How long a figure that a user is shown (a chosen subnet's speedup) is measured at
     least: ``default``, or the ``OFA_FINAL_SECONDS`` environment variable where it is set."""
-    text = os.environ.get("OFA_FINAL_SECONDS")
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"OFA_FINAL_SECONDS must be seconds such as 10, not {text!r}") from None
-    if not 0 <= value <= 600:
-        raise ValueError(f"OFA_FINAL_SECONDS must be in [0, 600] seconds, not {text!r}")
-    return value
+    value = _env_number("OFA_FINAL_SECONDS", "10", 0, 601)
+    return default if value is None else value
 
 
 class TooNoisyError(ValueError):

@@ -308,6 +308,12 @@ def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}"
 
 
+def _speedup_flops_row(subnets: str, values: list[float]) -> Row:
+    """The "speedup tracks FLOP reduction" row of ``values`` (speedup / FLOP reduction)."""
+    ok = statistics.median(values) >= 0.9
+    return Row([subnets, str(len(values)), _median(values), _spread(values), _verdict(ok)], [ok])
+
+
 def _bench_supernet(goal: str, record: dict) -> list[Row]:
     rows = []
     step = _table(record, "ratio (median)", "max |diff| @max")
@@ -353,19 +359,7 @@ def _bench_supernet(goal: str, record: dict) -> list[Row]:
                 for r in table["rows"]
                 if r["FLOP reduction"] != "1.00x"
             ]
-            ok = statistics.median(values) >= 0.9
-            rows.append(
-                Row(
-                    [
-                        f"{model}, extract() in memory",
-                        str(len(values)),
-                        _median(values),
-                        _spread(values),
-                        _verdict(ok),
-                    ],
-                    [ok],
-                )
-            )
+            rows.append(_speedup_flops_row(f"{model}, extract() in memory", values))
     return rows
 
 
@@ -379,19 +373,7 @@ def _bench_export(goal: str, record: dict) -> list[Row]:
                 for r in table["rows"]
                 if r["batch"] == batch and not r["subnet"].startswith("teacher")
             ]
-            ok = statistics.median(values) >= 0.9
-            rows.append(
-                Row(
-                    [
-                        f"BERT exports, batch {batch}",
-                        str(len(values)),
-                        _median(values),
-                        _spread(values),
-                        _verdict(ok),
-                    ],
-                    [ok],
-                )
-            )
+            rows.append(_speedup_flops_row(f"BERT exports, batch {batch}", values))
     table = _table(record, "dense acc", "2:4 acc")
     if goal == "sparsity" and table:
         tuned = next(c for c in table["columns"] if "distill acc" in c)
@@ -424,19 +406,7 @@ def _bench_cnn(goal: str, record: dict) -> list[Row]:
                 for r in table["rows"]
                 if r["FLOP reduction"] != "1.00x"
             ]
-            ok = statistics.median(values) >= 0.9
-            rows.append(
-                Row(
-                    [
-                        f"CNN exports, {batch}",
-                        str(len(values)),
-                        _median(values),
-                        _spread(values),
-                        _verdict(ok),
-                    ],
-                    [ok],
-                )
-            )
+            rows.append(_speedup_flops_row(f"CNN exports, {batch}", values))
     table = _table(record, "FLOP budget", "OFA subnet (no per-subnet training)")
     teacher = _search(record, r"test accuracy \*\*([\d.]+)\*\*")
     if goal == "accuracy" and table and teacher:
@@ -477,19 +447,7 @@ def _bench_cnn_export_speed(goal: str, record: dict) -> list[Row]:
         at = [r for r in table["rows"] if r["batch"] == batch]
         if goal == "speedup-flops":
             values = [_float(r["speedup / FLOP reduction"]) for r in at]
-            ok = statistics.median(values) >= 0.9
-            rows.append(
-                Row(
-                    [
-                        f"{model}, batch {batch}",
-                        str(len(values)),
-                        _median(values),
-                        _spread(values),
-                        _verdict(ok),
-                    ],
-                    [ok],
-                )
-            )
+            rows.append(_speedup_flops_row(f"{model}, batch {batch}", values))
         if goal == "extract-native":
             cells = [r["exported / native time"] for r in at]
             medians = [_float(c) for c in cells]
