@@ -431,9 +431,9 @@ def _measure_all(
     """The Pareto subnets timed beside the teacher on the search's target and on each second
     budget's (:func:`_remeasure`), each point given its latency, share of the teacher's and
     speedup with its 95% interval there. The subnet chosen (the most accurate that fits every
-    budget by those measurements) is then measured again beside the teacher alone, on each
-    target where its interval is wider than the bound, until it meets it (or that measurement
-    refuses as too noisy). Returns the points, the teacher's latency on the search's target,
+    budget by those measurements) is then measured again beside the teacher alone on each
+    target, over at least :meth:`MeasurePolicy.final`'s span, and those figures are reported
+    for it (a choice that no longer fits is made again and confirmed alike). Returns the points, the teacher's latency on the search's target,
     and the measurements on the search's target and on the second ones.
     """
     if not points:
