@@ -194,8 +194,8 @@ class MeasurePolicy:
         return replace(
             self,
             min_seconds=seconds,
-            max_seconds=max(self.max_seconds, seconds),
             max_rounds=max(self.max_rounds, 20_000),  # a 1 ms call: thousands of rounds in 10 s
+            max_seconds=seconds + min(self.max_seconds, 20.0),  # the rounds are not capped now
         )
 
     @classmethod
