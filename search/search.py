@@ -40,11 +40,13 @@ from search.pareto import OtherTiming, ParetoPoint, SearchResult, write_pareto
 from search.plots import plot_pareto_html, plot_pareto_png
 from search.predictor import LatencyModel, StaleProfileError, Validation
 from search.timing import (
+    UNEQUAL_SLOWDOWN,
     BusyMachineError,
     Estimate,
     MeasurePolicy,
     Paired,
     TooNoisyError,
+    busy_clause,
     measure_paired,
     wait_until_idle,
 )
@@ -564,14 +566,10 @@ def _settle(
             f"(--settle {max(600.0, 2 * config.settle_s):.0f}), or report the loaded figures "
             "with a warning (--allow-busy)",
         )
-    what = (
-        f"other jobs kept the cores busy while the subnets were timed ({paired.describe_load()}, "
-        f"{paired.threads} timing thread(s)){waited}"
-    )
+    what = busy_clause(paired, f"the subnets were timed{waited}")
     return False, (
-        f"WARNING: {what}. Under such load a small subnet and the teacher slow down unequally, "
-        "so on a quiet machine the speedups can differ beyond their intervals (11% higher and "
-        "18% lower in our runs). Measure again on a quiet machine: `ofa export ... --remeasure`"
+        f"WARNING: {what}; {UNEQUAL_SLOWDOWN}, so on a quiet machine the speedups can differ "
+        "beyond their intervals. Measure again on a quiet machine: `ofa export ... --remeasure`"
     )
 
 

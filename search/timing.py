@@ -131,12 +131,25 @@ class BusyMachineError(TooNoisyError):
         """The one-line refusal of ``paired``, a measurement that other jobs contended: ``what``
         was being timed, ``advice`` says what to do."""
         return cls(
-            f"too noisy to measure on {target.describe()}: other jobs kept the cores busy while "
-            f"{what} ({paired.describe_load()}, {paired.threads} timing thread(s)); under such "
-            "load a small subnet and the teacher slow down unequally (speedups 11% high and 18% "
-            f"low in our runs). {advice}",
+            f"too noisy to measure on {target.describe()}: {busy_clause(paired, what)}; "
+            f"{UNEQUAL_SLOWDOWN}. {advice}",
             threads=paired.threads,
         )
+
+
+UNEQUAL_SLOWDOWN = (
+    "under such load a small subnet and the teacher slow down unequally (speedups 11% high and "
+    "18% low in our runs)"
+)
+
+
+def busy_clause(paired: Paired, what: str) -> str:
+    """ "other jobs kept the cores busy while <what> (<load>, <threads>)": the clause that both
+    a refusal (:meth:`BusyMachineError.of`) and a warning over loaded figures state."""
+    return (
+        f"other jobs kept the cores busy while {what} ({paired.describe_load()}, "
+        f"{paired.threads} timing thread(s))"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ layers and ops listed here can appear, and nothing is ever imported by name.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -281,6 +282,70 @@ def _tensor_at(root: nn.Module, path: str) -> Tensor:
     return owner._buffers[leaf]  # type: ignore[return-value]
 
 
+# one step of a compiled graph: op, value name, layer or tensor path (split), function, the
+# keys of the values it reads, its args, and the keys it reads last (dropped after it runs)
+_Step = tuple[str, str, tuple[str, ...], Any, tuple[str, ...], Mapping[str, Any], tuple[str, ...]]
+
+
+def compile_graph(
+    nodes: tuple[GraphNode, ...],
+    *,
+    skipped: frozenset[str] = frozenset(),
+    alias: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[_Step, ...]:
+    """``nodes`` as the steps :func:`run_program` runs: skipped nodes left out, inputs read
+    through ``alias`` (a skipped block's output is its input), ``overrides`` in place of the
+    args of the nodes it names, and each value dropped after the last step that reads it, so
+    that its memory is reused (kept to the end, a ResNet-18's activations made each call
+    allocate afresh: 5-13% slower than the same network written as a module)."""
+    alias = alias or {}
+    overrides = overrides or {}
+    live = [node for node in nodes if node.name not in skipped]
+    reads = [tuple(alias.get(name, name) for name in node.inputs) for node in live]
+    last_read = {key: position for position, keys in enumerate(reads) for key in keys}
+    steps: list[_Step] = []
+    for position, (node, keys) in enumerate(zip(live, reads)):
+        args = overrides.get(node.name, node.args)
+        if node.op in _TRAINING_OPS:
+            function = FUNCTIONS[node.op]
+        else:
+            function = FUNCTIONS.get(node.op)
+            if function is not None and args:
+                function = functools.partial(function, **args)
+        free = tuple(dict.fromkeys(k for k in keys if last_read[k] == position))
+        path = tuple(node.target.split(".")) if node.target else ()
+        steps.append((node.op, node.name, path, function, keys, args, free))
+    return tuple(steps)
+
+
+def run_program(root: nn.Module, steps: tuple[_Step, ...], x: Tensor) -> Tensor:
+    """Run the steps of :func:`compile_graph` on input ``x``; layers and tensors are looked up
+    in ``root`` on every call, so a layer swapped in after compiling (a quantized one) runs."""
+    values: dict[str, Tensor] = {}
+    result = x
+    for op, name, path, function, keys, args, free in steps:
+        if op == "layer":
+            module = root
+            for part in path:
+                module = module._modules[part]  # type: ignore[assignment]
+            result = module(values[keys[0]])
+        elif op == "input":
+            result = x
+        elif op == "param":
+            result = _tensor_at(root, ".".join(path))
+            if args.get("index") is not None:
+                result = result.index_select(0, _index(args["index"], result.device))
+        elif op in _TRAINING_OPS:
+            result = function(*[values[k] for k in keys], **args, training=root.training)
+        else:
+            result = function(*[values[k] for k in keys])
+        for key in free:
+            del values[key]
+        values[name] = result
+    return result
+
+
 def run_graph(
     root: nn.Module,
     nodes: tuple[GraphNode, ...],
@@ -293,41 +358,8 @@ def run_graph(
     """Evaluate ``nodes`` on input ``x``; ``skipped`` nodes are left out and their values read
     through ``alias`` (a skipped block's output is its input); ``overrides`` replaces the args
     of the nodes it names (a ``"param"`` node's ``index`` selects rows of its tensor)."""
-    alias = alias or {}
-    overrides = overrides or {}
-    # each value is dropped after the last node that reads it, so that its memory is reused
-    # (kept to the end, a ResNet-18's activations made each call allocate afresh: 5-13% slower
-    # than the same network written as a module)
-    last_read: dict[str, int] = {}
-    for position, node in enumerate(nodes):
-        if node.name not in skipped:
-            for name in node.inputs:
-                last_read[alias.get(name, name)] = position
-    values: dict[str, Tensor] = {}
-    result = x
-    for position, node in enumerate(nodes):
-        if node.name in skipped:
-            continue
-        args = overrides.get(node.name, node.args)
-        if node.op == "input":
-            result = x
-        elif node.op == "param":
-            result = _tensor_at(root, node.target)
-            if args.get("index") is not None:
-                result = result.index_select(0, _index(args["index"], result.device))
-        else:
-            inputs = [values[alias.get(name, name)] for name in node.inputs]
-            if node.op == "layer":
-                result = _module_at(root, node.target)(inputs[0])
-            elif node.op in _TRAINING_OPS:
-                result = FUNCTIONS[node.op](*inputs, **args, training=root.training)
-            else:
-                result = FUNCTIONS[node.op](*inputs, **args)
-            for name in node.inputs:
-                if last_read[alias.get(name, name)] == position:
-                    values.pop(alias.get(name, name), None)
-        values[node.name] = result
-    return result
+    steps = compile_graph(nodes, skipped=skipped, alias=alias, overrides=overrides)
+    return run_program(root, steps, x)
 
 
 class CnnGraph(nn.Module):
@@ -356,7 +388,19 @@ class CnnGraph(nn.Module):
             _attach(self, path, tensor)
 
     def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> Tensor:
-        return run_graph(self, self.nodes, pixel_values)
+        # the nodes never change, so they are compiled once (a graph interpreter's per-node
+        # cost made small exports 3-7% slower than native models at batch 1)
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None or compiled[0] is not self.nodes:
+            compiled = (self.nodes, compile_graph(self.nodes))
+            self.__dict__["_compiled"] = compiled
+        return run_program(self, compiled[1], pixel_values)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the compiled steps hold lambdas, which do not pickle; they are rebuilt on first use
+        state = self.__dict__.copy()
+        state.pop("_compiled", None)
+        return state
 
     def get_submodule(self, target: str) -> nn.Module:
         """The layer at dotted ``target`` (also where its name is an attribute of this class)."""

@@ -224,3 +224,33 @@ def test_refusals_name_the_problem(supernet, subnets, tmp_path):
     out = export.save(supernet, subnet, tmp_path / "g")
     with pytest.raises(ValueError, match="is a cnn export but the supernet's family is 'bert'"):
         export.verify(out, bert)
+
+
+def test_a_loaded_graph_runs_a_layer_swapped_in_after_its_first_call_and_pickles(
+    supernet, subnets, tmp_path
+):
+    """The exported graph compiles its nodes once; layers are still looked up on every call,
+    so a layer a user swaps in afterwards (as quantization does) is the one that runs, and the
+    model survives deepcopy and pickling (a whole-module torch.save)."""
+    import copy
+    import pickle
+
+    model = export.load(export.save(supernet, subnets[1], tmp_path / "cnn"))
+    with torch.no_grad():
+        before = model(X)
+        conv = next(t for t, layer in model.layers().items() if isinstance(layer, torch.nn.Conv2d))
+        parent, _, leaf = conv.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        original = owner._modules[leaf]
+        doubled = copy.deepcopy(original)
+        doubled.weight.mul_(2.0)
+        if doubled.bias is not None:
+            doubled.bias.mul_(2.0)
+        owner._modules[leaf] = doubled
+        swapped = model(X)
+        assert (swapped - before).abs().max() > 1e-3  # the new layer ran
+        owner._modules[leaf] = original
+        torch.testing.assert_close(model(X), before, atol=0, rtol=0)
+        torch.testing.assert_close(copy.deepcopy(model)(X), before, atol=0, rtol=0)
+        pickled = pickle.dumps(model)  # a whole-module torch.save pickles it like this
+        assert len(pickled) > sum(p.numel() for p in model.parameters()) * 4
