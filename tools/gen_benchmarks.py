@@ -432,8 +432,8 @@ def _bench_cnn(goal: str, record: dict) -> list[Row]:
 
 
 _POOLED = re.compile(
-    r"(\d+)% subnet vs teacher: ([+-]?[\d.]+ ± [\d.]+) points \(goal >= [+-]?[\d.]+\): "
-    r"(met|NOT met)(?:; vs baseline ([+-]?[\d.]+ ± [\d.]+) \((\w+))?"
+    r"(\d+)% subnet vs teacher: ([+-]?[\d.]+ ± [\d.]+) points(?: \(goal >= [+-]?[\d.]+\): "
+    r"(met|NOT met))?(?:; vs baseline ([+-]?[\d.]+ ± [\d.]+) \((\w+))?"
 )
 
 
@@ -491,10 +491,14 @@ def _pool_train(goal: str, record: dict) -> list[Row]:
     items, none = splits[name]["items"], (None,) * 5
     if not items:
         return []
-    cells, met = [f"BERT, {name}, {splits[name]['seeds']} seeds"], []
+    model = "CNN" if record["series"].startswith("cnn") else "BERT"
+    cells, met = [f"{model}, {name}, {splits[name]['seeds']} seeds"], []
     for budget in ("50", "25"):
         _, gap, verdict, _, _ = items.get(budget, none)
-        cells.append(f"{gap} ({'met' if verdict == 'met' else 'not met'})" if verdict else "-")
+        if verdict:
+            cells.append(f"{gap} ({'met' if verdict == 'met' else 'not met'})")
+        else:  # pooled with --no-teacher-goals: the gap to the teacher has no goal
+            cells.append(f"{gap} (no goal)" if gap else "-")
         met.append(verdict == "met" if verdict else None)
     for budget in ("50", "25"):
         _, _, _, gap, versus = items.get(budget, none)
