@@ -104,6 +104,12 @@ def test_profile_and_search_under_load_report_only_what_a_quiet_remeasure_confir
     assert searched is not None
     if _refused_as_too_noisy(searched):
         return
+    lines = _our_lines(searched)
+    if searched.returncode == 2 and len(lines) == 1 and "no longer predicts" in lines[0]:
+        # the profile's anchors, re-measured before the search, moved beyond the bound (a
+        # host whose speed drifted 1.6x within minutes in one CI run): refused, not used
+        assert "run `ofa profile` again" in lines[0] and "Traceback" not in searched.stderr
+        return
     supernet = load_supernet(workspace / "supernet")
     target = search.LatencyModel.load(workspace / "lat.json").target
     inputs = {
