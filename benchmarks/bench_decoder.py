@@ -45,6 +45,7 @@ from ofa._io import atomic_dir, read_json, sha256_file, write_json_atomic, write
 from ofa.data_text import imdb_texts, load_text_blocks, train_tokenizer  # noqa: E402
 from ofa.evaluation import language_model_scores  # noqa: E402
 from ofa.finetuning import pretrain_causal_lm  # noqa: E402
+from ofa.training.checkpoint import CHECKPOINT  # noqa: E402
 
 TARGETS = (0.75, 0.5, 0.25)
 
@@ -79,6 +80,10 @@ _TEACHER_ARGS = (
 )
 
 
+def _teacher_key(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _TEACHER_ARGS}
+
+
 def saved_teacher(folder: Path, args: argparse.Namespace) -> tuple[Any, Any] | None:
     """The tokenizer and teacher that a run with the same teacher arguments saved in
     ``folder``, if its weights still hash as written; else None (with the reason printed)."""
@@ -88,7 +93,7 @@ def saved_teacher(folder: Path, args: argparse.Namespace) -> tuple[Any, Any] | N
     if not record.is_file():
         return None
     saved = read_json(record, what="the saved teacher's record")
-    wanted = {k: getattr(args, k) for k in _TEACHER_ARGS}
+    wanted = _teacher_key(args)
     weights = folder / "model.safetensors"
     if saved.get("args") != wanted:
         print(f"{folder}: made with {saved.get('args')}, not {wanted}: training a teacher again")
@@ -105,7 +110,7 @@ def save_teacher(folder: Path, args: argparse.Namespace, tokenizer: Any, teacher
         teacher.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         record = {
-            "args": {k: getattr(args, k) for k in _TEACHER_ARGS},
+            "args": _teacher_key(args),
             "sha256": sha256_file(tmp / "model.safetensors"),
         }
         write_json_atomic(tmp / "bench.json", record)
@@ -117,7 +122,7 @@ def _train(supernet: ofa.Supernet, output_dir: Path, resume: bool, **kwargs: Any
     ofa.train_(
         supernet,
         output_dir=output_dir,
-        resume=resume and (output_dir / "checkpoint").is_dir(),
+        resume=resume and (output_dir / CHECKPOINT).is_dir(),
         progress=False,
         **kwargs,
     )

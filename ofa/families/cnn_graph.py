@@ -267,19 +267,31 @@ def _attach(root: nn.Module, path: str, module: nn.Module | Tensor) -> None:
         parent._modules[leaf] = module
 
 
-def _module_at(root: nn.Module, path: str) -> nn.Module:
+def _module_along(root: nn.Module, parts: tuple[str, ...]) -> nn.Module:
     module = root
-    for part in path.split(".") if path else ():
+    for part in parts:
         module = module._modules[part]  # type: ignore[assignment]
     return module
 
 
-def _tensor_at(root: nn.Module, path: str) -> Tensor:
-    *parents, leaf = path.split(".")
-    owner = _module_at(root, ".".join(parents))
+def _tensor_along(root: nn.Module, parts: tuple[str, ...]) -> Tensor:
+    *parents, leaf = parts
+    owner = _module_along(root, tuple(parents))
     if leaf in owner._parameters:
         return owner._parameters[leaf]  # type: ignore[return-value]
     return owner._buffers[leaf]  # type: ignore[return-value]
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(path.split(".")) if path else ()
+
+
+def _module_at(root: nn.Module, path: str) -> nn.Module:
+    return _module_along(root, _parts(path))
+
+
+def _tensor_at(root: nn.Module, path: str) -> Tensor:
+    return _tensor_along(root, _parts(path))
 
 
 # one step of a compiled graph: op, value name, layer or tensor path (split), function, the
@@ -314,8 +326,7 @@ def compile_graph(
             if function is not None and args:
                 function = functools.partial(function, **args)
         free = tuple(dict.fromkeys(k for k in keys if last_read[k] == position))
-        path = tuple(node.target.split(".")) if node.target else ()
-        steps.append((node.op, node.name, path, function, keys, args, free))
+        steps.append((node.op, node.name, _parts(node.target), function, keys, args, free))
     return tuple(steps)
 
 
@@ -326,14 +337,11 @@ def run_program(root: nn.Module, steps: tuple[_Step, ...], x: Tensor) -> Tensor:
     result = x
     for op, name, path, function, keys, args, free in steps:
         if op == "layer":
-            module = root
-            for part in path:
-                module = module._modules[part]  # type: ignore[assignment]
-            result = module(values[keys[0]])
+            result = _module_along(root, path)(values[keys[0]])
         elif op == "input":
             result = x
         elif op == "param":
-            result = _tensor_at(root, ".".join(path))
+            result = _tensor_along(root, path)
             if args.get("index") is not None:
                 result = result.index_select(0, _index(args["index"], result.device))
         elif op in _TRAINING_OPS:
