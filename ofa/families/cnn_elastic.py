@@ -20,7 +20,7 @@ from ofa.elastic.conv import ElasticConv2d
 from ofa.elastic.layernorm import ElasticLayerNorm
 from ofa.elastic.linear import ElasticLinear
 from ofa.families.cnn_analysis import CnnStructure, Elasticity, _elasticity, analyse
-from ofa.families.cnn_graph import ChannelLayerNorm, CnnGraph, GraphNode, run_graph
+from ofa.families.cnn_graph import ChannelLayerNorm, CnnGraph, GraphNode, run_program
 
 __all__ = ["ActiveState", "ElasticChannelLayerNorm", "ElasticCnnGraph", "active_state"]
 
@@ -89,14 +89,10 @@ class ElasticCnnGraph(CnnGraph):
         return _elasticity(self.structure, space, multiple)
 
     def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> Tensor:
-        return run_graph(
-            self,
-            self.nodes,
-            pixel_values,
-            skipped=self.active_skipped,
-            alias=self.active_alias,
-            overrides=self.active_overrides,
-        )
+        # set_subnet and `using` assign new skips, aliases and overrides, so a step of training
+        # on one subnet compiles its graph once, and the steps that follow reuse it
+        program = self._program(self.active_skipped, self.active_alias, self.active_overrides)
+        return run_program(self, program, pixel_values)
 
 
 @dataclass

@@ -354,22 +354,6 @@ def run_program(root: nn.Module, steps: tuple[_Step, ...], x: Tensor) -> Tensor:
     return result
 
 
-def run_graph(
-    root: nn.Module,
-    nodes: tuple[GraphNode, ...],
-    x: Tensor,
-    *,
-    skipped: frozenset[str] = frozenset(),
-    alias: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Tensor:
-    """Evaluate ``nodes`` on input ``x``; ``skipped`` nodes are left out and their values read
-    through ``alias`` (a skipped block's output is its input); ``overrides`` replaces the args
-    of the nodes it names (a ``"param"`` node's ``index`` selects rows of its tensor)."""
-    steps = compile_graph(nodes, skipped=skipped, alias=alias, overrides=overrides)
-    return run_program(root, steps, x)
-
-
 class CnnGraph(nn.Module):
     """A plain CNN that runs a graph of known layers; the last node is the output.
 
@@ -396,13 +380,25 @@ class CnnGraph(nn.Module):
             _attach(self, path, tensor)
 
     def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> Tensor:
-        # the nodes never change, so they are compiled once (a graph interpreter's per-node
-        # cost made small exports 3-7% slower than native models at batch 1)
-        compiled = self.__dict__.get("_compiled")
-        if compiled is None or compiled[0] is not self.nodes:
-            compiled = (self.nodes, compile_graph(self.nodes))
-            self.__dict__["_compiled"] = compiled
-        return run_program(self, compiled[1], pixel_values)
+        return run_program(self, self._program(), pixel_values)
+
+    def _program(
+        self,
+        skipped: frozenset[str] = frozenset(),
+        alias: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[_Step, ...]:
+        """The compiled steps for these nodes, skips, aliases and overrides, compiled again only
+        when one of them is another object (they are replaced, never changed in place); a graph
+        interpreter's per-node cost made small exports 3-7% slower than native models at
+        batch 1."""
+        key = (self.nodes, skipped, alias, overrides)
+        cached = self.__dict__.get("_compiled")
+        if cached is None or any(a is not b for a, b in zip(cached[0], key)):
+            steps = compile_graph(self.nodes, skipped=skipped, alias=alias, overrides=overrides)
+            cached = (key, steps)
+            self.__dict__["_compiled"] = cached
+        return cached[1]
 
     def __getstate__(self) -> dict[str, Any]:
         # the compiled steps hold lambdas, which do not pickle; they are rebuilt on first use
