@@ -109,6 +109,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--section", default="decoder-speed")
     parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
     args = parser.parse_args(argv)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # the record's torch_threads: the count measured at
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     started = time.time()
     size = "tiny" if args.tiny else "llama-124m"
     model = make_model(size)
