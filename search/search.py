@@ -311,20 +311,27 @@ def _objective(
 
 
 def _enqueue_seeds(
-    study: optuna.Study, supernet: Supernet, latency: Latency, budget_ms: float
+    study: optuna.Study, supernet: Supernet, latency: Latency, budget_ms: float, trials: int
 ) -> None:
-    """The largest uniform subnet within budget and the smallest subnet go first."""
+    """The largest uniform subnet within budget and the smallest subnet go first; with a
+    profiled latency model, then the other uniform subnets on the budget's edge (within it and
+    inside no other uniform subnet that is), most FLOPs first, up to a quarter of the trials.
+    Training trains uniform subnets directly (the sandwich's max and min, width multipliers),
+    so the edge holds well-trained subnets of every depth, where TPE starts from."""
     space = supernet.space
     family = latency_family(supernet.family_name)
-    largest = largest_within(
-        family.uniform_subnets(space),
-        latency,
-        budget_ms,
-        lambda s: family.flops(supernet, s, latency.target),
-    )
-    for subnet in (largest, space.min_subnet()):
-        if subnet is not None:
-            study.enqueue_trial(subnet_params(subnet, space), skip_if_exists=True)
+    uniform = family.uniform_subnets(space)
+
+    def flops(subnet: Any) -> int:
+        return family.flops(supernet, subnet, latency.target)
+
+    seeds = [largest_within(uniform, latency, budget_ms, flops), space.min_subnet()]
+    if isinstance(latency, LatencyModel):  # a measured latency would time every uniform subnet
+        fitting = sorted((s for s in uniform if latency(s) <= budget_ms), key=flops, reverse=True)
+        seeds += [s for s in fitting if not any(o != s and family.contains(o, s) for o in fitting)]
+    unique = list(dict.fromkeys(s for s in seeds if s is not None))
+    for subnet in unique[: max(2, trials // 4)]:
+        study.enqueue_trial(subnet_params(subnet, space), skip_if_exists=True)
 
 
 def _point(
@@ -783,7 +790,7 @@ def run(
     )
     fail_dead_trials(study)
     if not study.get_trials(deepcopy=False):
-        _enqueue_seeds(study, supernet, latency, budget)
+        _enqueue_seeds(study, supernet, latency, budget, trials)
     study.optimize(
         _objective(supernet, evaluate, latency, budget, config.evaluate_infeasible, others),
         n_trials=trials,

@@ -9,6 +9,7 @@ import optuna
 import pytest
 import torch
 
+import ofa
 import search
 from search import LatencyModel
 from tests.search._tiny import neg_loss, tiny_supernet
@@ -50,6 +51,29 @@ def test_infeasible_trials_are_never_chosen_and_seeds_go_first(supernet, latency
     largest = trials[0].user_attrs["subnet"]
     assert trials[0].user_attrs["predicted_ms"] <= budget
     assert len(set(largest["num_heads"])) == 1 and len(set(largest["ffn_dims"])) == 1
+    # trials 2 and 3 (a quarter of 16, less the two above): the other uniform subnets on the
+    # budget's edge, most FLOPs first: within budget, inside no other uniform one that is
+    target = latency_model.target
+    fitting = sorted(
+        (u for u in space.uniform_subnets() if latency_model(u) <= budget),
+        key=lambda u: supernet.flops(u, batch_size=target.batch_size, seq_len=target.seq_len),
+        reverse=True,
+    )
+    edge = [u for u in fitting if not any(o != u and space_contains(o, u) for o in fitting)]
+    first = {ofa.Subnet.from_dict(t.user_attrs["subnet"]) for t in trials[:2]}
+    expected = [u for u in edge if u not in first][:2]
+    seeded = [ofa.Subnet.from_dict(t.user_attrs["subnet"]) for t in trials[2 : 2 + len(expected)]]
+    assert edge and seeded == expected, (seeded, edge)
+
+
+def space_contains(big, small) -> bool:
+    """Uniform ``small`` fits inside uniform ``big`` in every dimension."""
+    return (
+        small.depth <= big.depth
+        and small.hidden_size <= big.hidden_size
+        and small.num_heads[0] <= big.num_heads[0]
+        and small.ffn_dims[0] <= big.ffn_dims[0]
+    )
 
 
 def test_outputs_and_resume_add_trials_to_the_same_study(supernet, latency_model, tmp_path):
