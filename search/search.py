@@ -694,6 +694,11 @@ def run(
     best one is the most accurate that fits by that measurement, and its speedup is the paired
     one, with its 95% interval. A machine too noisy for that raises :class:`TooNoisyError`.
 
+    A new study starts from seeds: the largest uniform subnet within budget, the min subnet
+    and, with a latency model, the other uniform subnets on the budget's edge (up to a quarter
+    of the trials), since training trains uniform subnets directly; the sampler goes on from
+    there.
+
     Args:
         evaluate: ``evaluate(supernet, subnet) -> accuracy`` (higher is better), e.g.
             ``lambda s, n: ofa.evaluate(s, n, data)``.
