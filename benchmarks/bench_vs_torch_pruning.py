@@ -36,6 +36,10 @@ Usage (Torch-Pruning is a benchmark-only extra: ``pip install -e ".[bench]"``):
     python benchmarks/bench_vs_torch_pruning.py --seeds 0 --batch-sizes 1 --rankings local
     python benchmarks/bench_vs_torch_pruning.py --smoke         # tiny random BERT, a minute
 
+The search space is the default quarters of heads and FFN width unless ``--num-heads`` /
+``--ffn-dims`` give the choices (e.g. ``2,3,6,9,12`` and ``256,384,768,1152,1536``: subnets
+below a quarter's width, which a budget under the quarter-width full-depth subnet needs).
+
 Cost of the full run at one thread (measured per step on this 2-core CPU: a supernet step about
 2.8 s of CPU, a pruned model's step 0.6-0.9 s): per seed about 9-10 CPU hours (supernet 1 h,
 Torch-Pruning's 2 rankings x 2 batch sizes x 3 budgets x 2 compute regimes 6-7 h, searches and
@@ -143,6 +147,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-width", type=float, default=0.0)
     parser.add_argument("--width-multipliers", default="", help="e.g. 0.5,0.25 (DynaBERT's)")
     parser.add_argument("--later-lr-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--num-heads",
+        default="",
+        help="the space's head choices, e.g. 2,3,6,9,12 (default quarters)",
+    )
+    parser.add_argument(
+        "--ffn-dims", default="", help="the space's FFN choices, e.g. 256,384,768,1152,1536"
+    )
     parser.add_argument("--trials", type=int, default=60, help="search trials per budget")
     parser.add_argument("--profile-train", type=int, default=30)
     parser.add_argument("--profile-test", type=int, default=30)
@@ -575,9 +587,14 @@ def supernet_phases(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
 
 def reordered_supernet(setup: Setup, batches: list, args: argparse.Namespace) -> Supernet:
     supernet = ofa.convert(setup.teacher)
+    changes: dict[str, tuple[int, ...]] = {}
     if args.schedule == "no-hidden":  # the residual width is not trained: not searched either
-        space = dataclasses.replace(supernet.space, hidden_sizes=(supernet.space.max_hidden_size,))
-        supernet = ofa.convert(setup.teacher, space)
+        changes["hidden_sizes"] = (supernet.space.max_hidden_size,)
+    for name, given in (("num_heads", args.num_heads), ("ffn_dims", args.ffn_dims)):
+        if given:  # finer choices than the default quarters (e.g. below a quarter's width)
+            changes[name] = tuple(sorted(int(v) for v in given.split(",")))
+    if changes:
+        supernet = ofa.convert(setup.teacher, dataclasses.replace(supernet.space, **changes))
     scores = ofa.importance.score(supernet, batches, metric="taylor")
     ofa.reorder_(supernet, scores)
     return supernet
@@ -1076,7 +1093,11 @@ _SIGNATURE_ARGS = (
 
 
 def _signature(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in _SIGNATURE_ARGS}
+    signature = {name: getattr(args, name) for name in _SIGNATURE_ARGS}
+    for name in ("num_heads", "ffn_dims"):  # only where given: older runs stay reusable
+        if getattr(args, name):
+            signature[name] = getattr(args, name)
+    return signature
 
 
 def versions() -> dict[str, str]:
@@ -1286,6 +1307,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
         for b in results["bisections"]
     )  # fmt: skip
     multipliers = f", width multipliers {args.width_multipliers}" if args.width_multipliers else ""
+    for label, given in (("head", args.num_heads), ("FFN", args.ffn_dims)):
+        multipliers += f", {label} choices {given}" if given else ""
     text = (
         f"{results['description']} Training (both tools): batch {args.batch_size}, lr "
         f"{args.lr:g}, distillation kl T={args.temperature:g}, alpha={args.alpha:g}, hidden "

@@ -80,3 +80,46 @@ def test_pruned_minilm_shaped_model_runs_with_consistent_attention():
         with torch.no_grad():
             logits = pruned(**{k: v for k, v in batch.items() if k != "labels"}).logits
         assert logits.shape == (4, 2) and torch.isfinite(logits).all()
+
+
+def test_space_choices_given_on_the_command_line_shape_the_supernet():
+    """--num-heads / --ffn-dims: a grid finer than the default quarters (the 0.3 budget's fix
+    to try), the full model still the teacher, and older runs' signatures unchanged."""
+    import types
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        intermediate_size=192,
+        num_labels=2,
+    )
+    teacher = BertForSequenceClassification(config).eval()
+    batch = {
+        "input_ids": torch.randint(5, 64, (4, 10)),
+        "attention_mask": torch.ones(4, 10, dtype=torch.long),
+        "labels": torch.tensor([0, 1, 0, 1]),
+    }
+    args = bench.parse_args(["--num-heads", "6,1,2,3", "--ffn-dims", "64,32,192"])
+    setup = types.SimpleNamespace(teacher=teacher)
+    supernet = bench.reordered_supernet(setup, [batch], args)
+    assert supernet.space.num_heads == (1, 2, 3, 6)
+    assert supernet.space.ffn_dims == (32, 64, 192)
+    assert supernet.space.hidden_sizes == (96,)  # no-hidden: the residual width stays
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    small = supernet.extract(supernet.space.min_subnet()).eval()
+    for layer in small.bert.encoder.layer:  # a grid point below the quarters: 1 of 6 heads
+        assert layer.attention.self.num_attention_heads == 1
+        assert layer.intermediate.dense.out_features == 32
+    full = supernet.extract(supernet.space.max_subnet()).eval()
+    with torch.no_grad():  # reordering never changes the full model
+        torch.testing.assert_close(
+            full(**inputs).logits, teacher(**inputs).logits, rtol=0, atol=1e-5
+        )
+    assert "num_heads" in bench._signature(args)
+    assert "num_heads" not in bench._signature(bench.parse_args([]))
