@@ -590,8 +590,8 @@ def reordered_supernet(setup: Setup, batches: list, args: argparse.Namespace) ->
     changes: dict[str, tuple[int, ...]] = {}
     if args.schedule == "no-hidden":  # the residual width is not trained: not searched either
         changes["hidden_sizes"] = (supernet.space.max_hidden_size,)
-    for name, given in (("num_heads", args.num_heads), ("ffn_dims", args.ffn_dims)):
-        if given:  # finer choices than the default quarters (e.g. below a quarter's width)
+    for name in _SPACE_ARGS:  # finer choices than the default quarters (below a quarter's width)
+        if given := getattr(args, name):
             changes[name] = tuple(sorted(int(v) for v in given.split(",")))
     if changes:
         supernet = ofa.convert(setup.teacher, dataclasses.replace(supernet.space, **changes))
@@ -1090,13 +1090,15 @@ _SIGNATURE_ARGS = (
     "schedule", "num_random", "min_width", "width_multipliers", "later_lr_scale", "trials",
     "budgets", "batch_sizes", "rankings", "compute", "threads", "smoke", "bisect_steps",
 )  # fmt: skip
+# the search space's choices (``--num-heads``, ``--ffn-dims``; the space's field names)
+_SPACE_ARGS = ("num_heads", "ffn_dims")
 
 
 def _signature(args: argparse.Namespace) -> dict[str, Any]:
     signature = {name: getattr(args, name) for name in _SIGNATURE_ARGS}
-    for name in ("num_heads", "ffn_dims"):  # only where given: older runs stay reusable
-        if getattr(args, name):
-            signature[name] = getattr(args, name)
+    for name in _SPACE_ARGS:  # only where given: older runs stay reusable
+        if given := getattr(args, name):
+            signature[name] = given
     return signature
 
 

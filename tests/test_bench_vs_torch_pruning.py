@@ -47,7 +47,8 @@ def test_smoke_mode_gives_both_tools_a_model_within_the_budget(tmp_path):
     assert results["versions"]["torch-pruning"] != "not installed"
 
 
-def test_pruned_minilm_shaped_model_runs_with_consistent_attention():
+def _tiny_bert(num_heads: int):
+    """A 2-layer BERT classifier, hidden 96 in ``num_heads`` heads (eval, seeded), and a batch."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -56,7 +57,7 @@ def test_pruned_minilm_shaped_model_runs_with_consistent_attention():
         vocab_size=64,
         hidden_size=96,
         num_hidden_layers=2,
-        num_attention_heads=3,
+        num_attention_heads=num_heads,
         intermediate_size=192,
         num_labels=2,
     )
@@ -66,6 +67,13 @@ def test_pruned_minilm_shaped_model_runs_with_consistent_attention():
         "attention_mask": torch.ones(4, 10, dtype=torch.long),
         "labels": torch.tensor([0, 1, 0, 1]),
     }
+    return teacher, batch
+
+
+def test_pruned_minilm_shaped_model_runs_with_consistent_attention():
+    import torch
+
+    teacher, batch = _tiny_bert(num_heads=3)
     grads = bench.taylor_gradients(teacher, [batch])
     for ranking in ("local", "global"):
         pruned = bench.tp_prune(teacher, 0.5, ranking, grads, bench.importance_example(teacher))
@@ -88,23 +96,8 @@ def test_space_choices_given_on_the_command_line_shape_the_supernet():
     import types
 
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        intermediate_size=192,
-        num_labels=2,
-    )
-    teacher = BertForSequenceClassification(config).eval()
-    batch = {
-        "input_ids": torch.randint(5, 64, (4, 10)),
-        "attention_mask": torch.ones(4, 10, dtype=torch.long),
-        "labels": torch.tensor([0, 1, 0, 1]),
-    }
+    teacher, batch = _tiny_bert(num_heads=6)
     args = bench.parse_args(["--num-heads", "6,1,2,3", "--ffn-dims", "64,32,192"])
     setup = types.SimpleNamespace(teacher=teacher)
     supernet = bench.reordered_supernet(setup, [batch], args)
