@@ -142,7 +142,7 @@ def _figures(record: dict) -> tuple:
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(c for row in rows for c in row))  # a short row leaves blanks
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

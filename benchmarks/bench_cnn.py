@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import ofa  # noqa: E402
 from benchmarks._candidates import best_of, candidates_under  # noqa: E402
 from benchmarks._report import markdown_table, write_record  # noqa: E402
+from ofa._choices import at_least  # noqa: E402
 from ofa._io import write_text_atomic  # noqa: E402
 from ofa.data_images import ImageData, load_fashion_mnist  # noqa: E402
 from ofa.families.cnn import default_space  # noqa: E402
@@ -133,6 +134,40 @@ def multiplier_for(supernet: ofa.Supernet, target_flops: float) -> float | None:
     return round(low, 4)
 
 
+def anchor_for(supernet: ofa.Supernet, target_flops: float) -> ofa.CnnSubnet | None:
+    """The uniform subnet with the most FLOPs at or under ``target_flops``, where no full-depth
+    width multiplier fits: every stage at its same-rank depth choice (largest, next, ...), every
+    kernel-elastic conv at the largest of its choices up to one size, and every channel group at
+    the smallest choice at or above one width multiplier (the widest that fits, by bisection)."""
+    space = supernet.space
+    levels = max((len(c) for c in space.depth_choices), default=1)
+    sizes = sorted({k for c in space.kernel_choices for k in c}) or [0]
+    best, best_flops = None, -1.0
+    for level in range(levels):
+        depths = tuple(c[max(len(c) - 1 - level, 0)] for c in space.depth_choices)
+        for size in sizes:
+            kernels = tuple(
+                max([k for k in c if k <= size], default=c[0]) for c in space.kernel_choices
+            )
+
+            def make(m: float) -> ofa.CnnSubnet:
+                widths = tuple(at_least(c, m * c[-1])[0] for c in space.channel_choices)
+                return ofa.CnnSubnet(widths=widths, depths=depths, kernel_sizes=kernels)
+
+            if supernet.flops(make(1e-6)) > target_flops:
+                continue
+            low, high = 1e-6, 1.0
+            for _ in range(20):
+                mid = (low + high) / 2
+                low, high = (
+                    (mid, high) if supernet.flops(make(mid)) <= target_flops else (low, mid)
+                )
+            found = supernet.flops(make(low))
+            if found > best_flops:
+                best, best_flops = make(low), found
+    return best
+
+
 def multiplier_subnets(supernet: ofa.Supernet, multipliers: tuple[float, ...]) -> list:
     """The uniform subnets that a width-all phase trains for ``multipliers``."""
     phase = ofa.PhaseConfig(
@@ -153,6 +188,7 @@ def train_supernet(
     args: argparse.Namespace,
     out: str,
     multipliers: tuple[float, ...] = (),
+    anchors: tuple[ofa.CnnSubnet, ...] = (),
 ) -> None:
     """``ofa.train_`` with the default CNN schedule: kernel, then depth, then width."""
     later = args.lr * args.later_lr_scale if args.later_lr_scale else None
@@ -162,6 +198,7 @@ def train_supernet(
             space=supernet.space,
             width_multipliers=multipliers,
             later_learning_rate=later,
+            anchors=anchors,
         ),
         batch_size=128,
         learning_rate=args.lr,
@@ -311,6 +348,12 @@ def main() -> None:
         default=0.0,
         help="peak rate of the phases after the first, as a fraction of --lr (0: the same)",
     )
+    parser.add_argument(
+        "--anchors",
+        action="store_true",
+        help="with --width-multipliers: for a budget no full-depth multiplier fits, train every "
+        "step the widest uniform subnet under it at a smaller depth or kernel (PhaseConfig.anchors)",
+    )
     args = parser.parse_args()
     args.finetune_steps = args.finetune_steps or args.supernet_steps
     torch.set_num_threads(args.threads)
@@ -341,17 +384,31 @@ def main() -> None:
         found = {f: multiplier_for(supernet, f * full_flops) for f in (0.5, 0.25)}
         multipliers = tuple(m for m in found.values() if m is not None)
         print(f"width multipliers per FLOP budget {found}", flush=True)
+    anchors: tuple[ofa.CnnSubnet, ...] = ()
+    if args.anchors:
+        if not args.width_multipliers:
+            parser.error("--anchors goes with --width-multipliers")
+        anchors = tuple(
+            a
+            for f, m in found.items()
+            if m is None and (a := anchor_for(supernet, f * full_flops)) is not None
+        )
+        print(f"anchors {[a.to_dict() for a in anchors]}", flush=True)
     torch.manual_seed(args.seed)
-    train_supernet(supernet, teacher, train, args, f"{args.out}/supernet_run", multipliers)
+    train_supernet(
+        supernet, teacher, train, args, f"{args.out}/supernet_run", multipliers, anchors
+    )
     print(f"supernet trained ({time.time() - started:.0f} s)", flush=True)
 
     uniform = multiplier_subnets(supernet, multipliers) if multipliers else []
+    uniform += list(anchors)
     rows, exported, flops = [], {}, {}
     results: dict = {
         "args": {
             "seed": args.seed,
             "steps": args.supernet_steps,
             "width_multipliers": list(multipliers),
+            "anchors": [a.to_dict() for a in anchors],
             "later_lr_scale": args.later_lr_scale or 1.0,
         },
         "commands": ["python benchmarks/bench_cnn.py " + " ".join(sys.argv[1:])],
@@ -399,6 +456,12 @@ def main() -> None:
             f" Width multipliers {', '.join(str(m) for m in multipliers)} (the widest uniform "
             "subnets at full depth and kernels under the 50% and 25% budgets, where one fits) "
             "trained every step beside the sandwich, and added to the candidates."
+        )
+    if anchors:
+        recipe += (
+            f" Anchors (PhaseConfig.anchors), trained every step of the width-all phase and "
+            f"added to the candidates, for the budgets no multiplier fits: "
+            f"{'; '.join(a.to_json() for a in anchors)}."
         )
     if args.later_lr_scale:
         recipe += f" Phases after the first at {args.later_lr_scale} of the peak rate."

@@ -53,12 +53,15 @@ def gaps(results: dict, split: str) -> dict[str, float]:
 
 
 def recipe(args: dict) -> str:
-    """What sets a run apart: seed, steps, and any bound, width multipliers or later rate."""
+    """What sets a run apart: seed, steps, and any bound, width multipliers, anchors or later
+    rate."""
     parts = [f"seed {args.get('seed', 0)}", f"{args['steps']} steps"]
     if args.get("min_width"):
         parts.append(f"min width {args['min_width']:.0%}")
     if args.get("width_multipliers"):
         parts.append(f"width multipliers {args['width_multipliers']}")
+    if args.get("anchors"):
+        parts.append(f"{len(args['anchors'])} anchor(s)")
     if args.get("later_lr_scale", 1.0) != 1.0:
         parts.append(f"later phases at {args['later_lr_scale']:g} of the learning rate")
     return ", ".join(parts)

@@ -425,6 +425,7 @@ def cnn_layer_table(
             rounds=rounds,
             num_threads=target.num_threads,
             repeats=3,
+            memory_format="contiguous" if linear[shape] else target.memory_format,
         )
         table[key] = result.median_ms
     return table

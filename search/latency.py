@@ -38,6 +38,7 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 PHASES = ("prefill", "decode")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
 class BoundInputs:
@@ -95,6 +96,11 @@ class LatencyTarget:
         phase: what a causal LM's latency is of: ``"prefill"``, a prompt of ``seq_len``
             tokens as ``generate`` runs it first, or ``"decode"``, one new token per sequence
             with ``seq_len`` tokens already in the KV cache (ms per generated token).
+        memory_format: how a CNN's weights and images are laid out while it runs:
+            ``"contiguous"`` (NCHW, PyTorch's default) or ``"channels_last"`` (NHWC, what
+            ``model.to(memory_format=torch.channels_last)`` gives). On CPU channels-last
+            convolutions are faster, most of all at narrow widths: time the format you will
+            deploy in.
     """
 
     device: str = "cpu"
@@ -105,6 +111,7 @@ class LatencyTarget:
     image_size: tuple[int, int] | None = None
     runtime: str = "eager"
     phase: str = "prefill"
+    memory_format: str = "contiguous"
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -133,6 +140,14 @@ class LatencyTarget:
         check_runtime(self.runtime, self.device)
         if self.phase not in PHASES:
             raise ValueError(f"unknown phase {self.phase!r}: use one of {', '.join(PHASES)}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"unknown memory_format {self.memory_format!r}: use contiguous or channels_last"
+            )
+        if self.memory_format == "channels_last" and self.runtime == "onnxruntime":
+            raise ValueError(
+                "onnxruntime picks its own layout: time channels_last in eager or compile"
+            )
         if self.phase == "decode" and self.runtime != "eager":
             raise ValueError(
                 f"decode latency is measured in eager PyTorch (a KV cache step), not "
@@ -151,6 +166,7 @@ class LatencyTarget:
             f"{self.device} {self.dtype} batch {self.batch_size} {shape}"
             + (f" {self.num_threads} threads" if torch.device(self.device).type == "cpu" else "")
             + ("" if self.runtime == "eager" else f" {self.runtime}")
+            + (" channels_last" if self.memory_format == "channels_last" else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +175,8 @@ class LatencyTarget:
             del data["runtime"]
         if self.phase == "prefill":  # and so do prefill (and encoder, CNN) targets
             del data["phase"]
+        if self.memory_format == "contiguous":  # and contiguous ones
+            del data["memory_format"]
         if self.image_size is None:  # BERT targets keep the JSON they always had
             del data["image_size"]
         else:
@@ -225,6 +243,10 @@ def _shape(inputs: Inputs) -> tuple[int, int, tuple[int, int] | None]:
     return int(tensor.shape[0]), int(tensor.shape[1]) if tensor.dim() > 1 else 1, None
 
 
+def _tensors(inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    return [inputs] if isinstance(inputs, torch.Tensor) else list(inputs.values())
+
+
 @contextlib.contextmanager
 def _threads(count: int) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -242,12 +264,27 @@ def _prepare(
     dtype: torch.dtype,
     runtime: str = "eager",
     threads: int = 1,
+    *,
+    memory_format: str = "contiguous",
 ) -> Callable[[], Any]:
-    """The model on ``device``/``dtype`` (a copy if it has to move) and a call that runs it in
-    ``runtime`` (see :mod:`search.runtimes`)."""
+    """The model on ``device``/``dtype`` (a copy if it has to move, or to change its layout to
+    ``memory_format``) and a call that runs it in ``runtime`` (see :mod:`search.runtimes`)."""
+    channels_last = memory_format == "channels_last"
+    if channels_last and (
+        isinstance(inputs, BoundInputs)
+        or not any(t.dim() == 4 for t in _tensors(inputs) if t.is_floating_point())
+    ):
+        raise ValueError(
+            "memory_format='channels_last' lays out images (B, C, H, W): these inputs hold "
+            "none, so time this model contiguous"
+        )
     first = next(model.parameters(), None)
     if first is not None and (first.device != device or first.dtype != dtype):
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    elif channels_last:
+        model = copy.deepcopy(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.eval()
     if isinstance(inputs, BoundInputs):
         return inputs.bind(model, device, dtype)
@@ -255,7 +292,10 @@ def _prepare(
     def move(tensor: torch.Tensor) -> torch.Tensor:
         # floating inputs (hidden states, images) in the model's dtype; token ids stay ints
         cast = dtype if tensor.is_floating_point() else tensor.dtype
-        return tensor.to(device=device, dtype=cast)
+        moved = tensor.to(device=device, dtype=cast)
+        if channels_last and moved.dim() == 4:
+            moved = moved.contiguous(memory_format=torch.channels_last)
+        return moved
 
     moved: Any = (
         move(inputs)
@@ -338,6 +378,7 @@ def measure_latency(
     num_threads: int = 2,
     repeats: int = 1,
     runtime: str = "eager",
+    memory_format: str = "contiguous",
 ) -> LatencyResult:
     """Time ``model(**example_inputs)`` on a device: warmup, then ``rounds`` timed calls.
 
@@ -352,11 +393,25 @@ def measure_latency(
         >>> result.median_ms, result.relative_spread
     """
     _check_counts(warmup, rounds)
-    target = LatencyTarget(device=device, dtype=dtype, num_threads=num_threads, runtime=runtime)
+    target = LatencyTarget(
+        device=device,
+        dtype=dtype,
+        num_threads=num_threads,
+        runtime=runtime,
+        memory_format=memory_format,
+    )
     torch_device = torch.device(device)
     time_one = _timer(torch_device, num_threads)
     with _threads(num_threads), torch.inference_mode():
-        call = _prepare(model, example_inputs, torch_device, _dtype(dtype), runtime, num_threads)
+        call = _prepare(
+            model,
+            example_inputs,
+            torch_device,
+            _dtype(dtype),
+            runtime,
+            num_threads,
+            memory_format=memory_format,
+        )
         for _ in range(warmup):
             call()
         times = [min(time_one(call) for _ in range(max(1, repeats))) for _ in range(rounds)]

@@ -333,6 +333,7 @@ class LatencyModel:
         max_error: float | None = MAX_ERROR,
         runtime: str = "eager",
         phase: str = "prefill",
+        memory_format: str = "contiguous",
     ) -> LatencyModel:
         """Measure the device and build its latency model, reporting held-out error.
 
@@ -356,6 +357,8 @@ class LatencyModel:
                 (the per-layer table is timed eager and calibrated on them).
             phase: for a causal LM, ``"prefill"`` (a prompt of ``seq_len`` tokens) or
                 ``"decode"`` (ms per generated token with ``seq_len`` tokens in the KV cache).
+            memory_format: a CNN's layout while timed, ``"contiguous"`` or ``"channels_last"``
+                (see :class:`LatencyTarget`): the one you will deploy in.
         """
         if num_train < 4 or num_test < 1:
             raise ValueError("need num_train >= 4 and num_test >= 1 to fit and score a model")
@@ -369,6 +372,7 @@ class LatencyModel:
             image_size=image_size,  # type: ignore[arg-type]
             runtime=runtime,
             phase=phase,
+            memory_format=memory_format,
         )
         if torch.device(device).type == "cpu":
             target = replace(target, num_threads=choose_threads(num_threads))

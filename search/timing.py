@@ -507,7 +507,13 @@ def measure_paired(
                 if inputs is None:
                     raise ValueError("pass inputs= to time nn.Module candidates")
                 calls[name] = _prepare(
-                    model, inputs, device, _dtype(target.dtype), target.runtime, target.num_threads
+                    model,
+                    inputs,
+                    device,
+                    _dtype(target.dtype),
+                    target.runtime,
+                    target.num_threads,
+                    memory_format=target.memory_format,
                 )
             else:
                 calls[name] = model
@@ -528,6 +534,7 @@ def measure_paired(
                         _dtype(target.dtype),
                         target.runtime,
                         target.num_threads,
+                        memory_format=target.memory_format,
                     )
                     calls[name]()  # untimed: the first call on new memory
             shift = index % len(names)

@@ -41,5 +41,15 @@ def test_the_chosen_shapes_keep_every_kv_head_and_shrink_widths_together():
             subnet.hidden_size / space.hidden_sizes[-1],
         )
         assert max(fractions) - min(fractions) <= 0.25 + 1e-9
+    # the same budget spent on depth: every width kept, fewer layers
+    widest = space.max_subnet()
+    deep = bench.nearest_depth(supernet, 0.5, seq=64)
+    assert deep.is_uniform and deep.depth < widest.depth
+    assert (deep.num_heads, deep.num_kv_heads, deep.ffn_dims, deep.hidden_size) == (
+        widest.num_heads[: deep.depth],
+        widest.num_kv_heads[: deep.depth],
+        widest.ffn_dims[: deep.depth],
+        widest.hidden_size,
+    )
     with pytest.raises(KeyError):
         bench.make_model("no such size")

@@ -443,8 +443,13 @@ def _bench_cnn_export_speed(goal: str, record: dict) -> list[Row]:
     if table is None:
         return rows
     model = "ResNet-18 exports"
+    if record.get("series", "").endswith("channels-last"):
+        model += ", channels-last"
     for batch in dict.fromkeys(r["batch"] for r in table["rows"]):
-        at = [r for r in table["rows"] if r["batch"] == batch]
+        # a batch size the run found too noisy has one "not measured" row and no figures
+        at = [r for r in table["rows"] if r["batch"] == batch and r["speedup / FLOP reduction"]]
+        if not at:
+            continue
         if goal == "speedup-flops":
             values = [_float(r["speedup / FLOP reduction"]) for r in at]
             rows.append(_speedup_flops_row(f"{model}, batch {batch}", values))

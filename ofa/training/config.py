@@ -79,6 +79,12 @@ class PhaseConfig:
             query heads and MLP for decoders, every channel group for CNNs, as DynaBERT trains
             its width multipliers. Use it for the widths you will deploy:
             with per-layer random sampling alone an interior uniform shape is rarely drawn.
+        anchors: besides the sampled subnets, train every step each of these subnets that lies
+            in this phase's part of the space (phases whose part does not hold one skip it):
+            the non-uniform shapes you will deploy, e.g. the best subnet under a budget that
+            no width multiplier fits (a CNN at 25% of the FLOPs needs shallower stages or
+            smaller kernels, so no full-depth multiplier is under it). Each must lie in the
+            supernet's space; training refuses one that does not.
         subnet: train only this fixed subnet (PaddleSlim's fixed-subnet mode).
     """
 
@@ -96,6 +102,7 @@ class PhaseConfig:
     num_random: int = 1
     min_width: float = 0.0
     width_multipliers: tuple[float, ...] = ()
+    anchors: tuple[SubnetLike, ...] = ()
     subnet: SubnetLike | None = None
     version: int = 1
 
@@ -134,6 +141,12 @@ class PhaseConfig:
         object.__setattr__(self, "width_multipliers", multipliers)
         if isinstance(self.subnet, dict):
             object.__setattr__(self, "subnet", _subnet_from_dict(self.subnet))
+        anchors = tuple(_subnet_from_dict(a) if isinstance(a, dict) else a for a in self.anchors)
+        if self.subnet is not None and anchors:
+            raise ValueError(
+                f"phase {self.name!r}: a fixed-subnet phase trains only its subnet: drop anchors"
+            )
+        object.__setattr__(self, "anchors", anchors)
 
     def space_for(self, space: Any) -> Any:
         """The part of ``space`` this phase samples from (the supernet's space is unchanged)."""
@@ -161,6 +174,7 @@ class PhaseConfig:
             data[name] = value if isinstance(value, str) else list(value)
         data["subnet"] = None if self.subnet is None else self.subnet.to_dict()
         data["width_multipliers"] = list(self.width_multipliers)
+        data["anchors"] = [a.to_dict() for a in self.anchors]
         return data
 
     @classmethod
@@ -171,6 +185,7 @@ class PhaseConfig:
         data = dict(data)
         if data.get("subnet") is not None:
             data["subnet"] = _subnet_from_dict(data["subnet"])
+        data["anchors"] = tuple(_subnet_from_dict(a) for a in data.get("anchors", ()))
         return cls(**data)
 
 
@@ -184,6 +199,7 @@ def default_phases(
     min_width: float = 0.0,
     width_multipliers: tuple[float, ...] = (),
     later_learning_rate: float | None = None,
+    anchors: tuple[SubnetLike, ...] = (),
 ) -> tuple[PhaseConfig, ...]:
     """The BERT schedule: width, then depth, then hidden width; each large choices, then all.
 
@@ -191,7 +207,8 @@ def default_phases(
     phases made elastic, as OFA and DynaBERT do. ``hidden=False`` leaves out the two hidden-width
     phases (the residual stream stays full width). ``min_width`` and ``width_multipliers`` are
     given to every phase (see :class:`PhaseConfig`): bound the widths at the smallest subnet you
-    will deploy, or train the uniform widths you will deploy every step.
+    will deploy, or train the uniform widths you will deploy every step; ``anchors`` (any
+    shapes to deploy) are trained every step of the phases whose part of the space holds them.
     ``later_learning_rate`` is the peak rate of the depth and hidden phases (default: that of
     the width phases), as OFA trains its later shrinking stages at a lower rate than the first.
 
@@ -225,6 +242,7 @@ def default_phases(
         num_random=num_random,
         min_width=min_width,
         width_multipliers=tuple(width_multipliers),
+        anchors=tuple(anchors),
     )
     if later_learning_rate is None:
         return phases
@@ -246,14 +264,15 @@ def default_cnn_phases(
     min_width: float = 0.0,
     width_multipliers: tuple[float, ...] = (),
     later_learning_rate: float | None = None,
+    anchors: tuple[SubnetLike, ...] = (),
 ) -> tuple[PhaseConfig, ...]:
     """The CNN schedule (OFA's): kernel size, then depth, then width; each large, then all.
 
     Every phase keeps what earlier phases made elastic. Given ``space``, phases of dimensions it
     does not make elastic (no kernel-elastic conv, no depth choices) are left out, so no steps
     go to training the same max subnet. Steps are shared out equally (remainder to the last).
-    ``min_width`` bounds every phase's channel widths and ``width_multipliers`` are trained
-    every step (see :class:`PhaseConfig`; in a phase whose widths are fixed a multiplier is its
+    ``min_width`` bounds every phase's channel widths and ``width_multipliers`` and
+    ``anchors`` are trained every step (see :class:`PhaseConfig`; in a phase whose widths are fixed a multiplier is its
     max subnet, already trained). ``later_learning_rate`` is the peak rate of every phase after
     the first (default: the same), as OFA trains its later shrinking stages at a lower rate.
 
@@ -287,6 +306,7 @@ def default_cnn_phases(
         num_random=num_random,
         min_width=min_width,
         width_multipliers=tuple(width_multipliers),
+        anchors=tuple(anchors),
     )
     if later_learning_rate is None:
         return phases

@@ -122,7 +122,18 @@ def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator)
     for subnet in phase.multiplier_subnets(supernet.space):
         if subnet not in fixed:
             fixed.append(subnet)
+    for anchor in phase.anchors:  # then the anchors this phase's part of the space holds
+        if anchor not in fixed and _holds(space, anchor):
+            fixed.append(anchor)
     return [*fixed, *drawn]
+
+
+def _holds(space: Any, subnet: Subnet) -> bool:
+    try:
+        space.check(subnet)
+    except ValueError:
+        return False
+    return True
 
 
 def _layer_map(subnet: Subnet, teacher_depth: int, num_layers: int) -> tuple[int, ...]:
@@ -252,6 +263,20 @@ def _check_inputs(
         plan.space_for(supernet.space)
         if plan.subnet is not None:
             supernet.space.check(plan.subnet)
+        for anchor in plan.anchors:
+            try:
+                supernet.space.check(anchor)
+            except ValueError as error:
+                raise ValueError(
+                    f"phase {plan.name!r}: anchor {anchor.to_json()} is not in the supernet's "
+                    f"space: {error}"
+                ) from None
+    held = {a for p in config.phases for a in p.anchors if _holds(p.space_for(supernet.space), a)}
+    for anchor in {a for p in config.phases for a in p.anchors} - held:
+        raise ValueError(
+            f"anchor {anchor.to_json()} lies in no phase's part of the space, so it would never "
+            "be trained: give it to a phase that makes its dimensions elastic ('all')"
+        )
 
 
 def train_(

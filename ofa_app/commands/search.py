@@ -105,6 +105,11 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         help="with --measure (and to check a latency model): a causal LM's prefill of "
         "--seq-len tokens, or its decode step at that context (a latency model keeps its own)",
     )
+    parser.add_argument(
+        "--memory-format",
+        choices=("contiguous", "channels_last"),
+        help="with --measure (and to check a latency model): a CNN's layout while timed",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
     parser.add_argument(
         "--no-remeasure",
@@ -127,6 +132,7 @@ def _target(args: argparse.Namespace, base: dict[str, Any] | None) -> Any:
         "num_threads": args.threads,
         "runtime": args.runtime,
         "phase": args.phase,
+        "memory_format": args.memory_format,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     if base is None:

@@ -6,6 +6,8 @@ Launched by ``torchrun --nproc_per_node N``, the same command trains data-parall
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ EXAMPLE = r"""example:
   ofa train ... --resume                               # continue exactly after a crash
   ofa train ... --min-width 0.5                        # nothing under half width is deployed
   ofa train ... --width-multipliers 0.5,0.25           # train these uniform widths every step
+  ofa train ... --anchors shapes.json                  # and these subnets (a JSON list)
   torchrun --nproc_per_node 2 -m ofa_app.cli train ...     # data-parallel
   # a CNN supernet (saved by Supernet.save); its teacher exported as a plain CNN directory:
   ofa export --supernet runs/cnn-supernet --subnet max --out runs/cnn-teacher
@@ -242,6 +245,12 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         help="BERT, decoder: peak learning rate of the depth and hidden phases (default: "
         "--lr), e.g. a quarter of it as OFA trains its later stages",
     )
+    parser.add_argument(
+        "--anchors",
+        help="JSON file of a subnet or a list of subnets (shapes you will deploy, e.g. under a "
+        "budget no width multiplier fits) trained every step of the phases whose part of the "
+        "space holds them, besides the sandwich",
+    )
     parser.add_argument("--fixed-subnet", help="Subnet JSON file: train only this subnet")
     parser.add_argument("--start-phase", type=int, default=0, help="skip earlier phases")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -283,6 +292,9 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
         )
     else:
         phases = app_family(supernet).default_phases(args, supernet)
+    if args.anchors:
+        anchors = _anchors(args.anchors, family_named(supernet.family_name).subnet_type)
+        phases = tuple(dataclasses.replace(p, anchors=anchors) for p in phases)
     return TrainConfig(
         phases=phases,
         batch_size=args.batch_size,
@@ -301,6 +313,18 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
             layer_mapping=args.layer_mapping,
         ),
     )
+
+
+def _anchors(path: str, subnet_type: Any) -> tuple[Any, ...]:
+    """The subnets of an ``--anchors`` file: one JSON subnet object or a list of them."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--anchors file {path} is not JSON: {error}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"--anchors file {path} must hold a subnet object or a list of them")
+    return tuple(subnet_type.from_dict(item) for item in items)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -322,6 +346,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (
         ("--train-config", args.train_config),
         ("--fixed-subnet", args.fixed_subnet),
+        ("--anchors", args.anchors),
     ):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{flag} file {path} does not exist")

@@ -565,6 +565,19 @@ CASES = (
         "--fixed-subnet file",
     ),
     Case(
+        "train --anchors file missing",
+        (
+            "train",
+            "--supernet",
+            "{d}/supernet",
+            "--anchors",
+            "{d}/missing_anchors.json",
+            "--out",
+            "{d}/t15a",
+        ),
+        "--anchors file",
+    ),
+    Case(
         "train --train-config file missing",
         (
             "train",

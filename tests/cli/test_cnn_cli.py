@@ -46,12 +46,23 @@ def test_train_profile_search_export_on_a_cnn(cnn_dirs, capsys):
         )
         == 0
     )
+    # an anchor: a non-uniform shape, trained every step of the phase that holds it
+    space = ofa.load_supernet(supernet_dir).space
+    widths = tuple(c[0] if i % 2 else c[-1] for i, c in enumerate(space.channel_choices))
+    anchor = ofa.CnnSubnet(
+        widths=widths,
+        depths=space.min_subnet().depths,
+        kernel_sizes=space.max_subnet().kernel_sizes,
+    )
+    (root / "anchors.json").write_text(json.dumps([anchor.to_dict()]))
     assert (
         main(
             [
                 "train",
                 "--supernet",
                 str(supernet_dir),
+                "--anchors",
+                str(root / "anchors.json"),
                 "--teacher",
                 str(root / "teacher"),
                 "--data",
@@ -75,6 +86,8 @@ def test_train_profile_search_export_on_a_cnn(cnn_dirs, capsys):
     rows = [json.loads(r) for r in (root / "train" / "metrics.jsonl").read_text().splitlines()]
     phases = [r["phase"] for r in rows if "eval" not in r]
     assert phases[0] == "kernel" and phases[-1] == "width-all" and len(phases) == 6
+    counts = {(r["phase"], r["subnets"]) for r in rows if "eval" not in r}
+    assert ("width-all", 4) in counts and ("kernel", 3) in counts  # + the anchor where held
     trained = root / "train" / "supernet"
     assert ofa.load_supernet(trained).family_name == "cnn"
 

@@ -145,8 +145,15 @@ _CHILD = BLOCK_PROJECT + textwrap.dedent(
         spec.loader.exec_module(module)
         model = module.load_model(directory)
         assert not model.training
+        nhwc = module.load_model(directory, channels_last=True)
+        convs = [m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(
+            c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs
+        )
         with torch.no_grad():
             results[directory] = model(x).tolist()
+            last = nhwc(x.contiguous(memory_format=torch.channels_last))
+            assert (last - model(x)).abs().max() <= 1e-5, "channels-last changed the outputs"
     print("RESULT" + json.dumps(results))
     """
 )

@@ -285,3 +285,58 @@ def test_cnn_train_and_evaluate_errors(tmp_path, digits, teacher):
             test_data,
             calibration_data=train_data,
         )
+
+
+def test_anchors_train_every_step_of_the_phases_that_hold_them(tmp_path, digits, teacher):
+    """An anchor (a non-uniform shape to deploy) is trained each step of the phases whose part of
+    the space holds it, beside the sandwich; anchors the space or no phase holds are refused."""
+    train_data, _ = digits
+    supernet = _supernet(teacher)
+    space = supernet.space
+    big, small = space.max_subnet(), space.min_subnet()
+    # narrow first groups, full later ones, shallowest stages: neither max, min nor uniform
+    widths = tuple(c[0] if i % 2 == 0 else c[-1] for i, c in enumerate(space.channel_choices))
+    anchor = ofa.CnnSubnet(widths=widths, depths=small.depths, kernel_sizes=big.kernel_sizes)
+    assert space.contains(anchor) and anchor not in (big, small)
+    phases = default_cnn_phases(7, space=space, anchors=(anchor,))
+    assert all(p.anchors == (anchor,) for p in phases)
+    config = _config(phases=phases)
+    assert TrainConfig.from_json(config.to_json()) == config  # anchors survive the JSON
+    generator = torch.Generator().manual_seed(0)
+    held = {p.name: anchor in _subnets(p, supernet, generator) for p in phases}
+    assert held == {n: n == "width-all" for n in held}  # only there are its widths elastic
+    result = train_(
+        supernet,
+        teacher=teacher,
+        train_data=train_data,
+        config=config,
+        output_dir=tmp_path / "anchored",
+        progress=False,
+    )
+    rows = [r for r in _rows(result.metrics_path) if "eval" not in r]
+    assert {(r["phase"], r["subnets"]) for r in rows} == {
+        *((p.name, 3) for p in phases[:-1]),
+        ("width-all", 4),  # max + min + 1 random + the anchor
+    }
+
+    def train(phases, name):
+        return train_(
+            _supernet(teacher),
+            teacher=teacher,
+            train_data=train_data,
+            config=_config(phases=phases),
+            output_dir=tmp_path / name,
+            progress=False,
+        )
+
+    with pytest.raises(ValueError, match="would never be trained"):
+        train(phases[:-1], "never")
+    outside = ofa.CnnSubnet(
+        widths=tuple(c[-1] + 1 for c in space.channel_choices),
+        depths=big.depths,
+        kernel_sizes=big.kernel_sizes,
+    )
+    with pytest.raises(ValueError, match="not in the supernet's space"):
+        train(default_cnn_phases(7, space=space, anchors=(outside,)), "outside")
+    with pytest.raises(ValueError, match="fixed-subnet phase trains only its subnet"):
+        PhaseConfig(name="f", steps=1, subnet=small, anchors=(anchor,))

@@ -189,3 +189,78 @@ def test_search_finds_a_subnet_within_the_measured_budget(cnn_latency, cnn_super
     )
     assert study.trials[1].user_attrs["subnet"] == json.loads(space.min_subnet().to_json())
     assert study.trials[0].user_attrs["predicted_ms"] <= budget  # largest uniform within budget
+
+
+class _Layouts(torch.nn.Module):
+    """A conv that records (in a class list, which copies share) whether its input and weight
+    arrive channels-last."""
+
+    seen: list[tuple[bool, bool]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = torch.channels_last
+        weight = self.conv.weight
+        _Layouts.seen.append(
+            (x.is_contiguous(memory_format=last), weight.is_contiguous(memory_format=last))
+        )
+        return self.conv(x)
+
+
+def test_channels_last_times_weights_and_images_channels_last(cnn_supernet, tmp_path):
+    """memory_format='channels_last' times the model as deployed after
+    model.to(memory_format=torch.channels_last), on channels-last images; the model given is
+    unchanged; a profile records its format and is refused for the other; non-image inputs and
+    onnxruntime are refused."""
+    from search.latency import _prepare
+
+    images = torch.randn(2, 3, 8, 8)
+    model = _Layouts()
+    policy = search.MeasurePolicy(warmup=0, min_rounds=2, max_rounds=2)
+    for memory_format, expected in (
+        ("contiguous", (False, False)),
+        ("channels_last", (True, True)),
+    ):
+        target = LatencyTarget(num_threads=1, image_size=(8, 8), memory_format=memory_format)
+        _Layouts.seen.clear()
+        search.measure_paired({"m": model}, images, target=target, policy=policy, refuse=False)
+        assert _Layouts.seen and set(_Layouts.seen) == {expected}, memory_format
+    assert model.conv.weight.is_contiguous()  # the caller's model keeps its layout
+    call = _prepare(
+        model, images, torch.device("cpu"), torch.float32, memory_format="channels_last"
+    )
+    with torch.inference_mode():
+        assert torch.allclose(call(), model(images), atol=1e-5)  # same outputs either way
+    with pytest.raises(ValueError, match="lays out images"):
+        _prepare(
+            model,
+            {"input_ids": torch.zeros(1, 4, dtype=torch.long)},
+            torch.device("cpu"),
+            torch.float32,
+            memory_format="channels_last",
+        )
+    with pytest.raises(ValueError, match="onnxruntime picks its own layout"):
+        LatencyTarget(memory_format="channels_last", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="unknown memory_format"):
+        LatencyTarget(memory_format="nhwc")
+    profiled = LatencyModel.profile(
+        cnn_supernet,
+        num_threads=1,
+        num_train=4,
+        num_test=2,
+        warmup=1,
+        rounds=2,
+        memory_format="channels_last",
+        max_error=None,
+    )
+    assert profiled.target.memory_format == "channels_last"
+    assert "channels_last" in profiled.target.describe()
+    path = profiled.save(tmp_path / "latency_nhwc.json")
+    assert json.loads(path.read_text())["target"]["memory_format"] == "channels_last"
+    loaded = LatencyModel.load(path, space=cnn_supernet.space)
+    assert loaded.target == profiled.target
+    with pytest.raises(ValueError, match="channels_last, not"):
+        loaded.check(replace(profiled.target, memory_format="contiguous"))
