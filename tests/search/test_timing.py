@@ -204,21 +204,35 @@ def test_a_contended_measurement_waits_for_idle_cores_then_stops_or_warns():
 
 @pytest.mark.host_speed
 def test_a_search_whose_final_measurement_was_contended_measures_again_once_idle(
-    supernet, latency_model, tmp_path
+    supernet, latency_model, tmp_path, monkeypatch
 ):
-    """Burners start in the last trial and end during the settle wait: the reported figures
-    are the quiet re-measure, and the note says the first ones were made under load."""
+    """Burners start in the last trial and stop when the settle wait begins: the reported
+    figures are the quiet re-measure, and the note says the first ones were made under load.
+    (Stopped by the wait, not by a clock: a slow host's first measurement can outlast any
+    fixed burn time and would then not be contended at all.)"""
+    import search.search as search_module
+
     cores = len(os.sched_getaffinity(0))
     calls = []
     burners = []
+    waits = []
 
     def evaluate(net, subnet):
         calls.append(1)
-        if len(calls) == 4:  # the last trial: burners that outlive the first re-measure only
-            burners.append(cpu_burners(cores, seconds=5))
+        if len(calls) == 4:  # the last trial: the final measurement runs under load
+            burners.append(cpu_burners(cores, seconds=120))
             burners[-1].__enter__()
         return neg_loss(net, subnet)
 
+    real_wait = search_module.wait_until_idle
+
+    def stop_then_wait(threads, seconds, *args, **kwargs):
+        waits.append(seconds)
+        while burners:
+            burners.pop().__exit__(None, None, None)
+        return real_wait(threads, seconds, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "wait_until_idle", stop_then_wait)
     try:
         result = search.run(
             supernet,
@@ -232,6 +246,7 @@ def test_a_search_whose_final_measurement_was_contended_measures_again_once_idle
     finally:
         for burner in burners:
             burner.__exit__(None, None, None)
+    assert waits == [60]  # the loaded final measurement was seen as contended, and waited on
     assert result.best is not None and result.load["contended"] is False
     assert any("were first measured while other jobs kept" in n for n in result.notes)
     written = json.loads((tmp_path / "pareto.json").read_text())
