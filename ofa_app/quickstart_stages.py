@@ -152,17 +152,44 @@ class _Timed:
                 f"[3/6] profiling latency on {search.device_name(self.config.device)}, "
                 f"{target.describe()}"
             )
+        noisy = (search.UnusableProfileError, search.TooNoisyError)
         try:
             model = self._profile(supernet, target)
-        except (search.UnusableProfileError, search.TooNoisyError) as error:
-            if target.num_threads == 1 or self.config.threads is not None:
-                raise
-            self.say(f"      {error}; profiling again with 1 thread")
-            target = search.LatencyTarget(**{**target.to_dict(), "num_threads": 1})
-            model = self._profile(supernet, target)
+        except noisy as error:
+            if target.num_threads > 1 and self.config.threads is None:
+                self.say(f"      {error}; profiling again with 1 thread")
+                target = search.LatencyTarget(**{**target.to_dict(), "num_threads": 1})
+                try:
+                    model = self._profile(supernet, target)
+                except noisy as again:
+                    model = self._profile_once_idle(supernet, target, again)
+            else:
+                model = self._profile_once_idle(supernet, target, error)
         model.save(path)
         self.threads = target.num_threads
         return model
+
+    def _profile_once_idle(self, supernet: Any, target: Any, error: Exception) -> Any:
+        """After a profile too noisy at its fewest threads: wait (up to ``--settle`` s) for the
+        timing cores to go idle, then profile once more. Other jobs that keep the cores busy
+        past the wait stop the run with the error, saying that the stages before are kept."""
+        import search
+
+        self.threads = target.num_threads  # the stage that called us must not retry it again
+        settle_s = self.config.settle_s
+        if target.device != "cpu" or settle_s <= 0:
+            raise error
+        self.say(f"      {error}; waiting up to {settle_s:.0f} s for idle cores")
+        waited = search.wait_until_idle(target.num_threads, settle_s)
+        if waited is None:
+            raise search.TooNoisyError(
+                f"{error}; other jobs kept the cores busy through the {settle_s:.0f} s waited "
+                f"after. Everything before the latency profile is kept in {self.out}: the same "
+                f"command reuses it when the machine is quieter (or wait longer: --settle "
+                f"{max(1200.0, 2 * settle_s):.0f})"
+            ) from error
+        self.say(f"      the cores went idle after {waited:.0f} s: profiling again")
+        return self._profile(supernet, target)
 
     def _profile(self, supernet: Any, target: Any) -> Any:
         import search

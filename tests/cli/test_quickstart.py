@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +154,86 @@ def test_quickstart_on_cores_that_stay_busy_stops_in_one_line_and_keeps_its_stag
     assert len(lines) == 1 and "too noisy to measure (test)" in lines[0], captured.err
     assert "the same command reuses it" in lines[0] and "Traceback" not in captured.err
     assert (tmp_path / "qs" / "supernet" / "supernet.json").exists()
+
+
+def _profile_too_noisy_once_under(monkeypatch, burn_s: float) -> tuple[list[int], list]:
+    """The first latency profile (at 1 thread) is refused as too noisy while real burners take
+    every core for ``burn_s`` seconds; later profiles are the real ones. Returned: the thread
+    counts of the profiles tried, and the burners still running (to stop)."""
+    import os
+
+    import search
+    from tests.search._tiny import cpu_burners
+
+    monkeypatch.setattr(search, "choose_threads", lambda threads=None: 1)
+    real_profile = search.LatencyModel.profile.__func__
+    tried: list[int] = []
+    burners = []
+
+    def profile(cls, supernet, **kwargs):
+        tried.append(kwargs["num_threads"])
+        if len(tried) == 1:
+            burners.append(cpu_burners(len(os.sched_getaffinity(0)), seconds=burn_s))
+            burners[-1].__enter__()
+            raise search.TooNoisyError("too noisy to measure the profile's subnets (test)")
+        return real_profile(cls, supernet, **kwargs)
+
+    monkeypatch.setattr(search.LatencyModel, "profile", classmethod(profile))
+    monkeypatch.setattr(search, "run", _after(burners, search.run))
+    return tried, burners
+
+
+def _after(burners: list, run):  # the burners are stopped at the latest when the search starts
+    def stop_then_run(*args, **kwargs):
+        while burners:
+            burners.pop().__exit__(None, None, None)
+        return run(*args, **kwargs)
+
+    return stop_then_run
+
+
+@pytest.mark.slow
+def test_quickstart_waits_for_idle_cores_when_its_profile_is_too_noisy_at_one_thread(
+    tmp_path, capsys, monkeypatch
+):
+    """A profile too noisy at its fewest threads, while other jobs take the cores: the
+    quickstart waits for them to end (bounded by --settle) and profiles again, instead of
+    stopping after the hours of training before it."""
+    tried, _ = _profile_too_noisy_once_under(monkeypatch, burn_s=6)
+    out = Path(tempfile.mkdtemp(dir=tmp_path))  # a try of its own, if the host makes one again
+    argv = ["quickstart", "--out", str(out), "--train-examples", "48",
+            "--eval-examples", "24", "--max-length", "24", "--supernet-steps", "6",
+            "--trials", "3", "--budget-fraction", "0.95", "--teacher-epochs", "1",
+            "--settle", "120"]  # fmt: skip
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert tried == [1, 1]  # profiled again at the same thread count, once
+    assert "waiting up to 120 s for idle cores" in captured.out
+    waited = captured.out.split("the cores went idle after ")[1].split(" s")[0]
+    assert 3 <= float(waited) <= 60, captured.out  # it did wait, for the burners to end
+    assert (out / "latency_cpu.json").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_whose_cores_stay_busy_past_the_wait_stops_in_one_line_keeping_its_stages(
+    tmp_path, capsys, monkeypatch
+):
+    """Other jobs that outlast the wait: one line that says what is kept and how to go on."""
+    tried, burners = _profile_too_noisy_once_under(monkeypatch, burn_s=60)
+    out = Path(tempfile.mkdtemp(dir=tmp_path))  # a try of its own, if the host makes one again
+    argv = ["quickstart", "--out", str(out), "--train-examples", "48",
+            "--eval-examples", "24", "--max-length", "24", "--supernet-steps", "6",
+            "--trials", "3", "--teacher-epochs", "1", "--settle", "3"]  # fmt: skip
+    try:
+        assert main(argv) == 2
+    finally:
+        _after(burners, lambda: None)()
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("ofa ")]
+    assert tried == [1], tried  # no second profile, and no retry by the search stage
+    assert len(lines) == 1 and "the profile's subnets (test)" in lines[0], captured.err
+    assert "through the 3 s waited after" in lines[0] and "--settle 1200" in lines[0]
+    assert "the same command reuses it" in lines[0] and "Traceback" not in captured.err
+    assert (out / "supernet" / "supernet.json").exists()
+    assert not (out / "latency_cpu.json").exists()
