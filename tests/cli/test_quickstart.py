@@ -237,3 +237,65 @@ def test_quickstart_whose_cores_stay_busy_past_the_wait_stops_in_one_line_keepin
     assert "the same command reuses it" in lines[0] and "Traceback" not in captured.err
     assert (out / "supernet" / "supernet.json").exists()
     assert not (out / "latency_cpu.json").exists()
+
+
+def _stale_search(monkeypatch, times: int) -> list[int]:
+    """``search.run`` finds the profile stale (its anchors moved: other jobs ended or began
+    between the profile and the search) the first ``times`` calls; each call's thread count."""
+    import search
+
+    real_run, calls = search.run, []
+    monkeypatch.setattr(search, "choose_threads", lambda threads=None: 1)
+
+    def stale_then_run(supernet, **kwargs):
+        calls.append(kwargs["latency"].target.num_threads)
+        if len(calls) <= times:
+            raise search.StaleProfileError(
+                "the latency model no longer predicts cpu (test: min/max moved 30%): "
+                "run `ofa profile` again"
+            )
+        return real_run(supernet, **kwargs)
+
+    monkeypatch.setattr(search, "run", stale_then_run)
+    return calls
+
+
+_SMALL = ["--train-examples", "48", "--eval-examples", "24", "--max-length", "24",
+          "--supernet-steps", "6", "--trials", "3", "--budget-fraction", "0.95",
+          "--teacher-epochs", "1"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_quickstart_whose_profile_goes_stale_before_the_search_checks_it_again_and_goes_on(
+    tmp_path, capsys, monkeypatch
+):
+    """The machine changed between the profile and the search: the quickstart does not tell
+    its user to run `ofa profile`; its latency stage checks the saved profile again (profiling
+    anew if it moved) and the search runs."""
+    calls = _stale_search(monkeypatch, times=1)
+    out = tmp_path / "qs"
+    code = main(["quickstart", "--out", str(out), *_SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert calls == [1, 1]
+    assert "no longer predicts cpu (test: min/max moved 30%): checking it again" in captured.out
+    assert "run `ofa profile`" not in captured.out + captured.err
+    # the second look at the saved profile: reused as it re-measures, or profiled anew
+    second = captured.out.split("checking it again")[1]
+    assert "anchors re-measured agree" in second or "is stale" in second, second
+    assert json.loads((out / "search" / "pareto.json").read_text())["best"] is not None
+
+
+@pytest.mark.slow
+def test_quickstart_whose_profile_stays_stale_stops_in_one_line_keeping_its_stages(
+    tmp_path, capsys, monkeypatch
+):
+    calls = _stale_search(monkeypatch, times=2)
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), *_SMALL]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("ofa ")]
+    assert calls == [1, 1]
+    assert len(lines) == 1 and "moved 30%), twice: the machine kept changing" in lines[0], lines
+    assert "the same command reuses it" in lines[0] and "Traceback" not in captured.err
+    assert (out / "supernet" / "supernet.json").exists() and (out / "latency_cpu.json").exists()
