@@ -254,13 +254,13 @@ def search_stage(stages: Any, supernet: Any, teacher: Any, teacher_val: float) -
         except search.StaleProfileError as error:
             # the machine changed between the profile and the search (other jobs ended or
             # began): the latency stage checks its profile again and profiles anew if it moved
-            emit(f"      {error.args[0].split(': run `ofa profile`')[0]}: checking it again")
+            emit(f"      {error.reason}: checking it again")
             latency, found = _latency_and_search(
                 stages, supernet, teacher, teacher_val, stages.threads
             )
     except search.StaleProfileError as error:
         raise search.StaleProfileError(
-            f"{error.args[0].split(': run `ofa profile`')[0]}, twice: the machine kept changing "
+            f"{error.reason}, twice: the machine kept changing "
             f"between the profile and the search. Everything before it is kept in {config.out}: "
             "the same command reuses it once the machine is steady"
         ) from error

@@ -59,7 +59,12 @@ class UnusableProfileError(ValueError):
 
 
 class StaleProfileError(ValueError):
-    """A saved profile that no longer predicts this device (its anchors moved)."""
+    """A saved profile that no longer predicts this device (its anchors moved). ``reason`` is
+    what moved; the message is the reason, then what to do (``advice``), for the CLI's line."""
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(f"{reason}: {advice}" if advice else reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -189,15 +189,15 @@ def _calibrate_budget(
         validation = Validation.from_anchors(latency, max_ms, ratio, bound)
         if validation.stale:
             raise StaleProfileError(
-                f"the latency model no longer predicts {describe} ({validation.describe()}): "
-                "run `ofa profile` again"
+                f"the latency model no longer predicts {describe} ({validation.describe()})",
+                "run `ofa profile` again",
             )
         if budget_fraction is None and not 0.5 <= validation.scale <= 2.0:
             raise StaleProfileError(
                 f"this device runs at {validation.scale:.2f}x the latency it was profiled at "
-                f"({validation.describe()}): that is not the machine as profiled; profile again "
-                "on the machine as it will run, or give a budget relative to the teacher "
-                "(--budget-fraction)"
+                f"({validation.describe()})",
+                "that is not the machine as profiled; profile again on the machine as it will "
+                "run, or give a budget relative to the teacher (--budget-fraction)",
             )
         if validation.moved:
             notes.append(

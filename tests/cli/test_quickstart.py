@@ -251,8 +251,8 @@ def _stale_search(monkeypatch, times: int) -> list[int]:
         calls.append(kwargs["latency"].target.num_threads)
         if len(calls) <= times:
             raise search.StaleProfileError(
-                "the latency model no longer predicts cpu (test: min/max moved 30%): "
-                "run `ofa profile` again"
+                "the latency model no longer predicts cpu (test: min/max moved 30%)",
+                "run `ofa profile` again",
             )
         return real_run(supernet, **kwargs)
 
