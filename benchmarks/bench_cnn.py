@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import statistics
 import sys
@@ -36,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import ofa  # noqa: E402
 from benchmarks._candidates import best_of, candidates_under  # noqa: E402
 from benchmarks._report import markdown_table, write_record  # noqa: E402
-from ofa._choices import at_least  # noqa: E402
 from ofa._io import write_text_atomic  # noqa: E402
 from ofa.data_images import ImageData, load_fashion_mnist  # noqa: E402
 from ofa.families.cnn import default_space  # noqa: E402
+from ofa.training.budgets import anchor_for, width_multiplier_for  # noqa: E402
 
 
 class Block(nn.Module):
@@ -113,59 +112,6 @@ def train_plain(model: nn.Module, data: ImageData, *, steps: int, lr: float, see
 
 def distill_config(args: argparse.Namespace) -> ofa.DistillConfig:
     return ofa.DistillConfig(temperature=args.temperature, alpha=args.alpha)
-
-
-def multiplier_for(supernet: ofa.Supernet, target_flops: float) -> float | None:
-    """The largest width multiplier whose uniform subnet (full depth and kernels) has at most
-    ``target_flops``, found by bisection (FLOPs grow with the multiplier); None when even the
-    narrowest uniform subnet has more (that budget needs less depth or smaller kernels)."""
-    probe = ofa.PhaseConfig(name="probe", steps=1, widths="all", depths="all", kernel_sizes="all")
-
-    def flops(m: float) -> float:
-        subnet = dataclasses.replace(probe, width_multipliers=(m,))
-        return supernet.flops(subnet.multiplier_subnets(supernet.space)[0])
-
-    if flops(1e-6) > target_flops:
-        return None
-    low, high = 1e-6, 1.0
-    for _ in range(30):
-        mid = (low + high) / 2
-        low, high = (mid, high) if flops(mid) <= target_flops else (low, mid)
-    return round(low, 4)
-
-
-def anchor_for(supernet: ofa.Supernet, target_flops: float) -> ofa.CnnSubnet | None:
-    """The uniform subnet with the most FLOPs at or under ``target_flops``, where no full-depth
-    width multiplier fits: every stage at its same-rank depth choice (largest, next, ...), every
-    kernel-elastic conv at the largest of its choices up to one size, and every channel group at
-    the smallest choice at or above one width multiplier (the widest that fits, by bisection)."""
-    space = supernet.space
-    levels = max((len(c) for c in space.depth_choices), default=1)
-    sizes = sorted({k for c in space.kernel_choices for k in c}) or [0]
-    best, best_flops = None, -1.0
-    for level in range(levels):
-        depths = tuple(c[max(len(c) - 1 - level, 0)] for c in space.depth_choices)
-        for size in sizes:
-            kernels = tuple(
-                max([k for k in c if k <= size], default=c[0]) for c in space.kernel_choices
-            )
-
-            def make(m: float) -> ofa.CnnSubnet:
-                widths = tuple(at_least(c, m * c[-1])[0] for c in space.channel_choices)
-                return ofa.CnnSubnet(widths=widths, depths=depths, kernel_sizes=kernels)
-
-            if supernet.flops(make(1e-6)) > target_flops:
-                continue
-            low, high = 1e-6, 1.0
-            for _ in range(20):
-                mid = (low + high) / 2
-                low, high = (
-                    (mid, high) if supernet.flops(make(mid)) <= target_flops else (low, mid)
-                )
-            found = supernet.flops(make(low))
-            if found > best_flops:
-                best, best_flops = make(low), found
-    return best
 
 
 def multiplier_subnets(supernet: ofa.Supernet, multipliers: tuple[float, ...]) -> list:
@@ -381,7 +327,7 @@ def main() -> None:
     full_flops = supernet.flops(space.max_subnet())
     multipliers: tuple[float, ...] = ()
     if args.width_multipliers:
-        found = {f: multiplier_for(supernet, f * full_flops) for f in (0.5, 0.25)}
+        found = {f: width_multiplier_for(supernet, f * full_flops) for f in (0.5, 0.25)}
         multipliers = tuple(m for m in found.values() if m is not None)
         print(f"width multipliers per FLOP budget {found}", flush=True)
     anchors: tuple[ofa.CnnSubnet, ...] = ()

@@ -13,9 +13,11 @@ from ofa.reorder import reorder_
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet, convert, load_supernet, set_subnet_
 from ofa.training import (
+    BudgetShapes,
     PhaseConfig,
     TheseusConfig,
     TrainConfig,
+    budget_shapes,
     default_cnn_phases,
     default_phases,
     train,
@@ -23,6 +25,7 @@ from ofa.training import (
 )
 
 __all__ = [
+    "BudgetShapes",
     "CnnSearchSpace",
     "CnnSubnet",
     "DecoderSearchSpace",
@@ -35,6 +38,7 @@ __all__ = [
     "Supernet",
     "TheseusConfig",
     "TrainConfig",
+    "budget_shapes",
     "calibrate_bn_",
     "convert",
     "data",

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ofa._choices import at_least
 from ofa._json import JsonMixin
 
 __all__ = ["CnnSearchSpace", "CnnSubnet"]
@@ -184,6 +185,26 @@ class CnnSearchSpace(JsonMixin):
             depths=tuple(pick(c) for c in self.depth_choices),
             kernel_sizes=tuple(pick(c) for c in self.kernel_choices),
         )
+
+    def uniform_subnets(self) -> list[CnnSubnet]:
+        """Every uniform subnet: each stage at its same-rank depth choice (largest, next, ...),
+        each kernel-elastic conv at the largest of its choices up to one size, each channel
+        group at the smallest choice at or above one width fraction (one of the fractions its
+        choices take, of any group). Deepest and smallest-kernel first, then widening."""
+        levels = max((len(c) for c in self.depth_choices), default=1)
+        sizes = sorted({k for c in self.kernel_choices for k in c}) or [0]
+        fractions = sorted({w / c[-1] for c in self.channel_choices for w in c}) or [1.0]
+        found: dict[CnnSubnet, None] = {}
+        for level in range(levels):
+            depths = tuple(c[max(len(c) - 1 - level, 0)] for c in self.depth_choices)
+            for size in sizes:
+                kernels = tuple(
+                    max([k for k in c if k <= size], default=c[0]) for c in self.kernel_choices
+                )
+                for fraction in fractions:
+                    widths = tuple(at_least(c, fraction * c[-1])[0] for c in self.channel_choices)
+                    found.setdefault(CnnSubnet(widths=widths, depths=depths, kernel_sizes=kernels))
+        return list(found)
 
     def scaled(self, ratio: float) -> CnnSubnet:
         """Every group at the choice nearest ``ratio`` of its full width; full depth and kernels."""

@@ -120,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"ofa {command}: error: {error}", file=sys.stderr)
             return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse printed its one line (or --help): return its code
+        return exit_.code if isinstance(exit_.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2

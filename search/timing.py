@@ -337,6 +337,11 @@ class Paired:
         """'other jobs kept 1.9 of 2 cores busy': the load the rounds ran under."""
         if self.others is None:
             return "the load on the machine is unknown"
+        if self.others > self.cores:  # no idle core: what they took from this process too
+            return (
+                f"other jobs kept {self.cores:.1f} of {self.cores} cores busy "
+                f"(demanding {self.others:.1f})"
+            )
         return f"other jobs kept {self.others:.1f} of {self.cores} cores busy"
 
     def speedup(self, name: str) -> Estimate:
@@ -385,9 +390,11 @@ class LoadMeter:
         self._own = time.process_time()
         self._wall = time.perf_counter()
 
-    def others(self, min_window_s: float = 0.2) -> float | None:
+    def others(self, min_window_s: float = 0.2, threads: int | None = None) -> float | None:
         """Other processes' busy cores since this meter started; a stretch shorter than
-        ``min_window_s`` is extended by sleeping (the kernel counts in 10 ms ticks)."""
+        ``min_window_s`` is extended by sleeping (the kernel counts in 10 ms ticks). Given the
+        ``threads`` this process kept busy, a machine with no idle core reports the cores the
+        others demanded (which can exceed the cores there are), not only those they got."""
         short = min_window_s - (time.perf_counter() - self._wall)
         if short > 0:
             time.sleep(short)
@@ -399,7 +406,14 @@ class LoadMeter:
         idle_share = (stat[0] - self._stat[0]) / (stat[1] - self._stat[1])
         busy = (1.0 - idle_share) * total_cores
         own = (time.process_time() - self._own) / wall
-        return max(0.0, min(float(cores), busy - own))
+        others = max(0.0, busy - own)
+        if threads is not None and idle_share * total_cores < _SHARED and own > 0.05:
+            # every core was busy, so the others' busy time is capped: what they *wanted* is
+            # seen in what they took from this process. Time slices are shared fairly, so each
+            # other busy process ran as long as each of this one's threads: 2 burners and a
+            # 1-thread timer on 2 cores read 1.33 busy (at the margin) but demand 2 cores
+            others = max(others, others * threads / own)
+        return min(4.0 * cores, others)
 
 
 def free_cores(window_s: float = 0.3) -> float:
@@ -553,7 +567,9 @@ def measure_paired(
             if time.perf_counter() - started > policy.max_seconds:
                 break
     paired = replace(
-        _paired(rounds, reference, target, started), others=meter.others(), cores=_cores()[0]
+        _paired(rounds, reference, target, started),
+        others=meter.others(threads=target.num_threads if target.device == "cpu" else None),
+        cores=_cores()[0],
     )
     logger.debug(
         "measured %s in %d rounds (%.1fs): worst interval %.1f%%; %s",

@@ -116,7 +116,7 @@ def test_links_land_on_headings():
 
 def test_results_page_is_short_with_short_cells():
     text = (DOCS / gen.MAIN).read_text()
-    assert len(text.splitlines()) <= 220  # 11 goals over three model families
+    assert len(text.splitlines()) <= 240  # 11 goals over three model families, a row per series
     long = [cell for cell in _table_cells(text) if len(cell.strip()) >= 80]
     assert not long, long
     for goal in gen.GOALS:  # one section per goal, at most one table in it

@@ -58,6 +58,7 @@ class ModelFamily(Protocol):
     space_type: type
     subnet_type: type
     calibrates_batch_norm: bool  # a subnet needs its own batch-norm statistics to be evaluated
+    phase_dimensions: tuple[str, ...]  # the PhaseConfig dimensions its phases may open
 
     def supports(self, model: nn.Module) -> bool: ...
     def check_supported(self, model: nn.Module) -> None: ...

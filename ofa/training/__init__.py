@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ofa.data import pad_collate
+from ofa.training.budgets import BudgetShapes, budget_shapes, width_multiplier_for
 from ofa.training.config import (
     PhaseConfig,
     TheseusConfig,
@@ -13,6 +14,9 @@ from ofa.training.config import (
 from ofa.training.loop import TrainResult, plan_phases, train, train_
 
 __all__ = [
+    "BudgetShapes",
+    "budget_shapes",
+    "width_multiplier_for",
     "PhaseConfig",
     "TheseusConfig",
     "TrainConfig",

@@ -16,6 +16,10 @@ class CnnApp:
     name = "cnn"
     title = "CNN"
     flags = {
+        "train": (
+            ("width_multipliers", "--width-multipliers"),
+            ("later_lr", "--later-lr"),
+        ),
         "export": (
             ("calibration_data", "--calibration-data"),
             ("torch_export", "--torch-export"),
@@ -36,6 +40,8 @@ class CnnApp:
             sampling=args.sampling,
             num_random=args.num_random,
             min_width=args.min_width,
+            width_multipliers=args.width_multipliers,
+            later_learning_rate=args.later_lr,
         )
 
     def search_data(self, args: argparse.Namespace, supernet: Any) -> tuple[Any, Any]:

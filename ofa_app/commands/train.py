@@ -21,6 +21,7 @@ EXAMPLE = r"""example:
   ofa train ... --min-width 0.5                        # nothing under half width is deployed
   ofa train ... --width-multipliers 0.5,0.25           # train these uniform widths every step
   ofa train ... --anchors shapes.json                  # and these subnets (a JSON list)
+  ofa train ... --flop-budgets 0.5,0.25                # the multipliers or anchors that fit
   torchrun --nproc_per_node 2 -m ofa_app.cli train ...     # data-parallel
   # a CNN supernet (saved by Supernet.save); its teacher exported as a plain CNN directory:
   ofa export --supernet runs/cnn-supernet --subnet max --out runs/cnn-teacher
@@ -236,14 +237,23 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "--width-multipliers",
         type=parse_fractions,
         default=(),
-        help="BERT, decoder: comma-separated width fractions (e.g. 0.5,0.25) whose uniform "
+        help="comma-separated width fractions (e.g. 0.5,0.25) whose uniform full-depth "
         "subnets are trained every step besides the sandwich, as DynaBERT does",
     )
     parser.add_argument(
         "--later-lr",
         type=float,
-        help="BERT, decoder: peak learning rate of the depth and hidden phases (default: "
-        "--lr), e.g. a quarter of it as OFA trains its later stages",
+        help="peak learning rate of the phases after the first (default: --lr), e.g. a "
+        "quarter of it as OFA trains its later stages",
+    )
+    parser.add_argument(
+        "--flop-budgets",
+        type=parse_fractions,
+        default=(),
+        help="comma-separated fractions of the full model's FLOPs you will deploy at (e.g. "
+        "0.5,0.25): each gets the width multiplier whose full-depth subnet fits it, or where "
+        "none does an anchor (the uniform subnet with the most FLOPs under it), trained every "
+        "step besides the sandwich",
     )
     parser.add_argument(
         "--anchors",
@@ -279,7 +289,7 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
 def train_config(args: argparse.Namespace, supernet: Any) -> Any:
     from ofa.distill import DistillConfig
     from ofa.families import family_named
-    from ofa.training import PhaseConfig, TheseusConfig, TrainConfig
+    from ofa.training import PhaseConfig, TheseusConfig, TrainConfig, budget_shapes
     from ofa_app.commands._families import app_family
 
     if args.train_config:
@@ -291,10 +301,18 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
             PhaseConfig(name="fixed", steps=args.steps, subnet=subnet),
         )
     else:
+        budgets = budget_shapes(supernet, args.flop_budgets) if args.flop_budgets else None
+        if budgets is not None:
+            merged = args.width_multipliers + budgets.width_multipliers
+            args = argparse.Namespace(
+                **{**vars(args), "width_multipliers": tuple(dict.fromkeys(merged))}
+            )
         phases = app_family(supernet).default_phases(args, supernet)
+        if budgets is not None and budgets.anchors:
+            phases = _with_anchors(phases, budgets.anchors)
     if args.anchors:
         anchors = _anchors(args.anchors, family_named(supernet.family_name).subnet_type)
-        phases = tuple(dataclasses.replace(p, anchors=anchors) for p in phases)
+        phases = _with_anchors(phases, anchors)
     return TrainConfig(
         phases=phases,
         batch_size=args.batch_size,
@@ -312,6 +330,13 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
             hidden_weight=args.hidden_weight,
             layer_mapping=args.layer_mapping,
         ),
+    )
+
+
+def _with_anchors(phases: tuple[Any, ...], anchors: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``phases`` with ``anchors`` added to each phase's own (each once)."""
+    return tuple(
+        dataclasses.replace(p, anchors=tuple(dict.fromkeys(p.anchors + anchors))) for p in phases
     )
 
 
@@ -343,6 +368,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-width must be a fraction in [0, 1], got {args.min_width}")
     if args.grad_accum < 1:
         raise ValueError(f"--grad-accum must be at least 1, got {args.grad_accum}")
+    if args.flop_budgets and (args.train_config or args.fixed_subnet):
+        raise ValueError(
+            "--flop-budgets sets the default schedule's multipliers and anchors; drop it, or "
+            "drop --train-config / --fixed-subnet"
+        )
     for flag, path in (
         ("--train-config", args.train_config),
         ("--fixed-subnet", args.fixed_subnet),

@@ -255,21 +255,6 @@ CASES = (
         "--theseus: only for BERT-family",
     ),
     Case(
-        "a later learning rate on a CNN supernet",
-        (
-            "train",
-            "--supernet",
-            "{d}/cnn",
-            "--out",
-            "{d}/t6",
-            "--data",
-            "digits",
-            "--later-lr",
-            "1e-5",
-        ),
-        "--later-lr: only for BERT-family",
-    ),
-    Case(
         "image file missing",
         ("train", "--supernet", "{d}/cnn", "--out", "{d}/t4", "--data", "{d}/missing.npz"),
         "is not 'digits', 'fashion-mnist' or an existing .npz file",
@@ -576,6 +561,26 @@ CASES = (
             "{d}/t15a",
         ),
         "--anchors file",
+    ),
+    Case(
+        "train --flop-budgets with --fixed-subnet",
+        (
+            "train",
+            "--supernet",
+            "{d}/supernet",
+            "--flop-budgets",
+            "0.5",
+            "--fixed-subnet",
+            "{d}/missing_subnet.json",
+            "--out",
+            "{d}/t15b",
+        ),
+        "--flop-budgets sets the default schedule",
+    ),
+    Case(
+        "train --flop-budgets not fractions",
+        ("train", "--supernet", "{d}/supernet", "--flop-budgets", "50", "--out", "{d}/t15c"),
+        "--flop-budgets",
     ),
     Case(
         "train --train-config file missing",

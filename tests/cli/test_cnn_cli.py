@@ -230,3 +230,49 @@ def saved(export_supernet, tmp_path_factory):
     path = tmp_path_factory.mktemp("cnn") / "supernet"
     export_supernet.save(path)
     return path
+
+
+def test_flop_budgets_train_the_multiplier_or_anchor_that_fits_each(cnn_dirs, capsys):
+    supernet_dir = cnn_dirs / "supernet"
+    root = Path(tempfile.mkdtemp(dir=cnn_dirs))
+    assert (
+        main(
+            [
+                "export",
+                "--supernet",
+                str(supernet_dir),
+                "--subnet",
+                "max",
+                "--out",
+                str(root / "t"),
+            ]
+        )
+        == 0
+    )
+    supernet = ofa.load_supernet(supernet_dir)
+    expected = ofa.budget_shapes(supernet, (0.5, 0.2))
+    argv = [
+        "train",
+        "--supernet",
+        str(supernet_dir),
+        "--flop-budgets",
+        "0.5,0.2",
+        "--teacher",
+        str(root / "t"),
+        "--data",
+        "digits",
+        "--steps",
+        "6",
+        "--batch-size",
+        "32",
+        "--out",
+        str(root / "train"),
+        "--limit",
+        "256",
+    ]
+    assert main(argv) == 0
+    state = json.loads((root / "train" / "checkpoint" / "state.json").read_text())
+    phases = [ofa.PhaseConfig.from_dict(p) for p in state["config"]["phases"]]
+    assert all(p.width_multipliers == expected.width_multipliers for p in phases)
+    assert all(p.anchors == expected.anchors for p in phases)
+    assert expected.width_multipliers or expected.anchors

@@ -163,6 +163,9 @@ def test_a_measurement_is_contended_only_when_other_jobs_needed_the_timing_cores
     assert (
         _paired(1.9, cores=2, threads=1).describe_load() == "other jobs kept 1.9 of 2 cores busy"
     )
+    assert _paired(2.4, cores=2, threads=1).describe_load() == (
+        "other jobs kept 2.0 of 2 cores busy (demanding 2.4)"
+    )
 
 
 def test_paired_rounds_record_the_cores_other_jobs_kept_busy():
@@ -172,7 +175,10 @@ def test_paired_rounds_record_the_cores_other_jobs_kept_busy():
     policy = MeasurePolicy(min_rounds=3, max_rounds=6, refuse_above=10.0, precision=5.0)
     with cpu_burners(cores, seconds=30):
         loaded = measure_paired({"a": model}, inputs, target=target, policy=policy)
-    assert loaded.others is not None and loaded.others >= cores - 0.6, loaded.describe_load()
+    # no core was idle, so the burners' demand is read from what they took from the timer:
+    # ``cores`` of them (2 burners and a 1-thread timer on 2 cores took 1.33 cores, a hair
+    # above the margin, and read as quiet in one CI run in three)
+    assert loaded.others is not None and loaded.others >= cores - 0.3, loaded.describe_load()
     assert loaded.contended and loaded.cores == cores
 
 

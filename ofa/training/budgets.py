@@ -1,0 +1,128 @@
+"""The shapes to train every step for the FLOP budgets you will deploy at.
+
+Width multipliers (DynaBERT) train, every step, the uniform subnet at a fraction of every width
+at full depth; they brought BERT's and the CNN's 50%-FLOPs subnets level with same-shape
+prune-then-fine-tune. A small budget can have no full-depth multiplier under it (a CNN at 25% of
+its FLOPs needs shallower stages or smaller kernels); for such a budget an *anchor* is trained
+instead: the uniform subnet with the most FLOPs under it, at whatever depth and kernel size.
+:func:`budget_shapes` picks both from the budgets, so ``ofa train --flop-budgets 0.5,0.25``
+needs no shapes worked out by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from ofa.families import space_family
+from ofa.training.config import PhaseConfig
+
+__all__ = ["BudgetShapes", "anchor_for", "budget_shapes", "width_multiplier_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def _probe(space: Any) -> PhaseConfig:
+    """A phase with every dimension of the family open: a multiplier's subnet there is at full
+    depth (and kernels) with every width scaled."""
+    dimensions = space_family(space).phase_dimensions
+    return PhaseConfig(name="probe", steps=1, **{name: "all" for name in dimensions})
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetShapes:
+    """What :func:`budget_shapes` found: the multipliers and anchors to train, and per budget
+    (a fraction of the max subnet's FLOPs) the multiplier or the anchor that serves it."""
+
+    width_multipliers: tuple[float, ...]
+    anchors: tuple[Any, ...]
+    per_budget: dict[float, float | Any]
+
+
+def _multiplier_subnet(supernet: Any, multiplier: float, phase: PhaseConfig) -> Any:
+    probe = dataclasses.replace(phase, width_multipliers=(multiplier,))
+    return probe.multiplier_subnets(supernet.space)[0]
+
+
+def width_multiplier_for(
+    supernet: Any, target_flops: float, *, phase: PhaseConfig | None = None
+) -> float | None:
+    """The largest width multiplier whose uniform subnet in ``phase``'s part of the space (by
+    default: full depth and kernels, every width) has at most ``target_flops``, by bisection
+    (FLOPs grow with the multiplier), to 4 decimals; None when even the narrowest has more."""
+
+    probe = _probe(supernet.space) if phase is None else phase
+
+    def flops(m: float) -> float:
+        return supernet.flops(_multiplier_subnet(supernet, m, probe))
+
+    if flops(1e-6) > target_flops:
+        return None
+    low, high = 1e-6, 1.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (mid, high) if flops(mid) <= target_flops else (low, mid)
+    # to 4 decimals, down where rounding up would leave the budget
+    for rounded in (round(low, 4), int(low * 10_000) / 10_000):
+        if rounded > 0 and flops(rounded) <= target_flops:
+            return rounded
+    return low
+
+
+def anchor_for(supernet: Any, target_flops: float) -> Any | None:
+    """The uniform subnet (``space.uniform_subnets()``) with the most FLOPs at or under
+    ``target_flops``; the first found on ties; None when none fits."""
+    best, best_flops = None, -1.0
+    for subnet in supernet.space.uniform_subnets():
+        flops = supernet.flops(subnet)
+        if best_flops < flops <= target_flops:
+            best, best_flops = subnet, flops
+    return best
+
+
+def budget_shapes(supernet: Any, fractions: tuple[float, ...]) -> BudgetShapes:
+    """For each FLOP budget (a fraction of the max subnet's FLOPs, in (0, 1]): the full-depth
+    width multiplier whose subnet fits it or, where none does, the anchor (see module doc).
+
+    Raises ValueError for a fraction outside (0, 1], and for a budget that no uniform subnet
+    of the space fits (smaller than its min subnet), naming the smallest fraction possible.
+    """
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ValueError(
+            f"FLOP budgets must be fractions in (0, 1], e.g. 0.5,0.25; got {fractions}"
+        )
+    if not hasattr(supernet.space, "uniform_subnets"):
+        raise ValueError(
+            f"{type(supernet.space).__name__} lists no uniform subnets; give the shapes to train "
+            "as width multipliers and anchors instead of FLOP budgets"
+        )
+    full = supernet.flops(supernet.space.max_subnet())
+    multipliers: list[float] = []
+    anchors: list[Any] = []
+    per_budget: dict[float, float | Any] = {}
+    for fraction in fractions:
+        multiplier = width_multiplier_for(supernet, fraction * full)
+        if multiplier is not None:
+            per_budget[fraction] = multiplier
+            if multiplier not in multipliers:
+                multipliers.append(multiplier)
+            logger.info("FLOP budget %.0f%%: width multiplier %s", 100 * fraction, multiplier)
+            continue
+        anchor = anchor_for(supernet, fraction * full)
+        if anchor is None:
+            smallest = supernet.flops(supernet.space.min_subnet()) / full
+            raise ValueError(
+                f"no subnet of this space has {fraction:g} of the max subnet's FLOPs or fewer "
+                f"(the min subnet has {smallest:.3f}); give budgets of at least {smallest:.3f}"
+            )
+        per_budget[fraction] = anchor
+        if anchor not in anchors:
+            anchors.append(anchor)
+        logger.info(
+            "FLOP budget %.0f%%: no full-depth width multiplier fits; anchor %s (%.0f%%)",
+            100 * fraction,
+            anchor.to_json(),
+            100 * supernet.flops(anchor) / full,
+        )
+    return BudgetShapes(tuple(multipliers), tuple(anchors), per_budget)
