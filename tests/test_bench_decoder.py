@@ -69,3 +69,16 @@ def test_a_tiny_run_resumes_from_what_it_saved_and_gives_the_same_results(tmp_pa
     assert bench_decoder.saved_teacher(out / "teacher", args) is None  # hash-checked
     other = bench_decoder.argparse.Namespace(**{**vars(args), "teacher_steps": 11})
     assert bench_decoder.saved_teacher(out / "teacher", other) is None  # other arguments
+
+
+def test_anchors_train_the_largest_shape_under_each_budget_and_skip_speed_times_nothing(tmp_path):
+    printed = _run(
+        tmp_path / "bench", "--anchors", "--baseline-steps", "4", "--skip-speed", "--seed", "1"
+    )
+    anchors = json.loads(printed.split("anchors ", 1)[1].splitlines()[0])
+    assert len(anchors) == 3  # one per parameter budget
+    assert "prune + fine-tune (4 steps)" in printed  # the baselines' own step count
+    assert "anchors (trained every step" in printed
+    assert "Not timed (`--skip-speed`)" in printed and "speedup / FLOP reduction" not in printed
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert set(results["subnets"]) == {"75%", "50%", "25%"}
