@@ -28,24 +28,19 @@ def cnn_dirs(tmp_path_factory):
     return root
 
 
+def _export_max(supernet_dir: Path, out: Path) -> None:
+    """The teacher as a plain CNN directory: the supernet's max subnet, exported by the CLI."""
+    assert (
+        main(["export", "--supernet", str(supernet_dir), "--subnet", "max", "--out", str(out)])
+        == 0
+    )
+
+
 def test_train_profile_search_export_on_a_cnn(cnn_dirs, capsys):
     supernet_dir = cnn_dirs / "supernet"
     root = Path(tempfile.mkdtemp(dir=cnn_dirs))  # its own, where a noisy host runs it again
     # the teacher as a plain CNN directory: the untrained supernet's max subnet
-    assert (
-        main(
-            [
-                "export",
-                "--supernet",
-                str(supernet_dir),
-                "--subnet",
-                "max",
-                "--out",
-                str(root / "teacher"),
-            ]
-        )
-        == 0
-    )
+    _export_max(supernet_dir, root / "teacher")
     # an anchor: a non-uniform shape, trained every step of the phase that holds it
     space = ofa.load_supernet(supernet_dir).space
     widths = tuple(c[0] if i % 2 else c[-1] for i, c in enumerate(space.channel_choices))
@@ -235,20 +230,7 @@ def saved(export_supernet, tmp_path_factory):
 def test_flop_budgets_train_the_multiplier_or_anchor_that_fits_each(cnn_dirs, capsys):
     supernet_dir = cnn_dirs / "supernet"
     root = Path(tempfile.mkdtemp(dir=cnn_dirs))
-    assert (
-        main(
-            [
-                "export",
-                "--supernet",
-                str(supernet_dir),
-                "--subnet",
-                "max",
-                "--out",
-                str(root / "t"),
-            ]
-        )
-        == 0
-    )
+    _export_max(supernet_dir, root / "t")
     supernet = ofa.load_supernet(supernet_dir)
     expected = ofa.budget_shapes(supernet, (0.5, 0.2))
     argv = [
