@@ -56,30 +56,24 @@ def distill() -> ofa.DistillConfig:
     return ofa.DistillConfig(temperature=1.0, alpha=0.5)
 
 
+def largest_under(supernet: ofa.Supernet, fraction: float) -> list[ofa.DecoderSubnet]:
+    """The uniform subnets at or under ``fraction`` of the teacher's parameters, most
+    parameters first (ties in the space's order)."""
+    full = supernet.num_params(supernet.space.max_subnet())
+    fitting = [
+        s for s in supernet.space.uniform_subnets() if supernet.num_params(s) <= fraction * full
+    ]
+    if not fitting:
+        raise SystemExit(f"no uniform subnet has {fraction:.0%} of the parameters or fewer")
+    return sorted(fitting, key=lambda s: -supernet.num_params(s))
+
+
 def pick(supernet: ofa.Supernet, fraction: float, val, count: int) -> ofa.DecoderSubnet:
     """The uniform subnet of lowest validation perplexity among the ``count`` largest under
     ``fraction`` of the teacher's parameters (shared weights)."""
-    full = supernet.num_params(supernet.space.max_subnet())
-    fitting = [
-        s for s in supernet.space.uniform_subnets() if supernet.num_params(s) <= fraction * full
-    ]
-    if not fitting:
-        raise SystemExit(f"no uniform subnet has {fraction:.0%} of the parameters or fewer")
-    fitting.sort(key=lambda s: -supernet.num_params(s))
-    scored = [(ofa.perplexity(supernet, s, val).loss, i, s) for i, s in enumerate(fitting[:count])]
+    candidates = largest_under(supernet, fraction)[:count]
+    scored = [(ofa.perplexity(supernet, s, val).loss, i, s) for i, s in enumerate(candidates)]
     return min(scored)[2]
-
-
-def largest_under(supernet: ofa.Supernet, fraction: float) -> ofa.DecoderSubnet:
-    """The uniform subnet with the most parameters at or under ``fraction`` of the teacher's
-    (the first of :func:`pick`'s candidates)."""
-    full = supernet.num_params(supernet.space.max_subnet())
-    fitting = [
-        s for s in supernet.space.uniform_subnets() if supernet.num_params(s) <= fraction * full
-    ]
-    if not fitting:
-        raise SystemExit(f"no uniform subnet has {fraction:.0%} of the parameters or fewer")
-    return max(fitting, key=supernet.num_params)
 
 
 # the arguments the teacher (and its tokenizer) depend on: a saved one is reused only for these
@@ -250,7 +244,7 @@ def main() -> None:
     ofa.reorder_(ordered, ofa.importance.score(ordered, calibration, metric="activation"))
     supernet = copy.deepcopy(ordered)
     multipliers = parse_fractions(args.width_multipliers) if args.width_multipliers else ()
-    anchors = tuple(largest_under(supernet, f) for f in TARGETS) if args.anchors else ()
+    anchors = tuple(largest_under(supernet, f)[0] for f in TARGETS) if args.anchors else ()
     if anchors:
         print(f"anchors {json.dumps([a.to_dict() for a in anchors])}", flush=True)
     baseline_steps = args.baseline_steps or args.supernet_steps
