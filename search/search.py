@@ -225,6 +225,36 @@ def _calibrate_budget(
     return latency, budget_ms, validation, notes
 
 
+def _anchored_budget(
+    supernet: Supernet,
+    latency: Latency,
+    target: LatencyTarget,
+    teacher: nn.Module | None,
+    policy: MeasurePolicy,
+    budget_ms: float | None,
+    budget_fraction: float | None,
+    bound: float,
+    settle_s: float,
+) -> tuple[Paired, tuple[Latency, float, Validation | None, list[str]]]:
+    """The anchors measured now and :func:`_calibrate_budget` on them. A profile that reads
+    stale or moved is measured once more, after waiting up to ``settle_s`` for idle cores,
+    before it is refused: a passing slowdown (another job, a clock that dropped for a few
+    seconds) is not a different machine."""
+    anchors = _measure_anchors(supernet, target, teacher, policy)
+    try:
+        return anchors, _calibrate_budget(
+            supernet, latency, anchors, budget_ms, budget_fraction, bound
+        )
+    except StaleProfileError as first:
+        logger.warning("%s; measuring the anchors once more before refusing", first)
+        if target.device == "cpu" and settle_s > 0:
+            wait_until_idle(anchors.threads, settle_s)
+    anchors = _measure_anchors(supernet, target, teacher, policy)
+    return anchors, _calibrate_budget(
+        supernet, latency, anchors, budget_ms, budget_fraction, bound
+    )
+
+
 def _open_study(
     supernet: Supernet,
     storage: BaseStorage,
@@ -748,9 +778,16 @@ def run(
         if budget_ms is not None and isinstance(latency, LatencyModel):
             # far below the prediction (beyond the 2x a profile may move): no need to measure
             _check_smallest_predicted(supernet, latency, budget_ms, slack=2.0)
-        anchors = _measure_anchors(supernet, target, teacher, policy)
-        latency, budget, validation, notes = _calibrate_budget(
-            supernet, latency, anchors, budget_ms, budget_fraction, max_error
+        anchors, (latency, budget, validation, notes) = _anchored_budget(
+            supernet,
+            latency,
+            target,
+            teacher,
+            policy,
+            budget_ms,
+            budget_fraction,
+            max_error,
+            config.settle_s,
         )
         teacher_ms: Estimate | None = anchors.times["teacher"]
         logger.info("teacher %s ms on %s; budget %.3g ms", teacher_ms, target.describe(), budget)
@@ -758,14 +795,16 @@ def run(
         for other in also:  # each second budget's profile checked and its budget set the same way
             if other.budget_ms is not None and isinstance(other.latency, LatencyModel):
                 _check_smallest_predicted(supernet, other.latency, other.budget_ms, slack=2.0)
-            other_anchors = _measure_anchors(supernet, other.latency.target, teacher, policy)
-            other_latency, other_budget, _, other_notes = _calibrate_budget(
+            _, (other_latency, other_budget, _, other_notes) = _anchored_budget(
                 supernet,
                 other.latency,
-                other_anchors,
+                other.latency.target,
+                teacher,
+                policy,
                 other.budget_ms,
                 other.budget_fraction,
                 max_error,
+                config.settle_s,
             )
             others.append((other_latency, other_budget, other.budget_fraction))
             notes += [f"{other.latency.target.describe()}: {n}" for n in other_notes]
