@@ -18,7 +18,11 @@ from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
-NOISY = ("too noisy to measure", "the latency model no longer predicts")
+NOISY = (
+    "too noisy to measure",
+    "the latency model no longer predicts",
+    "the latency it was profiled at",  # a host whose speed moved >2x between profile and search
+)
 RETRIES = 2
 
 T = TypeVar("T")
