@@ -146,6 +146,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-random", type=int, default=1)
     parser.add_argument("--min-width", type=float, default=0.0)
     parser.add_argument("--width-multipliers", default="", help="e.g. 0.5,0.25 (DynaBERT's)")
+    parser.add_argument(
+        "--latency-multipliers",
+        type=float,
+        default=0.0,
+        help="also train every step, per budget, the widest full-depth multiplier whose "
+        "predicted share of the teacher's latency (first batch size's profile) is under this "
+        "fraction of the budget, e.g. 0.95 (ofa.budget_shapes with a latency cost)",
+    )
     parser.add_argument("--later-lr-scale", type=float, default=1.0)
     parser.add_argument(
         "--num-heads",
@@ -571,6 +579,26 @@ def train_config(
         checkpoint_every_steps=0,
         seed=seed,
     )
+
+
+def latency_multipliers(
+    untrained: Supernet, latency: search.LatencyModel, args: argparse.Namespace
+) -> str:
+    """``--width-multipliers`` with, per budget, the widest full-depth multiplier predicted
+    under ``--latency-multipliers`` x the budget (the shapes the search will choose near)."""
+    from ofa.training import budget_shapes
+
+    fractions = tuple(args.latency_multipliers * b for b in args.budget_list)
+    shapes = budget_shapes(untrained, fractions, cost=latency, what="latency")
+    if shapes.anchors:
+        raise ValueError(
+            f"no full-depth width multiplier fits latency budgets {fractions}: lower the budgets "
+            "or drop --latency-multipliers"
+        )
+    given = [float(m) for m in args.width_multipliers.split(",") if m]
+    merged = dict.fromkeys(given + [round(m, 3) for m in shapes.width_multipliers])
+    log.info("latency budgets %s: width multipliers %s", fractions, list(merged))
+    return ",".join(f"{m:g}" for m in merged)
 
 
 def supernet_phases(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
@@ -1015,6 +1043,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profiles[batch_size].save(saved)  # type: ignore[union-attr]
         timings[f"profile batch {batch_size} wall s"] = round(time.perf_counter() - clock, 1)
         timings[f"profile batch {batch_size} cpu s"] = round(time.process_time() - cpu, 1)
+    if args.latency_multipliers:
+        first = profiles[args.batch_list[0]]
+        if isinstance(first, str):
+            raise SystemExit(f"--latency-multipliers needs a latency profile: {first}")
+        args.width_multipliers = latency_multipliers(untrained, first, args)
     bisections: dict[tuple[int, float, str], Bisection] = {}
     saved_bisections = out / "bisections.json"
     if args.reuse and saved_bisections.exists():
@@ -1309,6 +1342,10 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
         for b in results["bisections"]
     )  # fmt: skip
     multipliers = f", width multipliers {args.width_multipliers}" if args.width_multipliers else ""
+    if args.latency_multipliers:
+        multipliers += (
+            f" (the widest predicted under {args.latency_multipliers:g} x each budget's latency)"
+        )
     for label, given in (("head", args.num_heads), ("FFN", args.ffn_dims)):
         multipliers += f", {label} choices {given}" if given else ""
     text = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ofa.families import space_family
@@ -46,16 +47,23 @@ def _multiplier_subnet(supernet: Any, multiplier: float, phase: PhaseConfig) -> 
 
 
 def width_multiplier_for(
-    supernet: Any, target_flops: float, *, phase: PhaseConfig | None = None
+    supernet: Any,
+    target_flops: float,
+    *,
+    phase: PhaseConfig | None = None,
+    cost: Callable[[Any], float] | None = None,
 ) -> float | None:
     """The largest width multiplier whose uniform subnet in ``phase``'s part of the space (by
     default: full depth and kernels, every width) has at most ``target_flops``, by bisection
-    (FLOPs grow with the multiplier), to 4 decimals; None when even the narrowest has more."""
+    (FLOPs grow with the multiplier), to 4 decimals; None when even the narrowest has more.
+    ``cost`` (subnet -> a figure that grows with width, e.g. a latency model's prediction)
+    replaces the FLOPs, and ``target_flops`` is then in its unit."""
 
     probe = _probe(supernet.space) if phase is None else phase
+    measure = supernet.flops if cost is None else cost
 
     def flops(m: float) -> float:
-        return supernet.flops(_multiplier_subnet(supernet, m, probe))
+        return measure(_multiplier_subnet(supernet, m, probe))
 
     if flops(1e-6) > target_flops:
         return None
@@ -70,59 +78,73 @@ def width_multiplier_for(
     return low
 
 
-def anchor_for(supernet: Any, target_flops: float) -> Any | None:
-    """The uniform subnet (``space.uniform_subnets()``) with the most FLOPs at or under
-    ``target_flops``; the first found on ties; None when none fits."""
+def anchor_for(
+    supernet: Any, target_flops: float, *, cost: Callable[[Any], float] | None = None
+) -> Any | None:
+    """The uniform subnet (``space.uniform_subnets()``) with the most FLOPs (or ``cost``) at or
+    under ``target_flops``; the first found on ties; None when none fits."""
+    measure = supernet.flops if cost is None else cost
     best, best_flops = None, -1.0
     for subnet in supernet.space.uniform_subnets():
-        flops = supernet.flops(subnet)
+        flops = measure(subnet)
         if best_flops < flops <= target_flops:
             best, best_flops = subnet, flops
     return best
 
 
-def budget_shapes(supernet: Any, fractions: tuple[float, ...]) -> BudgetShapes:
+def budget_shapes(
+    supernet: Any,
+    fractions: tuple[float, ...],
+    *,
+    cost: Callable[[Any], float] | None = None,
+    what: str = "FLOP",
+) -> BudgetShapes:
     """For each FLOP budget (a fraction of the max subnet's FLOPs, in (0, 1]): the full-depth
     width multiplier whose subnet fits it or, where none does, the anchor (see module doc).
+    With ``cost`` (subnet -> a figure that grows with width: a latency model, so that the
+    shapes trained every step are the widest under each *latency* budget), the fractions are
+    of ``cost(max subnet)``; ``what`` names it in the log and errors ("latency").
 
     Raises ValueError for a fraction outside (0, 1], and for a budget that no uniform subnet
     of the space fits (smaller than its min subnet), naming the smallest fraction possible.
     """
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ValueError(
-            f"FLOP budgets must be fractions in (0, 1], e.g. 0.5,0.25; got {fractions}"
+            f"{what} budgets must be fractions in (0, 1], e.g. 0.5,0.25; got {fractions}"
         )
     if not hasattr(supernet.space, "uniform_subnets"):
         raise ValueError(
             f"{type(supernet.space).__name__} lists no uniform subnets; give the shapes to train "
             "as width multipliers and anchors instead of FLOP budgets"
         )
-    full = supernet.flops(supernet.space.max_subnet())
+    measure = supernet.flops if cost is None else cost
+    full = measure(supernet.space.max_subnet())
     multipliers: list[float] = []
     anchors: list[Any] = []
     per_budget: dict[float, float | Any] = {}
     for fraction in fractions:
-        multiplier = width_multiplier_for(supernet, fraction * full)
+        multiplier = width_multiplier_for(supernet, fraction * full, cost=cost)
         if multiplier is not None:
             per_budget[fraction] = multiplier
             if multiplier not in multipliers:
                 multipliers.append(multiplier)
-            logger.info("FLOP budget %.0f%%: width multiplier %s", 100 * fraction, multiplier)
+            logger.info("%s budget %.0f%%: width multiplier %s", what, 100 * fraction, multiplier)
             continue
-        anchor = anchor_for(supernet, fraction * full)
+        anchor = anchor_for(supernet, fraction * full, cost=cost)
         if anchor is None:
-            smallest = supernet.flops(supernet.space.min_subnet()) / full
+            smallest = measure(supernet.space.min_subnet()) / full
             raise ValueError(
-                f"no subnet of this space has {fraction:g} of the max subnet's FLOPs or fewer "
+                f"no subnet of this space has {fraction:g} of the max subnet's {what} or less "
                 f"(the min subnet has {smallest:.3f}); give budgets of at least {smallest:.3f}"
             )
         per_budget[fraction] = anchor
         if anchor not in anchors:
             anchors.append(anchor)
         logger.info(
-            "FLOP budget %.0f%%: no full-depth width multiplier fits; anchor %s (%.0f%%)",
+            "%s budget %.0f%%: no full-depth width multiplier fits; anchor %s (%.0f%%)",
+            what,
             100 * fraction,
             anchor.to_json(),
-            100 * supernet.flops(anchor) / full,
+            100 * measure(anchor) / full,
         )
     return BudgetShapes(tuple(multipliers), tuple(anchors), per_budget)
