@@ -256,6 +256,19 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "step besides the sandwich",
     )
     parser.add_argument(
+        "--latency-budgets",
+        type=parse_fractions,
+        default=(),
+        help="comma-separated fractions of the full model's latency you will deploy at (e.g. "
+        "0.6,0.3), predicted by --latency-model: as --flop-budgets, with the shapes chosen by "
+        "predicted latency on the profiled device (latency depends on shapes only, so the "
+        "profile of the untrained supernet serves)",
+    )
+    parser.add_argument(
+        "--latency-model",
+        help="the latency profile (`ofa profile --out FILE`) that --latency-budgets are of",
+    )
+    parser.add_argument(
         "--anchors",
         help="JSON file of a subnet or a list of subnets (shapes you will deploy, e.g. under a "
         "budget no width multiplier fits) trained every step of the phases whose part of the "
@@ -301,15 +314,25 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
             PhaseConfig(name="fixed", steps=args.steps, subnet=subnet),
         )
     else:
-        budgets = budget_shapes(supernet, args.flop_budgets) if args.flop_budgets else None
-        if budgets is not None:
-            merged = args.width_multipliers + budgets.width_multipliers
+        found = []
+        if args.flop_budgets:
+            found.append(budget_shapes(supernet, args.flop_budgets))
+        if args.latency_budgets:
+            from search import LatencyModel
+
+            latency = LatencyModel.load(args.latency_model, space=supernet.space)
+            found.append(
+                budget_shapes(supernet, args.latency_budgets, cost=latency, what="latency")
+            )
+        if found:
+            merged = args.width_multipliers + tuple(m for b in found for m in b.width_multipliers)
             args = argparse.Namespace(
                 **{**vars(args), "width_multipliers": tuple(dict.fromkeys(merged))}
             )
         phases = app_family(supernet).default_phases(args, supernet)
-        if budgets is not None and budgets.anchors:
-            phases = _with_anchors(phases, budgets.anchors)
+        budget_anchors = tuple(a for b in found for a in b.anchors)
+        if budget_anchors:
+            phases = _with_anchors(phases, budget_anchors)
     if args.anchors:
         anchors = _anchors(args.anchors, family_named(supernet.family_name).subnet_type)
         phases = _with_anchors(phases, anchors)
@@ -368,15 +391,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-width must be a fraction in [0, 1], got {args.min_width}")
     if args.grad_accum < 1:
         raise ValueError(f"--grad-accum must be at least 1, got {args.grad_accum}")
-    if args.flop_budgets and (args.train_config or args.fixed_subnet):
+    for flag, given in (
+        ("--flop-budgets", args.flop_budgets),
+        ("--latency-budgets", args.latency_budgets),
+    ):
+        if given and (args.train_config or args.fixed_subnet):
+            raise ValueError(
+                f"{flag} sets the default schedule's multipliers and anchors; drop it, or "
+                "drop --train-config / --fixed-subnet"
+            )
+    if bool(args.latency_budgets) != bool(args.latency_model):
         raise ValueError(
-            "--flop-budgets sets the default schedule's multipliers and anchors; drop it, or "
-            "drop --train-config / --fixed-subnet"
+            "--latency-budgets and --latency-model go together: profile the supernet with "
+            "`ofa profile --supernet DIR --out latency.json` and give both"
         )
     for flag, path in (
         ("--train-config", args.train_config),
         ("--fixed-subnet", args.fixed_subnet),
         ("--anchors", args.anchors),
+        ("--latency-model", args.latency_model),
     ):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{flag} file {path} does not exist")

@@ -578,6 +578,26 @@ CASES = (
         "--flop-budgets sets the default schedule",
     ),
     Case(
+        "train --latency-budgets without --latency-model",
+        ("train", "--supernet", "{d}/supernet", "--latency-budgets", "0.5", "--out", "{d}/t15d"),
+        "--latency-budgets and --latency-model go together",
+    ),
+    Case(
+        "train --latency-model file missing",
+        (
+            "train",
+            "--supernet",
+            "{d}/supernet",
+            "--latency-budgets",
+            "0.5",
+            "--latency-model",
+            "{d}/missing_latency.json",
+            "--out",
+            "{d}/t15e",
+        ),
+        "--latency-model file",
+    ),
+    Case(
         "train --flop-budgets not fractions",
         ("train", "--supernet", "{d}/supernet", "--flop-budgets", "50", "--out", "{d}/t15c"),
         "--flop-budgets",

@@ -258,3 +258,37 @@ def test_flop_budgets_train_the_multiplier_or_anchor_that_fits_each(cnn_dirs, ca
     assert all(p.width_multipliers == expected.width_multipliers for p in phases)
     assert all(p.anchors == expected.anchors for p in phases)
     assert expected.width_multipliers or expected.anchors
+
+
+def test_latency_budgets_train_the_shapes_predicted_under_each(cnn_dirs, capsys):
+    """The untrained supernet's profile serves (latency depends on shapes only): the phases
+    train the multipliers or anchors that budget_shapes finds under the predicted latency."""
+    from search import LatencyModel
+
+    supernet_dir = cnn_dirs / "supernet"
+    root = Path(tempfile.mkdtemp(dir=cnn_dirs))
+    _export_max(supernet_dir, root / "t")
+    profile = ["profile", "--supernet", str(supernet_dir), "--out", str(root / "latency.json")]
+    assert (
+        main([*profile, "--subnets", "6", "--held-out", "3", "--rounds", "3", "--threads", "1"])
+        == 0
+    )
+    supernet = ofa.load_supernet(supernet_dir)
+    latency = LatencyModel.load(root / "latency.json", space=supernet.space)
+    expected = ofa.budget_shapes(supernet, (0.7, 0.4), cost=latency, what="latency")
+    argv = [
+        "train", "--supernet", str(supernet_dir), "--latency-budgets", "0.7,0.4",
+        "--latency-model", str(root / "latency.json"), "--teacher", str(root / "t"),
+        "--data", "digits", "--steps", "6", "--batch-size", "32", "--out", str(root / "train"),
+        "--limit", "256",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    state = json.loads((root / "train" / "checkpoint" / "state.json").read_text())
+    phases = [ofa.PhaseConfig.from_dict(p) for p in state["config"]["phases"]]
+    assert all(p.width_multipliers == expected.width_multipliers for p in phases)
+    assert all(p.anchors == expected.anchors for p in phases)
+    assert expected.width_multipliers or expected.anchors
+    capsys.readouterr()
+    without = [a for a in argv if a not in ("--latency-model", str(root / "latency.json"))]
+    assert main(without) == 2  # refused before anything is written
+    assert "--latency-budgets and --latency-model go together" in capsys.readouterr().err
