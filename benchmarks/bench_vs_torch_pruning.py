@@ -596,7 +596,9 @@ def latency_multipliers(
             "or drop --latency-multipliers"
         )
     given = [float(m) for m in args.width_multipliers.split(",") if m]
-    merged = dict.fromkeys(given + [round(m, 3) for m in shapes.width_multipliers])
+    # as found: rounding up would cross into the next wider shape (multipliers take the
+    # smallest choice at least that fraction of each width)
+    merged = dict.fromkeys(given + list(shapes.width_multipliers))
     log.info("latency budgets %s: width multipliers %s", fractions, list(merged))
     return ",".join(f"{m:g}" for m in merged)
 
