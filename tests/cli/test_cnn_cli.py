@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -227,6 +228,15 @@ def saved(export_supernet, tmp_path_factory):
     return path
 
 
+def _assert_trains(run: Path, expected: Any) -> None:
+    """Every phase of the training run in ``run`` trains ``expected``'s shapes (BudgetShapes)."""
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    phases = [ofa.PhaseConfig.from_dict(p) for p in state["config"]["phases"]]
+    assert all(p.width_multipliers == expected.width_multipliers for p in phases)
+    assert all(p.anchors == expected.anchors for p in phases)
+    assert expected.width_multipliers or expected.anchors
+
+
 def test_flop_budgets_train_the_multiplier_or_anchor_that_fits_each(cnn_dirs, capsys):
     supernet_dir = cnn_dirs / "supernet"
     root = Path(tempfile.mkdtemp(dir=cnn_dirs))
@@ -253,11 +263,7 @@ def test_flop_budgets_train_the_multiplier_or_anchor_that_fits_each(cnn_dirs, ca
         "256",
     ]
     assert main(argv) == 0
-    state = json.loads((root / "train" / "checkpoint" / "state.json").read_text())
-    phases = [ofa.PhaseConfig.from_dict(p) for p in state["config"]["phases"]]
-    assert all(p.width_multipliers == expected.width_multipliers for p in phases)
-    assert all(p.anchors == expected.anchors for p in phases)
-    assert expected.width_multipliers or expected.anchors
+    _assert_trains(root / "train", expected)
 
 
 def test_latency_budgets_train_the_shapes_predicted_under_each(cnn_dirs, capsys):
@@ -283,11 +289,7 @@ def test_latency_budgets_train_the_shapes_predicted_under_each(cnn_dirs, capsys)
         "--limit", "256",
     ]  # fmt: skip
     assert main(argv) == 0
-    state = json.loads((root / "train" / "checkpoint" / "state.json").read_text())
-    phases = [ofa.PhaseConfig.from_dict(p) for p in state["config"]["phases"]]
-    assert all(p.width_multipliers == expected.width_multipliers for p in phases)
-    assert all(p.anchors == expected.anchors for p in phases)
-    assert expected.width_multipliers or expected.anchors
+    _assert_trains(root / "train", expected)
     capsys.readouterr()
     without = [a for a in argv if a not in ("--latency-model", str(root / "latency.json"))]
     assert main(without) == 2  # refused before anything is written
