@@ -235,14 +235,14 @@ def _anchored_budget(
     budget_fraction: float | None,
     bound: float,
     settle_s: float,
-) -> tuple[Paired, tuple[Latency, float, Validation | None, list[str]]]:
+) -> tuple[Paired, Latency, float, Validation | None, list[str]]:
     """The anchors measured now and :func:`_calibrate_budget` on them. A profile that reads
     stale or moved is measured once more, after waiting up to ``settle_s`` for idle cores,
     before it is refused: a passing slowdown (another job, a clock that dropped for a few
     seconds) is not a different machine."""
     anchors = _measure_anchors(supernet, target, teacher, policy)
     try:
-        return anchors, _calibrate_budget(
+        return anchors, *_calibrate_budget(
             supernet, latency, anchors, budget_ms, budget_fraction, bound
         )
     except StaleProfileError as first:
@@ -250,7 +250,7 @@ def _anchored_budget(
         if target.device == "cpu" and settle_s > 0:
             wait_until_idle(anchors.threads, settle_s)
     anchors = _measure_anchors(supernet, target, teacher, policy)
-    return anchors, _calibrate_budget(
+    return anchors, *_calibrate_budget(
         supernet, latency, anchors, budget_ms, budget_fraction, bound
     )
 
@@ -778,7 +778,7 @@ def run(
         if budget_ms is not None and isinstance(latency, LatencyModel):
             # far below the prediction (beyond the 2x a profile may move): no need to measure
             _check_smallest_predicted(supernet, latency, budget_ms, slack=2.0)
-        anchors, (latency, budget, validation, notes) = _anchored_budget(
+        anchors, latency, budget, validation, notes = _anchored_budget(
             supernet,
             latency,
             target,
@@ -795,7 +795,7 @@ def run(
         for other in also:  # each second budget's profile checked and its budget set the same way
             if other.budget_ms is not None and isinstance(other.latency, LatencyModel):
                 _check_smallest_predicted(supernet, other.latency, other.budget_ms, slack=2.0)
-            _, (other_latency, other_budget, _, other_notes) = _anchored_budget(
+            _, other_latency, other_budget, _, other_notes = _anchored_budget(
                 supernet,
                 other.latency,
                 other.latency.target,

@@ -62,18 +62,18 @@ def width_multiplier_for(
     probe = _probe(supernet.space) if phase is None else phase
     measure = supernet.flops if cost is None else cost
 
-    def flops(m: float) -> float:
+    def at(m: float) -> float:
         return measure(_multiplier_subnet(supernet, m, probe))
 
-    if flops(1e-6) > target_flops:
+    if at(1e-6) > target_flops:
         return None
     low, high = 1e-6, 1.0
     for _ in range(30):
         mid = (low + high) / 2
-        low, high = (mid, high) if flops(mid) <= target_flops else (low, mid)
+        low, high = (mid, high) if at(mid) <= target_flops else (low, mid)
     # to 4 decimals, down where rounding up would leave the budget
     for rounded in (round(low, 4), int(low * 10_000) / 10_000):
-        if rounded > 0 and flops(rounded) <= target_flops:
+        if rounded > 0 and at(rounded) <= target_flops:
             return rounded
     return low
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 
@@ -162,7 +163,6 @@ def test_a_passing_slowdown_while_the_anchors_are_timed_is_measured_again_not_re
     drop hits those seconds); the second, real one matches the profile, so the search runs on
     the second and its budget check holds."""
     import search.search as search_module
-    from search.timing import Paired
 
     real = search_module._measure_anchors
     calls = []
@@ -172,16 +172,8 @@ def test_a_passing_slowdown_while_the_anchors_are_timed_is_measured_again_not_re
         calls.append(paired)
         if len(calls) > 1:
             return paired
-        times = {n: e.scaled(3.0) for n, e in paired.times.items()}
-        return Paired(
-            times,
-            paired.ratios,
-            paired.reference,
-            paired.threads,
-            paired.rounds,
-            paired.seconds,
-            paired.others,
-            paired.cores,
+        return dataclasses.replace(
+            paired, times={n: e.scaled(3.0) for n, e in paired.times.items()}
         )
 
     monkeypatch.setattr(search_module, "_measure_anchors", slow_once)
