@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 import tempfile
@@ -124,6 +125,12 @@ def save_teacher(folder: Path, args: argparse.Namespace, tokenizer: Any, teacher
         write_json_atomic(tmp / "bench.json", record)
 
 
+def baseline_key(subnet: Any, steps: int) -> str:
+    """A short name for a baseline run: its shape and steps (so one reused on --resume is the
+    same run, and a moved pick gets its own directory)."""
+    return hashlib.sha256(f"{subnet.to_json()} {steps}".encode()).hexdigest()[:10]
+
+
 def _train(supernet: ofa.Supernet, output_dir: Path, resume: bool, **kwargs: Any) -> None:
     """``ofa.train_`` that, with ``resume``, goes on from the run's last checkpoint if it has
     one (a finished run's is its last step: nothing more is trained)."""
@@ -162,6 +169,12 @@ def main() -> None:
         action="store_true",
         help="also train, every step of the phases that hold it, the uniform subnet with the "
         "most parameters under each budget (PhaseConfig.anchors)",
+    )
+    parser.add_argument(
+        "--anchors-everywhere",
+        action="store_true",
+        help="with --anchors: train the anchors every step of every phase, not only of those "
+        "whose part of the space holds them (PhaseConfig.anchors_everywhere)",
     )
     parser.add_argument(
         "--baseline-steps",
@@ -256,6 +269,7 @@ def main() -> None:
             if args.later_lr_scale == 1.0
             else args.lr * args.later_lr_scale,
             anchors=anchors,
+            anchors_everywhere=args.anchors_everywhere,
         ),
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -282,7 +296,8 @@ def main() -> None:
         baseline = copy.deepcopy(ordered)
         _train(
             baseline,
-            out / f"baseline_{int(fraction * 100)}",
+            # named by its shape: a resumed run whose pick moved trains the new shape afresh
+            out / f"baseline_{int(fraction * 100)}_{baseline_key(subnet, baseline_steps)}",
             args.resume,
             teacher=teacher,
             train_data=train,
@@ -439,7 +454,9 @@ def describe(
             else ""
         )
         + (
-            f"; anchors (trained every step of the phases that hold them) {'; '.join(a.to_json() for a in anchors)}"
+            f"; anchors (trained every step of "
+            f"{'every phase' if args.anchors_everywhere else 'the phases that hold them'}) "
+            f"{'; '.join(a.to_json() for a in anchors)}"
             if anchors
             else ""
         )

@@ -43,6 +43,9 @@ class Supernet(nn.Module):
         self._family = family_named(family)
         self._active = space.max_subnet()
         self._family.set_subnet_(model, space, self._active)
+        # the subnets training trained every step (sandwich max and min, width multipliers,
+        # anchors), set by ofa.train_ and saved with the supernet; the search tries them first
+        self.trained_subnets: tuple[Subnet, ...] = ()
 
     @property
     def config(self) -> Any:
@@ -155,6 +158,7 @@ class Supernet(nn.Module):
                 "model_class": type(self.model).__name__,
                 "space": self.space.to_dict(),
                 "active_subnet": self._active.to_dict(),
+                "trained_subnets": [s.to_dict() for s in self.trained_subnets],
                 "sha256": {name: sha256_file(tmp / name) for name in hashed},
             }
             write_json_atomic(tmp / _META, meta)
@@ -266,5 +270,9 @@ def load_supernet(directory: str | os.PathLike, *, device: str | torch.device = 
         supernet.model, str(directory / _WEIGHTS), strict=True, device=str(device)
     )
     supernet.set_subnet(subnet)
+    trained = tuple(family.subnet_from_dict(s) for s in meta.get("trained_subnets", ()))
+    for one in trained:
+        space.check(one)
+    supernet.trained_subnets = trained
     supernet.eval()
     return supernet

@@ -343,11 +343,14 @@ def _objective(
 def _enqueue_seeds(
     study: optuna.Study, supernet: Supernet, latency: Latency, budget_ms: float, trials: int
 ) -> None:
-    """The largest uniform subnet within budget and the smallest subnet go first; with a
+    """First the subnets training trained every step (``supernet.trained_subnets``: width
+    multipliers, anchors) that fit the budget and lie inside no other that does, most FLOPs
+    first; then the largest uniform subnet within budget and the smallest subnet; with a
     profiled latency model, then the other uniform subnets on the budget's edge (within it and
-    inside no other uniform subnet that is), most FLOPs first, up to a quarter of the trials.
-    Training trains uniform subnets directly (the sandwich's max and min, width multipliers),
-    so the edge holds well-trained subnets of every depth, where TPE starts from."""
+    inside no other uniform subnet that is), most FLOPs first; up to a quarter of the trials.
+    A trained shape is the best-trained subnet near its size, and one inside a larger fitting
+    uniform subnet is not on the edge, so TPE would rarely draw it; the uniform edge holds
+    subnets of every depth, where TPE starts from."""
     space = supernet.space
     family = latency_family(supernet.family_name)
     uniform = family.uniform_subnets(space)
@@ -355,10 +358,15 @@ def _enqueue_seeds(
     def flops(subnet: Any) -> int:
         return family.flops(supernet, subnet, latency.target)
 
-    seeds = [largest_within(uniform, latency, budget_ms, flops), space.min_subnet()]
+    def outermost(fitting: list[Any]) -> list[Any]:
+        fitting = sorted(fitting, key=flops, reverse=True)
+        return [s for s in fitting if not any(o != s and family.contains(o, s) for o in fitting)]
+
+    trained = getattr(supernet, "trained_subnets", ())
+    seeds = outermost([s for s in trained if latency(s) <= budget_ms])
+    seeds += [largest_within(uniform, latency, budget_ms, flops), space.min_subnet()]
     if isinstance(latency, LatencyModel):  # a measured latency would time every uniform subnet
-        fitting = sorted((s for s in uniform if latency(s) <= budget_ms), key=flops, reverse=True)
-        seeds += [s for s in fitting if not any(o != s and family.contains(o, s) for o in fitting)]
+        seeds += outermost([s for s in uniform if latency(s) <= budget_ms])
     unique = list(dict.fromkeys(s for s in seeds if s is not None))
     for subnet in unique[: max(2, trials // 4)]:
         study.enqueue_trial(subnet_params(subnet, space), skip_if_exists=True)

@@ -85,6 +85,10 @@ class PhaseConfig:
             no width multiplier fits (a CNN at 25% of the FLOPs needs shallower stages or
             smaller kernels, so no full-depth multiplier is under it). Each must lie in the
             supernet's space; training refuses one that does not.
+        anchors_everywhere: train the anchors in this phase even where its part of the space
+            does not hold them (a decoder anchor of reduced hidden width and depth otherwise
+            trains only in the last two of six phases, a third of the steps, while the shared
+            weights move under the others); the rest of the phase samples as before.
         subnet: train only this fixed subnet (PaddleSlim's fixed-subnet mode).
     """
 
@@ -103,6 +107,7 @@ class PhaseConfig:
     min_width: float = 0.0
     width_multipliers: tuple[float, ...] = ()
     anchors: tuple[SubnetLike, ...] = ()
+    anchors_everywhere: bool = False
     subnet: SubnetLike | None = None
     version: int = 1
 
@@ -147,6 +152,11 @@ class PhaseConfig:
                 f"phase {self.name!r}: a fixed-subnet phase trains only its subnet: drop anchors"
             )
         object.__setattr__(self, "anchors", anchors)
+        if not isinstance(self.anchors_everywhere, bool):
+            raise ValueError(
+                f"phase {self.name!r}: anchors_everywhere must be True or False, got "
+                f"{self.anchors_everywhere!r}"
+            )
 
     def space_for(self, space: Any) -> Any:
         """The part of ``space`` this phase samples from (the supernet's space is unchanged)."""
@@ -200,6 +210,7 @@ def default_phases(
     width_multipliers: tuple[float, ...] = (),
     later_learning_rate: float | None = None,
     anchors: tuple[SubnetLike, ...] = (),
+    anchors_everywhere: bool = False,
 ) -> tuple[PhaseConfig, ...]:
     """The BERT schedule: width, then depth, then hidden width; each large choices, then all.
 
@@ -208,7 +219,8 @@ def default_phases(
     phases (the residual stream stays full width). ``min_width`` and ``width_multipliers`` are
     given to every phase (see :class:`PhaseConfig`): bound the widths at the smallest subnet you
     will deploy, or train the uniform widths you will deploy every step; ``anchors`` (any
-    shapes to deploy) are trained every step of the phases whose part of the space holds them.
+    shapes to deploy) are trained every step of the phases whose part of the space holds them,
+    or of every phase with ``anchors_everywhere``.
     ``later_learning_rate`` is the peak rate of the depth and hidden phases (default: that of
     the width phases), as OFA trains its later shrinking stages at a lower rate than the first.
 
@@ -243,6 +255,7 @@ def default_phases(
         min_width=min_width,
         width_multipliers=tuple(width_multipliers),
         anchors=tuple(anchors),
+        anchors_everywhere=anchors_everywhere,
     )
     if later_learning_rate is None:
         return phases
@@ -265,6 +278,7 @@ def default_cnn_phases(
     width_multipliers: tuple[float, ...] = (),
     later_learning_rate: float | None = None,
     anchors: tuple[SubnetLike, ...] = (),
+    anchors_everywhere: bool = False,
 ) -> tuple[PhaseConfig, ...]:
     """The CNN schedule (OFA's): kernel size, then depth, then width; each large, then all.
 
@@ -307,6 +321,7 @@ def default_cnn_phases(
         min_width=min_width,
         width_multipliers=tuple(width_multipliers),
         anchors=tuple(anchors),
+        anchors_everywhere=anchors_everywhere,
     )
     if later_learning_rate is None:
         return phases

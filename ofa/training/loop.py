@@ -112,20 +112,29 @@ def _micro_batches(
         epoch, position = epoch + 1, 0
 
 
-def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator) -> list[Subnet]:
+def _fixed_subnets(phase: PhaseConfig, supernet: Supernet) -> list[Subnet]:
+    """The subnets ``phase`` trains every step: its subnet; else the sandwich's max and min,
+    the width multipliers' subnets, then the anchors (those its part of the space holds, or
+    all of them with ``anchors_everywhere``)."""
     if phase.subnet is not None:
         return [phase.subnet]
     space = phase.space_for(supernet.space)
-    drawn = [space.sample(generator) for _ in range(phase.num_random)]
     fixed = [space.max_subnet(), space.min_subnet()] if phase.sampling == "sandwich" else []
-    # width multipliers are trained once each, after the sandwich's max and min
     for subnet in phase.multiplier_subnets(supernet.space):
         if subnet not in fixed:
             fixed.append(subnet)
-    for anchor in phase.anchors:  # then the anchors this phase's part of the space holds
-        if anchor not in fixed and _holds(space, anchor):
+    for anchor in phase.anchors:
+        if anchor not in fixed and (phase.anchors_everywhere or _holds(space, anchor)):
             fixed.append(anchor)
-    return [*fixed, *drawn]
+    return fixed
+
+
+def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator) -> list[Subnet]:
+    fixed = _fixed_subnets(phase, supernet)
+    if phase.subnet is not None:
+        return fixed
+    space = phase.space_for(supernet.space)
+    return [*fixed, *(space.sample(generator) for _ in range(phase.num_random))]
 
 
 def _holds(space: Any, subnet: Subnet) -> bool:
@@ -271,7 +280,12 @@ def _check_inputs(
                     f"phase {plan.name!r}: anchor {anchor.to_json()} is not in the supernet's "
                     f"space: {error}"
                 ) from None
-    held = {a for p in config.phases for a in p.anchors if _holds(p.space_for(supernet.space), a)}
+    held = {
+        a
+        for p in config.phases
+        for a in p.anchors
+        if p.anchors_everywhere or _holds(p.space_for(supernet.space), a)
+    }
     for anchor in {a for p in config.phases for a in p.anchors} - held:
         raise ValueError(
             f"anchor {anchor.to_json()} lies in no phase's part of the space, so it would never "
@@ -425,6 +439,11 @@ def _train(
                 output_dir, supernet, adaptor, optimizer, scheduler, generator, config, step, plans
             )
     bar.close()
+    # what the phase it ended in trained every step: the search tries these first
+    # (Supernet.save keeps them)
+    supernet.trained_subnets = tuple(
+        _fixed_subnets(_phase_at(plans, max(0, step - 1)).phase, supernet)
+    )
     supernet.set_subnet(supernet.space.max_subnet())
     supernet.eval()
     return TrainResult(step, last["loss"], output_dir, metrics)

@@ -274,6 +274,13 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "budget no width multiplier fits) trained every step of the phases whose part of the "
         "space holds them, besides the sandwich",
     )
+    parser.add_argument(
+        "--anchors-everywhere",
+        action="store_true",
+        help="train the anchors (--anchors and those --flop-budgets/--latency-budgets find) "
+        "every step of every phase, not only of the phases whose part of the space holds them: "
+        "an anchor of reduced depth or hidden width otherwise trains only in the last phases",
+    )
     parser.add_argument("--fixed-subnet", help="Subnet JSON file: train only this subnet")
     parser.add_argument("--start-phase", type=int, default=0, help="skip earlier phases")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -324,18 +331,17 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
             found.append(
                 budget_shapes(supernet, args.latency_budgets, cost=latency, what="latency")
             )
-        if found:
-            merged = args.width_multipliers + tuple(m for b in found for m in b.width_multipliers)
-            args = argparse.Namespace(
-                **{**vars(args), "width_multipliers": tuple(dict.fromkeys(merged))}
-            )
         phases = app_family(supernet).default_phases(args, supernet)
-        budget_anchors = tuple(a for b in found for a in b.anchors)
-        if budget_anchors:
-            phases = _with_anchors(phases, budget_anchors)
+        phases = _with_shapes(
+            phases,
+            multipliers=tuple(m for b in found for m in b.width_multipliers),
+            anchors=tuple(a for b in found for a in b.anchors),
+        )
     if args.anchors:
         anchors = _anchors(args.anchors, family_named(supernet.family_name).subnet_type)
-        phases = _with_anchors(phases, anchors)
+        phases = _with_shapes(phases, anchors=anchors)
+    if args.anchors_everywhere:
+        phases = tuple(dataclasses.replace(p, anchors_everywhere=True) for p in phases)
     return TrainConfig(
         phases=phases,
         batch_size=args.batch_size,
@@ -356,10 +362,19 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
     )
 
 
-def _with_anchors(phases: tuple[Any, ...], anchors: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``phases`` with ``anchors`` added to each phase's own (each once)."""
+def _with_shapes(
+    phases: tuple[Any, ...], *, multipliers: tuple[float, ...] = (), anchors: tuple[Any, ...] = ()
+) -> tuple[Any, ...]:
+    """``phases`` with ``multipliers`` and ``anchors`` added to each phase's own (each once)."""
+    if not multipliers and not anchors:
+        return phases
     return tuple(
-        dataclasses.replace(p, anchors=tuple(dict.fromkeys(p.anchors + anchors))) for p in phases
+        dataclasses.replace(
+            p,
+            width_multipliers=tuple(dict.fromkeys(p.width_multipliers + multipliers)),
+            anchors=tuple(dict.fromkeys(p.anchors + anchors)),
+        )
+        for p in phases
     )
 
 
@@ -400,6 +415,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{flag} sets the default schedule's multipliers and anchors; drop it, or "
                 "drop --train-config / --fixed-subnet"
             )
+    if args.anchors_everywhere and (
+        args.train_config or not (args.anchors or args.flop_budgets or args.latency_budgets)
+    ):
+        raise ValueError(
+            "--anchors-everywhere trains the anchors of the default schedule: give --anchors, "
+            "--flop-budgets or --latency-budgets (and no --train-config)"
+        )
     if bool(args.latency_budgets) != bool(args.latency_model):
         raise ValueError(
             "--latency-budgets and --latency-model go together: profile the supernet with "

@@ -578,6 +578,11 @@ CASES = (
         "--flop-budgets sets the default schedule",
     ),
     Case(
+        "train --anchors-everywhere without anchors",
+        ("train", "--supernet", "{d}/supernet", "--anchors-everywhere", "--out", "{d}/t15f"),
+        "--anchors-everywhere trains the anchors",
+    ),
+    Case(
         "train --latency-budgets without --latency-model",
         ("train", "--supernet", "{d}/supernet", "--latency-budgets", "0.5", "--out", "{d}/t15d"),
         "--latency-budgets and --latency-model go together",

@@ -264,6 +264,18 @@ def test_flop_budgets_train_the_multiplier_or_anchor_that_fits_each(cnn_dirs, ca
     ]
     assert main(argv) == 0
     _assert_trains(root / "train", expected)
+    # with --anchors-everywhere every phase trains the anchors, and the saved supernet names
+    # the shapes its last phase trained every step (the search's first seeds)
+    assert expected.anchors, "0.2 of the FLOPs should need an anchor"
+    everywhere = root / "everywhere"
+    assert (
+        main([*argv[:-4], "--out", str(everywhere), "--limit", "256", "--anchors-everywhere"]) == 0
+    )
+    _assert_trains(everywhere, expected)
+    state = json.loads((everywhere / "checkpoint" / "state.json").read_text())
+    assert all(p["anchors_everywhere"] for p in state["config"]["phases"])
+    trained = ofa.load_supernet(everywhere / "supernet").trained_subnets
+    assert set(expected.anchors) <= set(trained)
 
 
 def test_latency_budgets_train_the_shapes_predicted_under_each(cnn_dirs, capsys):

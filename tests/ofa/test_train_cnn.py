@@ -340,3 +340,40 @@ def test_anchors_train_every_step_of_the_phases_that_hold_them(tmp_path, digits,
         train(default_cnn_phases(7, space=space, anchors=(outside,)), "outside")
     with pytest.raises(ValueError, match="fixed-subnet phase trains only its subnet"):
         PhaseConfig(name="f", steps=1, subnet=small, anchors=(anchor,))
+
+
+def test_anchors_everywhere_train_in_every_phase_and_the_trained_shapes_are_saved(
+    tmp_path, digits, teacher
+):
+    """With ``anchors_everywhere`` an anchor is trained each step of every phase, held or not
+    (a schedule with no phase holding it is then accepted); after training the supernet names
+    what its last phase trained every step, and a save and load keep it."""
+    train_data, _ = digits
+    supernet = _supernet(teacher)
+    space = supernet.space
+    big, small = space.max_subnet(), space.min_subnet()
+    widths = tuple(c[0] if i % 2 == 0 else c[-1] for i, c in enumerate(space.channel_choices))
+    anchor = ofa.CnnSubnet(widths=widths, depths=small.depths, kernel_sizes=big.kernel_sizes)
+    phases = default_cnn_phases(7, space=space, anchors=(anchor,), anchors_everywhere=True)
+    assert all(p.anchors_everywhere for p in phases)
+    config = _config(phases=phases[:-1])  # no phase left whose part of the space holds it
+    assert TrainConfig.from_json(config.to_json()) == config
+    generator = torch.Generator().manual_seed(0)
+    assert all(anchor in _subnets(p, supernet, generator) for p in phases)
+    with pytest.raises(ValueError, match="anchors_everywhere must be True or False"):
+        PhaseConfig(name="p", steps=1, anchors_everywhere="yes")
+    assert supernet.trained_subnets == ()
+    result = train_(
+        supernet,
+        teacher=teacher,
+        train_data=train_data,
+        config=config,
+        output_dir=tmp_path / "everywhere",
+        progress=False,
+    )
+    rows = [r for r in _rows(result.metrics_path) if "eval" not in r]
+    assert {(r["phase"], r["subnets"]) for r in rows} == {(p.name, 4) for p in phases[:-1]}
+    last = phases[-2].space_for(space)
+    assert supernet.trained_subnets == (last.max_subnet(), last.min_subnet(), anchor)
+    loaded = ofa.load_supernet(supernet.save(tmp_path / "saved"))
+    assert loaded.trained_subnets == supernet.trained_subnets

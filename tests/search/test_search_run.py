@@ -13,6 +13,7 @@ import torch
 import ofa
 import search
 from search import LatencyModel
+from search._study import largest_within
 from tests.search._tiny import neg_loss, tiny_supernet
 
 
@@ -65,6 +66,47 @@ def test_infeasible_trials_are_never_chosen_and_seeds_go_first(supernet, latency
     expected = [u for u in edge if u not in first][:2]
     seeded = [ofa.Subnet.from_dict(t.user_attrs["subnet"]) for t in trials[2 : 2 + len(expected)]]
     assert edge and seeded == expected, (seeded, edge)
+
+
+def test_the_shapes_training_trained_every_step_go_first_where_they_fit(
+    supernet, latency_model, tmp_path, monkeypatch
+):
+    """``supernet.trained_subnets`` (width multipliers, anchors) that fit the budget are the
+    first trials, most FLOPs first, even inside a larger fitting uniform subnet (not on the
+    budget's edge); those that miss the budget or lie inside another fitting one are not."""
+    space = supernet.space
+    target = latency_model.target
+    budget = _budget(latency_model, supernet)
+
+    def flops(subnet):
+        return supernet.flops(subnet, batch_size=target.batch_size, seq_len=target.seq_len)
+
+    fitting = sorted((u for u in space.uniform_subnets() if latency_model(u) <= budget), key=flops)
+    edge = fitting[-1]
+    inner = [u for u in fitting if u != edge and space_contains(edge, u)]
+    assert len(inner) >= 2, "the budget should fit uniform subnets inside its largest one"
+    shape, inside = inner[-1], next(u for u in inner if space_contains(inner[-1], u))
+    missing = space.max_subnet()
+    assert latency_model(missing) > budget
+    monkeypatch.setattr(supernet, "trained_subnets", (inside, missing, shape), raising=False)
+    search.run(
+        supernet,
+        evaluate=neg_loss,
+        latency=latency_model,
+        budget_ms=budget,
+        trials=8,
+        out_dir=tmp_path,
+        remeasure=False,
+    )
+    study = optuna.load_study(
+        study_name="ofa-search", storage=search.open_storage(tmp_path / "study.journal", None)
+    )
+    subnets = [ofa.Subnet.from_dict(t.user_attrs["subnet"]) for t in study.trials]
+    assert subnets[0] == shape, (subnets[0], shape)
+    # then the largest uniform subnet within the budget (by bisection over FLOPs)
+    largest = largest_within(space.uniform_subnets(), latency_model, budget, flops)
+    assert subnets[1] == largest
+    assert missing not in subnets[:2] and (inside == largest or inside not in subnets[:2])
 
 
 def space_contains(big, small) -> bool:
