@@ -287,6 +287,16 @@ def test_cnn_train_and_evaluate_errors(tmp_path, digits, teacher):
         )
 
 
+def _anchor(space) -> ofa.CnnSubnet:
+    """Narrow first groups, full later ones, shallowest stages: neither max, min nor uniform."""
+    widths = tuple(c[0] if i % 2 == 0 else c[-1] for i, c in enumerate(space.channel_choices))
+    return ofa.CnnSubnet(
+        widths=widths,
+        depths=space.min_subnet().depths,
+        kernel_sizes=space.max_subnet().kernel_sizes,
+    )
+
+
 def test_anchors_train_every_step_of_the_phases_that_hold_them(tmp_path, digits, teacher):
     """An anchor (a non-uniform shape to deploy) is trained each step of the phases whose part of
     the space holds it, beside the sandwich; anchors the space or no phase holds are refused."""
@@ -294,9 +304,7 @@ def test_anchors_train_every_step_of_the_phases_that_hold_them(tmp_path, digits,
     supernet = _supernet(teacher)
     space = supernet.space
     big, small = space.max_subnet(), space.min_subnet()
-    # narrow first groups, full later ones, shallowest stages: neither max, min nor uniform
-    widths = tuple(c[0] if i % 2 == 0 else c[-1] for i, c in enumerate(space.channel_choices))
-    anchor = ofa.CnnSubnet(widths=widths, depths=small.depths, kernel_sizes=big.kernel_sizes)
+    anchor = _anchor(space)
     assert space.contains(anchor) and anchor not in (big, small)
     phases = default_cnn_phases(7, space=space, anchors=(anchor,))
     assert all(p.anchors == (anchor,) for p in phases)
@@ -351,9 +359,7 @@ def test_anchors_everywhere_train_in_every_phase_and_the_trained_shapes_are_save
     train_data, _ = digits
     supernet = _supernet(teacher)
     space = supernet.space
-    big, small = space.max_subnet(), space.min_subnet()
-    widths = tuple(c[0] if i % 2 == 0 else c[-1] for i, c in enumerate(space.channel_choices))
-    anchor = ofa.CnnSubnet(widths=widths, depths=small.depths, kernel_sizes=big.kernel_sizes)
+    anchor = _anchor(space)
     phases = default_cnn_phases(7, space=space, anchors=(anchor,), anchors_everywhere=True)
     assert all(p.anchors_everywhere for p in phases)
     config = _config(phases=phases[:-1])  # no phase left whose part of the space holds it
