@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cnn_quickstart_example_runs_the_whole_loop(tmp_path):
-    out = tmp_path / "cnn"
+    out = Path(tempfile.mkdtemp(dir=tmp_path))  # a try of its own, if the host makes one again
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [
