@@ -362,8 +362,7 @@ def _enqueue_seeds(
         fitting = sorted(fitting, key=flops, reverse=True)
         return [s for s in fitting if not any(o != s and family.contains(o, s) for o in fitting)]
 
-    trained = getattr(supernet, "trained_subnets", ())
-    seeds = outermost([s for s in trained if latency(s) <= budget_ms])
+    seeds = outermost([s for s in supernet.trained_subnets if latency(s) <= budget_ms])
     seeds += [largest_within(uniform, latency, budget_ms, flops), space.min_subnet()]
     if isinstance(latency, LatencyModel):  # a measured latency would time every uniform subnet
         seeds += outermost([s for s in uniform if latency(s) <= budget_ms])

@@ -112,13 +112,13 @@ def _micro_batches(
         epoch, position = epoch + 1, 0
 
 
-def _fixed_subnets(phase: PhaseConfig, supernet: Supernet) -> list[Subnet]:
+def _fixed_subnets(phase: PhaseConfig, supernet: Supernet, space: Any = None) -> list[Subnet]:
     """The subnets ``phase`` trains every step: its subnet; else the sandwich's max and min,
-    the width multipliers' subnets, then the anchors (those its part of the space holds, or
-    all of them with ``anchors_everywhere``)."""
+    the width multipliers' subnets, then the anchors (those its part of the space, ``space``
+    when given, holds, or all of them with ``anchors_everywhere``)."""
     if phase.subnet is not None:
         return [phase.subnet]
-    space = phase.space_for(supernet.space)
+    space = phase.space_for(supernet.space) if space is None else space
     fixed = [space.max_subnet(), space.min_subnet()] if phase.sampling == "sandwich" else []
     for subnet in phase.multiplier_subnets(supernet.space):
         if subnet not in fixed:
@@ -130,11 +130,11 @@ def _fixed_subnets(phase: PhaseConfig, supernet: Supernet) -> list[Subnet]:
 
 
 def _subnets(phase: PhaseConfig, supernet: Supernet, generator: torch.Generator) -> list[Subnet]:
-    fixed = _fixed_subnets(phase, supernet)
     if phase.subnet is not None:
-        return fixed
-    space = phase.space_for(supernet.space)
-    return [*fixed, *(space.sample(generator) for _ in range(phase.num_random))]
+        return [phase.subnet]
+    space = phase.space_for(supernet.space)  # once per step: the fixed and the drawn share it
+    drawn = [space.sample(generator) for _ in range(phase.num_random)]
+    return [*_fixed_subnets(phase, supernet, space), *drawn]
 
 
 def _holds(space: Any, subnet: Subnet) -> bool:
