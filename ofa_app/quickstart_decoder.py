@@ -14,9 +14,11 @@ verify it. A finished stage is reused when the run directory holds its output.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -180,7 +182,12 @@ def run_decoder_quickstart(
         },
     )
     check = export.verify(export_dir, supernet, best.subnet)
-    kind = export.load(export_dir).__class__.__name__
+    config = json.loads((Path(export_dir) / "config.json").read_text())
+    kind = config["architectures"][0]
+    if "auto_map" in config:  # per-layer shapes: the export ships its modelling code
+        kind += " (per-layer shapes: from_pretrained with trust_remote_code=True)"
+    else:
+        kind += " (the stock class: from_pretrained, no remote code)"
     emit(
         f"      verify: max |diff| {check.max_abs_diff:.1e} ({'ok' if check.passed else 'FAILED'})"
         f"; {kind}"

@@ -84,10 +84,20 @@ def test_the_decoder_quickstart_trains_searches_a_decode_budget_and_exports_a_st
     assert found["target"]["phase"] == "decode" and found["best"]["share_of_teacher"] <= 0.9
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["latency"]["phase"] == "decode"
-    if "LlamaForCausalLM" in out.split("verify: max |diff|")[1].splitlines()[0]:
-        model = AutoModelForCausalLM.from_pretrained(run / "export")
+    # the verify line says how the export loads: the stock class, or remote code
+    verified = out.split("verify: max |diff|")[1].splitlines()[0]
+    stock = "auto_map" not in json.loads((run / "export" / "config.json").read_text())
+    assert ("LlamaForCausalLM (the stock class" in verified) == stock, verified
+    assert ("OfaForCausalLM (per-layer shapes" in verified) != stock, verified
+    model = AutoModelForCausalLM.from_pretrained(run / "export", trust_remote_code=not stock)
+    if stock:
         assert type(model) is LlamaForCausalLM  # a uniform subnet: the stock class
-    assert AutoTokenizer.from_pretrained(run / "export").eos_token is not None
+    else:
+        assert type(model).__name__ == "OfaForCausalLM"
+    # a per-layer subnet ships its modelling code, whose config the Auto classes will not
+    # read without trust_remote_code (the tokenizer itself is stock)
+    tokenizer = AutoTokenizer.from_pretrained(run / "export", trust_remote_code=not stock)
+    assert tokenizer.eos_token is not None
     # a rerun reuses the teacher (and its tokenizer) and the supernet
     assert main(argv) == 0
     again = capsys.readouterr().out
