@@ -154,6 +154,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "predicted share of the teacher's latency (first batch size's profile) is under this "
         "fraction of the budget, e.g. 0.95 (ofa.budget_shapes with a latency cost)",
     )
+    parser.add_argument(
+        "--fill-budgets",
+        action="store_true",
+        help="with --latency-multipliers: widen each budget's multiplier subnet to the widest "
+        "uniform subnet around it predicted under the budget (ofa.budget_shapes(fill=True)), "
+        "trained as an anchor",
+    )
+    parser.add_argument(
+        "--anchors-everywhere",
+        action="store_true",
+        help="train the anchors --latency-multipliers finds (a budget no full-depth multiplier "
+        "fits, or --fill-budgets) every step of every phase",
+    )
     parser.add_argument("--later-lr-scale", type=float, default=1.0)
     parser.add_argument(
         "--num-heads",
@@ -189,6 +202,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rankings takes local,global and --compute a,b")
     if not all(0 < b < 1 for b in args.budget_list):
         parser.error("--budgets are shares of the teacher's latency, in (0, 1)")
+    if (args.fill_budgets or args.anchors_everywhere) and not args.latency_multipliers:
+        parser.error(
+            "--fill-budgets and --anchors-everywhere act on --latency-multipliers' shapes"
+        )
+    args.budget_anchors = ""  # JSON list, set by --latency-multipliers
     return args
 
 
@@ -583,34 +601,42 @@ def train_config(
 
 def latency_multipliers(
     untrained: Supernet, latency: search.LatencyModel, args: argparse.Namespace
-) -> str:
+) -> tuple[str, str]:
     """``--width-multipliers`` with, per budget, the widest full-depth multiplier predicted
-    under ``--latency-multipliers`` x the budget (the shapes the search will choose near)."""
+    under ``--latency-multipliers`` x the budget (the shapes the search will choose near), and
+    the anchors found (JSON list): a budget no full-depth multiplier fits gets the slowest
+    uniform subnet under it; with ``--fill-budgets`` a multiplier's subnet is widened."""
     from ofa.training import budget_shapes
 
     fractions = tuple(args.latency_multipliers * b for b in args.budget_list)
-    shapes = budget_shapes(untrained, fractions, cost=latency, what="latency")
-    if shapes.anchors:
-        raise ValueError(
-            f"no full-depth width multiplier fits latency budgets {fractions}: lower the budgets "
-            "or drop --latency-multipliers"
-        )
+    shapes = budget_shapes(
+        untrained, fractions, cost=latency, what="latency", fill=args.fill_budgets
+    )
     given = [float(m) for m in args.width_multipliers.split(",") if m]
     # as found: rounding up would cross into the next wider shape (multipliers take the
     # smallest choice at least that fraction of each width)
     merged = dict.fromkeys(given + list(shapes.width_multipliers))
-    log.info("latency budgets %s: width multipliers %s", fractions, list(merged))
-    return ",".join(f"{m:g}" for m in merged)
+    log.info(
+        "latency budgets %s: width multipliers %s, anchors %s",
+        fractions,
+        list(merged),
+        [a.to_json() for a in shapes.anchors],
+    )
+    anchors = json.dumps([a.to_dict() for a in shapes.anchors], sort_keys=True)
+    return ",".join(f"{m:g}" for m in merged), anchors
 
 
 def supernet_phases(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
     multipliers = tuple(float(m) for m in args.width_multipliers.split(",") if m)
+    anchors = tuple(Subnet.from_dict(a) for a in json.loads(args.budget_anchors or "[]"))
     return default_phases(
         args.steps,
         hidden=args.schedule == "default",
         num_random=args.num_random,
         min_width=args.min_width,
         width_multipliers=multipliers,
+        anchors=anchors,
+        anchors_everywhere=args.anchors_everywhere and bool(anchors),
         later_learning_rate=None if args.later_lr_scale == 1.0 else args.lr * args.later_lr_scale,
     )
 
@@ -1049,7 +1075,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         first = profiles[args.batch_list[0]]
         if isinstance(first, str):
             raise SystemExit(f"--latency-multipliers needs a latency profile: {first}")
-        args.width_multipliers = latency_multipliers(untrained, first, args)
+        args.width_multipliers, args.budget_anchors = latency_multipliers(untrained, first, args)
     bisections: dict[tuple[int, float, str], Bisection] = {}
     saved_bisections = out / "bisections.json"
     if args.reuse and saved_bisections.exists():
@@ -1127,12 +1153,14 @@ _SIGNATURE_ARGS = (
 )  # fmt: skip
 # the search space's choices (``--num-heads``, ``--ffn-dims``; the space's field names)
 _SPACE_ARGS = ("num_heads", "ffn_dims")
+# in the signature only where set, so that older runs stay reusable
+_OPTIONAL_ARGS = (*_SPACE_ARGS, "budget_anchors", "anchors_everywhere")
 
 
 def _signature(args: argparse.Namespace) -> dict[str, Any]:
     signature = {name: getattr(args, name) for name in _SIGNATURE_ARGS}
-    for name in _SPACE_ARGS:  # only where given: older runs stay reusable
-        if given := getattr(args, name):
+    for name in _OPTIONAL_ARGS:
+        if given := getattr(args, name, None):
             signature[name] = given
     return signature
 
@@ -1347,6 +1375,13 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
     if args.latency_multipliers:
         multipliers += (
             f" (the widest predicted under {args.latency_multipliers:g} x each budget's latency)"
+        )
+    if anchors := json.loads(getattr(args, "budget_anchors", None) or "[]"):
+        how = "every phase" if args.anchors_everywhere else "the phases holding them"
+        filled = ", multipliers widened (--fill-budgets) where room was left" * args.fill_budgets
+        multipliers += (
+            f", anchors {'; '.join(Subnet.from_dict(a).to_json() for a in anchors)} (trained "
+            f"every step of {how}{filled})"
         )
     for label, given in (("head", args.num_heads), ("FFN", args.ffn_dims)):
         multipliers += f", {label} choices {given}" if given else ""

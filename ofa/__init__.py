@@ -20,6 +20,7 @@ from ofa.training import (
     budget_shapes,
     default_cnn_phases,
     default_phases,
+    filled_for,
     train,
     train_,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "TheseusConfig",
     "TrainConfig",
     "budget_shapes",
+    "filled_for",
     "calibrate_bn_",
     "convert",
     "data",

@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from ofa.families.bert import BertFamily
 from ofa.space import SearchSpace, Subnet
 from ofa.supernet import Supernet
 from search._profile import layer_table
@@ -89,15 +90,7 @@ class BertLatency:
     def uniform_subnets(self, space: SearchSpace) -> list[Subnet]:
         return space.uniform_subnets()
 
-    def contains(self, big: Subnet, small: Subnet) -> bool:
-        """Layer by layer (in kept order): fewer layers, no more heads or FFN width in each,
-        no wider residual stream. Latency does not depend on which layer index is kept."""
-        if small.depth > big.depth or small.hidden_size > big.hidden_size:
-            return False
-        return all(
-            hs <= hb and fs <= fb
-            for hs, hb, fs, fb in zip(small.num_heads, big.num_heads, small.ffn_dims, big.ffn_dims)
-        )
+    contains = staticmethod(BertFamily.contains)
 
     def owns(self, space_or_subnet: Any) -> bool:
         return isinstance(space_or_subnet, (SearchSpace, Subnet))

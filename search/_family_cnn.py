@@ -11,7 +11,7 @@ import optuna
 import torch
 
 from ofa.cnn_space import CnnSearchSpace, CnnSubnet
-from ofa.families.cnn import ElasticCnnGraph
+from ofa.families.cnn import CnnFamily, ElasticCnnGraph
 from ofa.supernet import Supernet
 from search._cnn_layers import LayerUnit, active_units, cnn_features, cnn_layer_table, layer_units
 from search.latency import Inputs, LatencyTarget
@@ -113,13 +113,7 @@ class CnnLatency:
             )
         return list(dict.fromkeys(subnets))
 
-    def contains(self, big: CnnSubnet, small: CnnSubnet) -> bool:
-        pairs = [
-            *zip(small.widths, big.widths),
-            *zip(small.depths, big.depths),
-            *zip(small.kernel_sizes, big.kernel_sizes),
-        ]
-        return all(s <= b for s, b in pairs)
+    contains = staticmethod(CnnFamily.contains)
 
     def owns(self, space_or_subnet: Any) -> bool:
         return isinstance(space_or_subnet, (CnnSearchSpace, CnnSubnet))

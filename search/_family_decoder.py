@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from ofa.decoder_space import DecoderSearchSpace, DecoderSubnet
+from ofa.families.decoder import DecoderFamily
 from ofa.families.decoder_modeling import reshape_layer_
 from ofa.families.decoder_units import flops as decoder_flops
 from ofa.supernet import Supernet
@@ -272,18 +273,7 @@ class DecoderLatency:
     def uniform_subnets(self, space: DecoderSearchSpace) -> list[DecoderSubnet]:
         return space.uniform_subnets()
 
-    def contains(self, big: DecoderSubnet, small: DecoderSubnet) -> bool:
-        """Layer by layer (in kept order): fewer layers, no more query heads per KV head, KV
-        heads or MLP width in each, no wider residual stream."""
-        if small.depth > big.depth or small.hidden_size > big.hidden_size:
-            return False
-        pairs = zip(
-            zip(small.heads_per_kv, small.num_kv_heads, small.ffn_dims),
-            zip(big.heads_per_kv, big.num_kv_heads, big.ffn_dims),
-        )
-        return all(
-            s <= b for small_shape, big_shape in pairs for s, b in zip(small_shape, big_shape)
-        )
+    contains = staticmethod(DecoderFamily.contains)
 
     def owns(self, space_or_subnet: Any) -> bool:
         return isinstance(space_or_subnet, (DecoderSearchSpace, DecoderSubnet))

@@ -116,3 +116,35 @@ def test_space_choices_given_on_the_command_line_shape_the_supernet():
         )
     assert "num_heads" in bench._signature(args)
     assert "num_heads" not in bench._signature(bench.parse_args([]))
+
+
+def test_latency_multipliers_train_the_shapes_each_budget_gets_anchors_included():
+    """--latency-multipliers takes budget_shapes' multipliers and anchors (a budget no
+    full-depth multiplier fits, or --fill-budgets widening one); --anchors-everywhere trains
+    the anchors in every phase, and the signature names them (older runs' stays unchanged)."""
+    import json
+
+    import ofa
+
+    teacher, batch = _tiny_bert(num_heads=6)
+    args = bench.parse_args(
+        ["--latency-multipliers", "1", "--budgets", "0.6,0.3", "--fill-budgets",
+         "--anchors-everywhere"]
+    )  # fmt: skip
+    supernet = ofa.convert(teacher)
+
+    def cost(subnet):  # any cost that grows with width serves; FLOPs keep the test quick
+        return float(supernet.flops(subnet))
+
+    multipliers, anchors = bench.latency_multipliers(supernet, cost, args)
+    expected = ofa.budget_shapes(supernet, (0.6, 0.3), cost=cost, what="latency", fill=True)
+    assert multipliers == ",".join(f"{m:g}" for m in expected.width_multipliers)
+    found = tuple(ofa.Subnet.from_dict(a) for a in json.loads(anchors))
+    assert found == expected.anchors and found  # the quarters leave room: widened
+    args.width_multipliers, args.budget_anchors = multipliers, anchors
+    phases = bench.supernet_phases(args)
+    assert all(p.anchors == found and p.anchors_everywhere for p in phases)
+    assert bench._signature(args)["budget_anchors"] == anchors
+    assert "budget_anchors" not in bench._signature(bench.parse_args([]))
+    with pytest.raises(SystemExit):  # the flags act on --latency-multipliers' shapes
+        bench.parse_args(["--fill-budgets"])

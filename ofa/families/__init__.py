@@ -86,6 +86,11 @@ class ModelFamily(Protocol):
         """The uniform subnets of the phase's ``width_multipliers`` (or a one-line refusal)."""
         ...
 
+    def contains(self, big: Any, small: Any) -> bool:
+        """Every dimension of ``small`` is at most ``big``'s (layer by layer in kept order), so
+        it has no more FLOPs and cannot be slower."""
+        ...
+
     # a subnet is a causal language model: ofa.perplexity applies (ClassifierHooks: False)
     language_model: bool
 

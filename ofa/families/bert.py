@@ -96,6 +96,17 @@ class BertFamily(ClassifierHooks):
 
         return dataclasses.replace(space, **{name: pick(name) for name in self.phase_dimensions})
 
+    @staticmethod
+    def contains(big: Subnet, small: Subnet) -> bool:
+        """Layer by layer (in kept order): fewer layers, no more heads or FFN width in each,
+        no wider residual stream. Latency does not depend on which layer index is kept."""
+        if small.depth > big.depth or small.hidden_size > big.hidden_size:
+            return False
+        return all(
+            hs <= hb and fs <= fb
+            for hs, hb, fs, fb in zip(small.num_heads, big.num_heads, small.ffn_dims, big.ffn_dims)
+        )
+
     def multiplier_subnets(self, phase: Any, space: SearchSpace) -> list[Subnet]:
         """One uniform subnet per width multiplier: heads and FFN at that fraction of the max."""
         part = self.phase_space(phase, space)

@@ -211,6 +211,16 @@ class CnnFamily(ClassifierHooks):
             ]
         return CnnSearchSpace.from_dict(fields)
 
+    @staticmethod
+    def contains(big: CnnSubnet, small: CnnSubnet) -> bool:
+        """No channel group wider, no stage deeper, no kernel larger."""
+        pairs = [
+            *zip(small.widths, big.widths),
+            *zip(small.depths, big.depths),
+            *zip(small.kernel_sizes, big.kernel_sizes),
+        ]
+        return all(s <= b for s, b in pairs)
+
     def multiplier_subnets(self, phase: Any, space: CnnSearchSpace) -> list[CnnSubnet]:
         """One uniform subnet per width multiplier: every channel group at the smallest of the
         phase's choices at or above that fraction of its full width; each stage at the phase's

@@ -426,6 +426,20 @@ class DecoderFamily:
         changes["num_kv_heads"] = restrict(space.num_kv_heads, kv_rule, "num_kv_heads")
         return dataclasses.replace(space, **changes)  # type: ignore[arg-type]
 
+    @staticmethod
+    def contains(big: DecoderSubnet, small: DecoderSubnet) -> bool:
+        """Layer by layer (in kept order): fewer layers, no more query heads per KV head, KV
+        heads or MLP width in each, no wider residual stream."""
+        if small.depth > big.depth or small.hidden_size > big.hidden_size:
+            return False
+        pairs = zip(
+            zip(small.heads_per_kv, small.num_kv_heads, small.ffn_dims),
+            zip(big.heads_per_kv, big.num_kv_heads, big.ffn_dims),
+        )
+        return all(
+            s <= b for small_shape, big_shape in pairs for s, b in zip(small_shape, big_shape)
+        )
+
     def multiplier_subnets(self, phase: Any, space: DecoderSearchSpace) -> list[DecoderSubnet]:
         """One uniform subnet per width multiplier: query heads per KV head and MLP width at
         that fraction of the largest; every KV head, the phase's largest depth and hidden."""

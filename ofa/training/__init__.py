@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ofa.data import pad_collate
-from ofa.training.budgets import BudgetShapes, budget_shapes, width_multiplier_for
+from ofa.training.budgets import BudgetShapes, budget_shapes, filled_for, width_multiplier_for
 from ofa.training.config import (
     PhaseConfig,
     TheseusConfig,
@@ -16,6 +16,7 @@ from ofa.training.loop import TrainResult, plan_phases, train, train_
 __all__ = [
     "BudgetShapes",
     "budget_shapes",
+    "filled_for",
     "width_multiplier_for",
     "PhaseConfig",
     "TheseusConfig",

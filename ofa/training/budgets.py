@@ -6,7 +6,8 @@ prune-then-fine-tune. A small budget can have no full-depth multiplier under it 
 its FLOPs needs shallower stages or smaller kernels); for such a budget an *anchor* is trained
 instead: the uniform subnet with the most FLOPs under it, at whatever depth and kernel size.
 :func:`budget_shapes` picks both from the budgets, so ``ofa train --flop-budgets 0.5,0.25``
-needs no shapes worked out by hand.
+needs no shapes worked out by hand; with ``fill`` (``ofa train --fill-budgets``) a budget's
+multiplier's subnet is widened to the largest uniform subnet around it that still fits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from ofa.families import space_family
 from ofa.training.config import PhaseConfig
 
-__all__ = ["BudgetShapes", "anchor_for", "budget_shapes", "width_multiplier_for"]
+__all__ = ["BudgetShapes", "anchor_for", "budget_shapes", "filled_for", "width_multiplier_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,18 +93,44 @@ def anchor_for(
     return best
 
 
+def filled_for(
+    supernet: Any, start: Any, target_flops: float, *, cost: Callable[[Any], float] | None = None
+) -> Any:
+    """The uniform subnet (``space.uniform_subnets()``) that contains ``start`` (every
+    dimension at least its, ``ModelFamily.contains``) with the most FLOPs (or ``cost``) at or
+    under ``target_flops``; ``start`` itself when no wider one fits. A width multiplier scales
+    every width alike and takes the choices at or above that fraction, so the steps between
+    choices can leave much of a budget unused: here the heads, FFN (or KV heads, hidden width)
+    are widened on their own while the budget holds."""
+    measure = supernet.flops if cost is None else cost
+    family = space_family(supernet.space)
+    best, best_flops = start, measure(start)
+    for subnet in supernet.space.uniform_subnets():
+        if subnet != start and family.contains(subnet, start):
+            flops = measure(subnet)
+            if best_flops < flops <= target_flops:
+                best, best_flops = subnet, flops
+    return best
+
+
 def budget_shapes(
     supernet: Any,
     fractions: tuple[float, ...],
     *,
     cost: Callable[[Any], float] | None = None,
     what: str = "FLOP",
+    fill: bool = False,
 ) -> BudgetShapes:
     """For each FLOP budget (a fraction of the max subnet's FLOPs, in (0, 1]): the full-depth
     width multiplier whose subnet fits it or, where none does, the anchor (see module doc).
     With ``cost`` (subnet -> a figure that grows with width: a latency model, so that the
     shapes trained every step are the widest under each *latency* budget), the fractions are
     of ``cost(max subnet)``; ``what`` names it in the log and errors ("latency").
+
+    With ``fill``, a budget whose multiplier's subnet leaves room under it gets, instead of
+    the multiplier, the widest uniform subnet around that subnet that still fits
+    (:func:`filled_for`: e.g. 3 heads and FFN 768 where the multiplier gives 3 and 384),
+    trained as an anchor.
 
     Raises ValueError for a fraction outside (0, 1], and for a budget that no uniform subnet
     of the space fits (smaller than its min subnet), naming the smallest fraction possible.
@@ -124,6 +151,23 @@ def budget_shapes(
     per_budget: dict[float, float | Any] = {}
     for fraction in fractions:
         multiplier = width_multiplier_for(supernet, fraction * full, cost=cost)
+        if multiplier is not None and fill:
+            start = _multiplier_subnet(supernet, multiplier, _probe(supernet.space))
+            filled = filled_for(supernet, start, fraction * full, cost=cost)
+            if filled != start:
+                per_budget[fraction] = filled
+                if filled not in anchors:
+                    anchors.append(filled)
+                logger.info(
+                    "%s budget %.0f%%: width multiplier %s (%.0f%%) filled to %s (%.0f%%)",
+                    what,
+                    100 * fraction,
+                    multiplier,
+                    100 * measure(start) / full,
+                    filled.to_json(),
+                    100 * measure(filled) / full,
+                )
+                continue
         if multiplier is not None:
             per_budget[fraction] = multiplier
             if multiplier not in multipliers:

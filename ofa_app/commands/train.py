@@ -265,6 +265,14 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         "profile of the untrained supernet serves)",
     )
     parser.add_argument(
+        "--fill-budgets",
+        action="store_true",
+        help="with --flop-budgets/--latency-budgets: widen each budget's multiplier subnet to "
+        "the uniform full-depth subnet around it with the most FLOPs (latency) that still fits "
+        "(heads, FFN and the other widths each on their own, where the steps between the "
+        "choices leave room under the budget), trained as an anchor instead",
+    )
+    parser.add_argument(
         "--latency-model",
         help="the latency profile (`ofa profile --out FILE`) that --latency-budgets are of",
     )
@@ -323,13 +331,19 @@ def train_config(args: argparse.Namespace, supernet: Any) -> Any:
     else:
         found = []
         if args.flop_budgets:
-            found.append(budget_shapes(supernet, args.flop_budgets))
+            found.append(budget_shapes(supernet, args.flop_budgets, fill=args.fill_budgets))
         if args.latency_budgets:
             from search import LatencyModel
 
             latency = LatencyModel.load(args.latency_model, space=supernet.space)
             found.append(
-                budget_shapes(supernet, args.latency_budgets, cost=latency, what="latency")
+                budget_shapes(
+                    supernet,
+                    args.latency_budgets,
+                    cost=latency,
+                    what="latency",
+                    fill=args.fill_budgets,
+                )
             )
         phases = app_family(supernet).default_phases(args, supernet)
         phases = _with_shapes(
@@ -421,6 +435,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--anchors-everywhere trains the anchors of the default schedule: give --anchors, "
             "--flop-budgets or --latency-budgets (and no --train-config)"
+        )
+    if args.fill_budgets and not (args.flop_budgets or args.latency_budgets):
+        raise ValueError(
+            "--fill-budgets widens the shapes that --flop-budgets or --latency-budgets find: "
+            "give one of them, or drop --fill-budgets"
         )
     if bool(args.latency_budgets) != bool(args.latency_model):
         raise ValueError(

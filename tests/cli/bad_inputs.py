@@ -583,6 +583,11 @@ CASES = (
         "--anchors-everywhere trains the anchors",
     ),
     Case(
+        "train --fill-budgets without budgets",
+        ("train", "--supernet", "{d}/supernet", "--fill-budgets", "--out", "{d}/t15g"),
+        "--fill-budgets widens the shapes",
+    ),
+    Case(
         "train --latency-budgets without --latency-model",
         ("train", "--supernet", "{d}/supernet", "--latency-budgets", "0.5", "--out", "{d}/t15d"),
         "--latency-budgets and --latency-model go together",

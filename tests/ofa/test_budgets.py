@@ -70,3 +70,60 @@ def test_bert_budgets_get_width_multipliers():
 def test_bad_budgets_are_refused_in_one_line(cnn, fractions, message):
     with pytest.raises(ValueError, match=message):
         ofa.budget_shapes(cnn, fractions)
+
+
+def test_fill_widens_a_multiplier_to_the_widest_uniform_subnet_around_it_that_fits():
+    """The quarter choices leave room under most budgets: with fill, such a budget trains the
+    uniform subnet around the multiplier's (no dimension narrower) with the most FLOPs that
+    still fits, as an anchor; a budget with no room keeps its multiplier."""
+    supernet = ofa.convert(tiny_bert())
+    family = ofa.families.space_family(supernet.space)
+    full = supernet.flops(supernet.space.max_subnet())
+    uniform = supernet.space.uniform_subnets()
+    fractions = (0.3, 0.45, 0.6, 0.8)
+    plain = ofa.budget_shapes(supernet, fractions)
+    filled = ofa.budget_shapes(supernet, fractions, fill=True)
+    probe = ofa.PhaseConfig(name="p", steps=1, depths="all", num_heads="all", ffn_dims="all")
+    widened = 0
+    for fraction in fractions:
+        multiplier = plain.per_budget[fraction]
+        start = ofa.PhaseConfig(
+            **{**probe.to_dict(), "width_multipliers": (multiplier,)}
+        ).multiplier_subnets(supernet.space)[0]
+        shape = filled.per_budget[fraction]
+        if isinstance(shape, float):  # no wider uniform subnet around it fits
+            assert shape == multiplier
+            assert not any(
+                s != start and family.contains(s, start) and supernet.flops(s) <= fraction * full
+                for s in uniform
+            )
+            continue
+        widened += 1
+        assert shape in filled.anchors and family.contains(shape, start) and shape != start
+        assert supernet.flops(start) < supernet.flops(shape) <= fraction * full
+        assert supernet.flops(shape) == max(
+            supernet.flops(s)
+            for s in uniform
+            if family.contains(s, start) and supernet.flops(s) <= fraction * full
+        )
+    assert widened >= 2, filled.per_budget  # the quarter steps leave room at these budgets
+
+
+def test_ofa_train_fill_budgets_trains_the_filled_shapes_as_anchors(tmp_path):
+    """``ofa train --flop-budgets ... --fill-budgets`` builds the schedule from
+    ``budget_shapes(fill=True)``: the filled shapes as every phase's anchors, the multipliers
+    of the budgets with no room left."""
+    from ofa_app.cli import build_parser
+    from ofa_app.commands.train import train_config
+
+    supernet = ofa.convert(tiny_bert())
+    _, parsers = build_parser()
+    argv = ["--supernet", str(tmp_path), "--out", str(tmp_path / "t"), "--flop-budgets"]
+    args = parsers["train"].parse_args([*argv, "0.3,0.45,0.6", "--fill-budgets"])
+    phases = train_config(args, supernet).phases
+    expected = ofa.budget_shapes(supernet, (0.3, 0.45, 0.6), fill=True)
+    assert expected.anchors  # at least one budget was widened
+    assert all(p.anchors == expected.anchors for p in phases)
+    assert all(p.width_multipliers == expected.width_multipliers for p in phases)
+    plain = train_config(parsers["train"].parse_args([*argv, "0.3,0.45,0.6"]), supernet)
+    assert all(p.anchors == () for p in plain.phases)
