@@ -151,44 +151,33 @@ def budget_shapes(
     per_budget: dict[float, float | Any] = {}
     for fraction in fractions:
         multiplier = width_multiplier_for(supernet, fraction * full, cost=cost)
-        if multiplier is not None and fill:
+        shape: float | Any = multiplier
+        how = "width multiplier"
+        if multiplier is None:
+            shape = anchor_for(supernet, fraction * full, cost=cost)
+            how = "no full-depth width multiplier fits; anchor"
+            if shape is None:
+                smallest = measure(supernet.space.min_subnet()) / full
+                raise ValueError(
+                    f"no subnet of this space has {fraction:g} of the max subnet's {what} or "
+                    f"less (the min subnet has {smallest:.3f}); give budgets of at least "
+                    f"{smallest:.3f}"
+                )
+        elif fill:
             start = _multiplier_subnet(supernet, multiplier, _probe(supernet.space))
             filled = filled_for(supernet, start, fraction * full, cost=cost)
             if filled != start:
-                per_budget[fraction] = filled
-                if filled not in anchors:
-                    anchors.append(filled)
-                logger.info(
-                    "%s budget %.0f%%: width multiplier %s (%.0f%%) filled to %s (%.0f%%)",
-                    what,
-                    100 * fraction,
-                    multiplier,
-                    100 * measure(start) / full,
-                    filled.to_json(),
-                    100 * measure(filled) / full,
+                shape = filled
+                how = (
+                    f"width multiplier {multiplier} ({100 * measure(start) / full:.0f}%) filled to"
                 )
-                continue
-        if multiplier is not None:
-            per_budget[fraction] = multiplier
-            if multiplier not in multipliers:
-                multipliers.append(multiplier)
-            logger.info("%s budget %.0f%%: width multiplier %s", what, 100 * fraction, multiplier)
-            continue
-        anchor = anchor_for(supernet, fraction * full, cost=cost)
-        if anchor is None:
-            smallest = measure(supernet.space.min_subnet()) / full
-            raise ValueError(
-                f"no subnet of this space has {fraction:g} of the max subnet's {what} or less "
-                f"(the min subnet has {smallest:.3f}); give budgets of at least {smallest:.3f}"
-            )
-        per_budget[fraction] = anchor
-        if anchor not in anchors:
-            anchors.append(anchor)
-        logger.info(
-            "%s budget %.0f%%: no full-depth width multiplier fits; anchor %s (%.0f%%)",
-            what,
-            100 * fraction,
-            anchor.to_json(),
-            100 * measure(anchor) / full,
-        )
+        per_budget[fraction] = shape
+        found = multipliers if isinstance(shape, float) else anchors
+        if shape not in found:
+            found.append(shape)
+        described = (
+            f"{shape}" if isinstance(shape, float) else
+            f"{shape.to_json()} ({100 * measure(shape) / full:.0f}%)"
+        )  # fmt: skip
+        logger.info("%s budget %.0f%%: %s %s", what, 100 * fraction, how, described)
     return BudgetShapes(tuple(multipliers), tuple(anchors), per_budget)
