@@ -622,8 +622,11 @@ def latency_multipliers(
         list(merged),
         [a.to_json() for a in shapes.anchors],
     )
-    anchors = json.dumps([a.to_dict() for a in shapes.anchors], sort_keys=True)
-    return ",".join(f"{m:g}" for m in merged), anchors
+    anchors = [a.to_dict() for a in shapes.anchors]
+    # none found: "" (as unset), so that an older run's signature still matches
+    return ",".join(f"{m:g}" for m in merged), json.dumps(
+        anchors, sort_keys=True
+    ) if anchors else ""
 
 
 def supernet_phases(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:
@@ -1162,6 +1165,8 @@ def _signature(args: argparse.Namespace) -> dict[str, Any]:
     for name in _OPTIONAL_ARGS:
         if given := getattr(args, name, None):
             signature[name] = given
+    if not getattr(args, "budget_anchors", ""):  # without anchors the flag trains nothing more
+        signature.pop("anchors_everywhere", None)
     return signature
 
 

@@ -146,5 +146,14 @@ def test_latency_multipliers_train_the_shapes_each_budget_gets_anchors_included(
     assert all(p.anchors == found and p.anchors_everywhere for p in phases)
     assert bench._signature(args)["budget_anchors"] == anchors
     assert "budget_anchors" not in bench._signature(bench.parse_args([]))
+    # a run whose budgets all get multipliers keeps an older run's signature
+    plain = bench.parse_args(["--latency-multipliers", "1", "--budgets", "0.6"])
+    plain.width_multipliers, plain.budget_anchors = bench.latency_multipliers(
+        supernet, cost, plain
+    )
+    assert plain.width_multipliers and plain.budget_anchors == ""
+    assert "budget_anchors" not in bench._signature(plain)
+    plain.anchors_everywhere = True  # trains nothing more without anchors
+    assert "anchors_everywhere" not in bench._signature(plain)
     with pytest.raises(SystemExit):  # the flags act on --latency-multipliers' shapes
         bench.parse_args(["--fill-budgets"])

@@ -100,8 +100,10 @@ def filled_for(
     dimension at least its, ``ModelFamily.contains``) with the most FLOPs (or ``cost``) at or
     under ``target_flops``; ``start`` itself when no wider one fits. A width multiplier scales
     every width alike and takes the choices at or above that fraction, so the steps between
-    choices can leave much of a budget unused: here the heads, FFN (or KV heads, hidden width)
-    are widened on their own while the budget holds."""
+    choices can leave much of a budget unused: here the heads (a decoder's query heads per KV
+    head) and FFN are widened each on its own while the budget holds (a multiplier's subnet
+    already has full depth, hidden width and KV heads). A CNN's uniform subnets share one
+    width fraction, so for a CNN multiplier it is ``start`` itself."""
     measure = supernet.flops if cost is None else cost
     family = space_family(supernet.space)
     best, best_flops = start, measure(start)

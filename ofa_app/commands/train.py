@@ -269,8 +269,9 @@ def add_parser(subparsers: Any) -> tuple[str, argparse.ArgumentParser]:
         action="store_true",
         help="with --flop-budgets/--latency-budgets: widen each budget's multiplier subnet to "
         "the uniform full-depth subnet around it with the most FLOPs (latency) that still fits "
-        "(heads, FFN and the other widths each on their own, where the steps between the "
-        "choices leave room under the budget), trained as an anchor instead",
+        "(heads and FFN each on their own, where the steps between the choices leave room under "
+        "the budget), trained as an anchor instead; BERT and decoder supernets (a CNN's uniform "
+        "subnets share one width fraction)",
     )
     parser.add_argument(
         "--latency-model",
