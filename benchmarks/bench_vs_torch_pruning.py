@@ -622,11 +622,10 @@ def latency_multipliers(
         list(merged),
         [a.to_json() for a in shapes.anchors],
     )
-    anchors = [a.to_dict() for a in shapes.anchors]
     # none found: "" (as unset), so that an older run's signature still matches
-    return ",".join(f"{m:g}" for m in merged), json.dumps(
-        anchors, sort_keys=True
-    ) if anchors else ""
+    anchors = [a.to_dict() for a in shapes.anchors]
+    found = json.dumps(anchors, sort_keys=True) if anchors else ""
+    return ",".join(f"{m:g}" for m in merged), found
 
 
 def supernet_phases(args: argparse.Namespace) -> tuple[PhaseConfig, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ofa.families import space_family
@@ -85,12 +85,7 @@ def anchor_for(
     """The uniform subnet (``space.uniform_subnets()``) with the most FLOPs (or ``cost``) at or
     under ``target_flops``; the first found on ties; None when none fits."""
     measure = supernet.flops if cost is None else cost
-    best, best_flops = None, -1.0
-    for subnet in supernet.space.uniform_subnets():
-        flops = measure(subnet)
-        if best_flops < flops <= target_flops:
-            best, best_flops = subnet, flops
-    return best
+    return _most_under(supernet.space.uniform_subnets(), target_flops, measure)
 
 
 def filled_for(
@@ -106,12 +101,24 @@ def filled_for(
     width fraction, so for a CNN multiplier it is ``start`` itself."""
     measure = supernet.flops if cost is None else cost
     family = space_family(supernet.space)
-    best, best_flops = start, measure(start)
-    for subnet in supernet.space.uniform_subnets():
-        if subnet != start and family.contains(subnet, start):
-            flops = measure(subnet)
-            if best_flops < flops <= target_flops:
-                best, best_flops = subnet, flops
+    around = (s for s in supernet.space.uniform_subnets() if family.contains(s, start))
+    return _most_under(around, target_flops, measure, best=start)
+
+
+def _most_under(
+    candidates: Iterable[Any],
+    target: float,
+    measure: Callable[[Any], float],
+    *,
+    best: Any | None = None,
+) -> Any | None:
+    """The candidate with the most ``measure`` at or under ``target``, the first on ties;
+    ``best`` (already known to fit) unless one beats it; None when none fits."""
+    best_value = -1.0 if best is None else measure(best)
+    for candidate in candidates:
+        value = measure(candidate)
+        if best_value < value <= target:
+            best, best_value = candidate, value
     return best
 
 
