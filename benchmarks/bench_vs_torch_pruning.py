@@ -167,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train the anchors --latency-multipliers finds (a budget no full-depth multiplier "
         "fits, or --fill-budgets) every step of every phase",
     )
+    parser.add_argument(
+        "--measured-shapes",
+        action="store_true",
+        help="with --latency-multipliers: the full-depth uniform subnets predicted near a "
+        "budget are measured side by side with the teacher, and those paired shares (not the "
+        "profile's predictions) pick the shapes trained every step",
+    )
     parser.add_argument("--later-lr-scale", type=float, default=1.0)
     parser.add_argument(
         "--num-heads",
@@ -202,9 +209,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rankings takes local,global and --compute a,b")
     if not all(0 < b < 1 for b in args.budget_list):
         parser.error("--budgets are shares of the teacher's latency, in (0, 1)")
-    if (args.fill_budgets or args.anchors_everywhere) and not args.latency_multipliers:
+    if (
+        args.fill_budgets or args.anchors_everywhere or args.measured_shapes
+    ) and not args.latency_multipliers:
         parser.error(
-            "--fill-budgets and --anchors-everywhere act on --latency-multipliers' shapes"
+            "--fill-budgets, --anchors-everywhere and --measured-shapes act on "
+            "--latency-multipliers' shapes"
         )
     args.budget_anchors = ""  # JSON list, set by --latency-multipliers
     return args
@@ -599,19 +609,97 @@ def train_config(
     )
 
 
+def measured_shares(
+    untrained: Supernet,
+    teacher: nn.Module,
+    latency: search.LatencyModel,
+    fractions: tuple[float, ...],
+    args: argparse.Namespace,
+    *,
+    band: float = 0.15,
+    group: int = 8,
+) -> dict[Subnet, float]:
+    """The paired share of the teacher's latency (median of per-round ratios, as the final
+    measurement) of every full-depth uniform subnet whose predicted share is within ``band``
+    (relative) of one of ``fractions``, timed ``group`` at a time beside the teacher at the
+    first batch size: the shapes a budget's trained subnet is chosen among. A profile's
+    shares can be a few percent off near a budget, enough for a shape picked by prediction
+    to measure over it when the search re-measures (2026-12-07-05)."""
+    space = untrained.space
+    full = latency(space.max_subnet())
+    near = [
+        subnet
+        for h in space.num_heads
+        for f in space.ffn_dims
+        if any(
+            abs(latency(subnet := space.uniform(
+                depth=space.depths[-1], num_heads=h, ffn_dim=f, hidden_size=space.hidden_sizes[-1]
+            )) / full - t) <= band * t
+            for t in fractions
+        )
+    ]  # fmt: skip
+    target = search.LatencyTarget(
+        batch_size=args.batch_list[0], seq_len=args.max_length, num_threads=args.threads
+    )
+    inputs = search.example_inputs(
+        batch_size=target.batch_size,
+        seq_len=target.seq_len,
+        vocab_size=int(teacher.config.vocab_size),
+    )
+    shares: dict[Subnet, float] = {}
+    for start in range(0, len(near), group):
+        chunk = near[start : start + group]
+        paired = search.measure_paired(
+            {
+                "teacher": teacher,
+                **{str(i): untrained.extract(s).eval() for i, s in enumerate(chunk)},
+            },
+            inputs,
+            target=target,
+            reference="teacher",
+            policy=policy_for(args),
+            what="the shapes near the budgets beside the teacher",
+            refuse=False,
+        )
+        shares.update({s: paired.ratios[str(i)].value for i, s in enumerate(chunk)})
+    log.info("measured %d shapes near the budgets beside the teacher", len(shares))
+    return shares
+
+
+def priced_by(shares: dict[Subnet, float], latency: Any, untrained: Supernet) -> Any:
+    """A subnet's share of the teacher's latency: as measured (``shares``) where it was, else
+    the profile's prediction over the max subnet's (which prices the max subnet at 1, so that
+    budget_shapes' fractions of it are shares of the teacher's latency)."""
+    full = latency(untrained.space.max_subnet())
+
+    def cost(subnet: Subnet) -> float:
+        return shares[subnet] if subnet in shares else latency(subnet) / full
+
+    return cost
+
+
 def latency_multipliers(
-    untrained: Supernet, latency: search.LatencyModel, args: argparse.Namespace
+    untrained: Supernet,
+    latency: search.LatencyModel,
+    args: argparse.Namespace,
+    *,
+    teacher: nn.Module | None = None,
 ) -> tuple[str, str]:
     """``--width-multipliers`` with, per budget, the widest full-depth multiplier predicted
     under ``--latency-multipliers`` x the budget (the shapes the search will choose near), and
     the anchors found (JSON list): a budget no full-depth multiplier fits gets the slowest
-    uniform subnet under it; with ``--fill-budgets`` a multiplier's subnet is widened."""
+    uniform subnet under it; with ``--fill-budgets`` a multiplier's subnet is widened. With
+    ``teacher``, the shapes near a budget are priced by their paired share of its latency
+    (:func:`measured_shares`) and the others by the profile's prediction."""
     from ofa.training import budget_shapes
 
     fractions = tuple(args.latency_multipliers * b for b in args.budget_list)
-    shapes = budget_shapes(
-        untrained, fractions, cost=latency, what="latency", fill=args.fill_budgets
-    )
+    cost: Any = latency
+    if teacher is not None:
+        shares = measured_shares(untrained, teacher, latency, fractions, args)
+        args.measured_share_count = len(shares)
+        cost = priced_by(shares, latency, untrained)
+    shapes = budget_shapes(untrained, fractions, cost=cost, what="latency", fill=args.fill_budgets)
     given = [float(m) for m in args.width_multipliers.split(",") if m]
     # as found: rounding up would cross into the next wider shape (multipliers take the
     # smallest choice at least that fraction of each width)
@@ -1077,7 +1165,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         first = profiles[args.batch_list[0]]
         if isinstance(first, str):
             raise SystemExit(f"--latency-multipliers needs a latency profile: {first}")
-        args.width_multipliers, args.budget_anchors = latency_multipliers(untrained, first, args)
+        args.width_multipliers, args.budget_anchors = latency_multipliers(
+            untrained, first, args, teacher=setup.teacher if args.measured_shapes else None
+        )
     bisections: dict[tuple[int, float, str], Bisection] = {}
     saved_bisections = out / "bisections.json"
     if args.reuse and saved_bisections.exists():
@@ -1156,7 +1246,7 @@ _SIGNATURE_ARGS = (
 # the search space's choices (``--num-heads``, ``--ffn-dims``; the space's field names)
 _SPACE_ARGS = ("num_heads", "ffn_dims")
 # in the signature only where set, so that older runs stay reusable
-_OPTIONAL_ARGS = (*_SPACE_ARGS, "budget_anchors", "anchors_everywhere")
+_OPTIONAL_ARGS = (*_SPACE_ARGS, "budget_anchors", "anchors_everywhere", "measured_shapes")
 
 
 def _signature(args: argparse.Namespace) -> dict[str, Any]:
@@ -1378,7 +1468,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
     multipliers = f", width multipliers {args.width_multipliers}" if args.width_multipliers else ""
     if args.latency_multipliers:
         multipliers += (
-            f" (the widest predicted under {args.latency_multipliers:g} x each budget's latency)"
+            f" (the widest {'measured' if args.measured_shapes else 'predicted'} under "
+            f"{args.latency_multipliers:g} x each budget's latency)"
         )
     if anchors := json.loads(getattr(args, "budget_anchors", None) or "[]"):
         how = "every phase" if args.anchors_everywhere else "the phases holding them"

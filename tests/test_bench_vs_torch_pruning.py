@@ -157,3 +157,44 @@ def test_latency_multipliers_train_the_shapes_each_budget_gets_anchors_included(
     assert "anchors_everywhere" not in bench._signature(plain)
     with pytest.raises(SystemExit):  # the flags act on --latency-multipliers' shapes
         bench.parse_args(["--fill-budgets"])
+
+
+def test_measured_shapes_price_the_shapes_near_a_budget_by_paired_measurement():
+    """--measured-shapes: the full-depth uniform subnets predicted near a budget are timed
+    beside the teacher, and those paired shares, not the profile's, pick the trained shapes:
+    a shape the profile puts under the budget but measurement puts over it is not trained."""
+    import ofa
+
+    teacher, _ = _tiny_bert(num_heads=6)
+    args = bench.parse_args(
+        ["--smoke", "--latency-multipliers", "1", "--measured-shapes", "--fill-budgets"]
+    )
+    supernet = ofa.convert(teacher)
+    space = supernet.space
+    full_flops = float(supernet.flops(space.max_subnet()))
+
+    def predicted(subnet):  # a profile stand-in: FLOPs in "ms"
+        return float(supernet.flops(subnet))
+
+    fractions = (0.8,)
+    shares = bench.measured_shares(supernet, teacher, predicted, fractions, args)
+    assert shares  # the quarters' full-depth grid has shapes near 0.8 of the FLOPs
+    for subnet, share in shares.items():
+        assert len(subnet.layers) == space.depths[-1]  # full depth, uniform
+        assert abs(predicted(subnet) / full_flops - 0.8) <= 0.15 * 0.8
+        assert 0 < share < 5  # a paired ratio to the teacher, measured
+    # the rule: a measured share replaces the prediction, the rest stay predicted
+    widest = max(shares, key=predicted)
+    over = {**shares, widest: 0.99}  # measured over the budget, whatever it predicts
+    cost = bench.priced_by(over, predicted, supernet)
+    assert cost(widest) == 0.99 and cost(space.max_subnet()) == 1.0
+    found = ofa.budget_shapes(supernet, fractions, cost=cost, what="latency", fill=True)
+    chosen = found.per_budget[0.8]
+    if isinstance(chosen, float):  # a multiplier: its full-depth subnet
+        from ofa.training.budgets import _multiplier_subnet, _probe
+
+        chosen = _multiplier_subnet(supernet, chosen, _probe(space))
+    assert chosen != widest and cost(chosen) <= 0.8
+    assert args.measured_shapes and "measured_shapes" in bench._signature(args)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--measured-shapes"])
