@@ -666,6 +666,17 @@ def measured_shares(
     return shares
 
 
+def _saved_shares(path: Path, fractions: tuple[float, ...]) -> dict[Subnet, float] | None:
+    """An earlier run's :func:`measured_shares` for the same budgets, or None."""
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("fractions") != list(fractions):
+        return None
+    log.info("measured shares from %s", path)
+    return {Subnet.from_dict(s): float(v) for s, v in stored["shares"]}
+
+
 def priced_by(shares: dict[Subnet, float], latency: Any, untrained: Supernet) -> Any:
     """A subnet's share of the teacher's latency: as measured (``shares``) where it was, else
     the profile's prediction over the max subnet's (which prices the max subnet at 1, so that
@@ -696,7 +707,19 @@ def latency_multipliers(
     fractions = tuple(args.latency_multipliers * b for b in args.budget_list)
     cost: Any = latency
     if teacher is not None:
-        shares = measured_shares(untrained, teacher, latency, fractions, args)
+        saved = Path(args.out) / "measured_shares.json" if args.out else None
+        shares = _saved_shares(saved, fractions) if args.reuse and saved else None
+        if shares is None:
+            shares = measured_shares(untrained, teacher, latency, fractions, args)
+            if saved is not None:  # so that --reuse finds the same shapes (and seeds) again
+                saved.write_text(
+                    json.dumps(
+                        {
+                            "fractions": list(fractions),
+                            "shares": [[s.to_dict(), v] for s, v in shares.items()],
+                        }
+                    )
+                )
         args.measured_share_count = len(shares)
         cost = priced_by(shares, latency, untrained)
     shapes = budget_shapes(untrained, fractions, cost=cost, what="latency", fill=args.fill_budgets)
@@ -1357,17 +1380,21 @@ def paired_rows(rows: list[dict[str, Any]], split_label: str) -> list[dict[str, 
     table = []
     for batch, budget, model, compute in keys:
         diffs = []
+        over = {OFA: 0, model: 0}  # pairs whose model measured over the budget at the end
         for seed in seeds:
             mine = by_key.get((seed, batch, budget, OFA, "one run"))
             theirs = by_key.get((seed, batch, budget, model, compute))
             if mine and theirs and mine[column] is not None and theirs[column] is not None:
                 diffs.append(100 * (mine[column] - theirs[column]))
+                for name, row in ((OFA, mine), (model, theirs)):
+                    over[name] += row.get("fits") is False
         entry: dict[str, Any] = {
             "batch": batch,
             "budget": budget,
             "against": model,
             "compute": compute,
             "diffs": diffs,
+            "over": over,
         }
         if diffs:
             entry["mean"], entry["se"] = _mean_se(diffs)
@@ -1398,6 +1425,11 @@ def goal_lines(paired: list[dict[str, Any]], split_label: str) -> list[str]:
             f"- batch {entry['batch']}, budget {entry['budget']:g}, {split_label}, ofa-nas minus "
             f"{entry['against']} ({'(a) equal steps' if entry['compute'] == 'a' else '(b) equal total compute'}): "
             f"{mean:+.1f}{spread} points over {len(entry['diffs'])} seed(s) ({goal}): {verdict}"
+            + "".join(
+                f"; {name} measured over the budget at the end in {n}/{len(entry['diffs'])}"
+                for name, n in entry.get("over", {}).items()
+                if n
+            )
         )
     return lines
 

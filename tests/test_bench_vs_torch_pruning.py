@@ -198,3 +198,49 @@ def test_measured_shapes_price_the_shapes_near_a_budget_by_paired_measurement():
     assert args.measured_shapes and "measured_shapes" in bench._signature(args)
     with pytest.raises(SystemExit):
         bench.parse_args(["--measured-shapes"])
+
+
+def test_measured_shapes_are_reused_so_a_rerun_trains_the_same_shapes(tmp_path):
+    """With --reuse the shares measured first are read back (not measured again, which could
+    move a shape across a budget and so change the seeds' signature)."""
+    import ofa
+
+    teacher, _ = _tiny_bert(num_heads=6)
+    args = bench.parse_args(
+        ["--smoke", "--latency-multipliers", "1", "--measured-shapes", "--fill-budgets",
+         "--reuse", "--out", str(tmp_path)]
+    )  # fmt: skip
+    supernet = ofa.convert(teacher)
+
+    def predicted(subnet):
+        return float(supernet.flops(subnet))
+
+    first = bench.latency_multipliers(supernet, predicted, args, teacher=teacher)
+    saved = tmp_path / "measured_shares.json"
+    assert saved.is_file() and args.measured_share_count > 0
+    stored = saved.read_text()
+    assert bench.latency_multipliers(supernet, predicted, args, teacher=teacher) == first
+    assert saved.read_text() == stored  # read, not measured and written again
+    args.budgets, args.budget_list = "0.5", [0.5]  # other budgets: measured afresh
+    bench.latency_multipliers(supernet, predicted, args, teacher=teacher)
+    assert saved.read_text() != stored
+
+
+def test_goal_lines_say_which_side_measured_over_its_budget():
+    """A pair whose Torch-Pruning model measured over the budget at the final measurement is
+    compared still, but the goal line says so (its accuracy was bought with latency)."""
+
+    def row(model, compute, acc, fits):
+        return {"seed": 0, "batch": 1, "budget": 0.6, "model": model, "compute": compute,
+                "held-out acc": acc, "fits": fits}  # fmt: skip
+
+    tp = bench.TP_NAMES["local"]
+    rows = [row(bench.OFA, "one run", 0.80, True), row(tp, "a", 0.81, False)]
+    (entry,) = bench.paired_rows(rows, "held-out")
+    assert entry["diffs"] == pytest.approx([-1.0]) and entry["over"] == {bench.OFA: 0, tp: 1}
+    (line,) = bench.goal_lines([entry], "held-out")
+    assert f"{tp} measured over the budget at the end in 1/1" in line
+    assert f"{bench.OFA} measured over" not in line
+    rows[1]["fits"] = True
+    (line,) = bench.goal_lines(bench.paired_rows(rows, "held-out"), "held-out")
+    assert "measured over" not in line
