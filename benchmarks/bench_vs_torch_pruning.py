@@ -86,6 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ofa  # noqa: E402
 import search  # noqa: E402
 from benchmarks._report import environment, markdown_table, write_record  # noqa: E402
+from ofa._io import read_json, write_json_atomic  # noqa: E402
 from ofa.data import epoch_order, pad_collate  # noqa: E402
 from ofa.distill import DistillConfig, distillation_loss  # noqa: E402
 from ofa.evaluation import accuracy, model_outputs  # noqa: E402
@@ -670,11 +671,17 @@ def _saved_shares(path: Path, fractions: tuple[float, ...]) -> dict[Subnet, floa
     """An earlier run's :func:`measured_shares` for the same budgets, or None."""
     if not path.exists():
         return None
-    stored = json.loads(path.read_text())
+    stored = read_json(path, what="measured shares")
     if stored.get("fractions") != list(fractions):
         return None
     log.info("measured shares from %s", path)
     return {Subnet.from_dict(s): float(v) for s, v in stored["shares"]}
+
+
+def _save_shares(path: Path, fractions: tuple[float, ...], shares: dict[Subnet, float]) -> None:
+    """What :func:`_saved_shares` reads, written atomically (a killed run leaves no half file)."""
+    shares_list = [[s.to_dict(), v] for s, v in shares.items()]
+    write_json_atomic(path, {"fractions": list(fractions), "shares": shares_list})
 
 
 def priced_by(shares: dict[Subnet, float], latency: Any, untrained: Supernet) -> Any:
@@ -712,14 +719,7 @@ def latency_multipliers(
         if shares is None:
             shares = measured_shares(untrained, teacher, latency, fractions, args)
             if saved is not None:  # so that --reuse finds the same shapes (and seeds) again
-                saved.write_text(
-                    json.dumps(
-                        {
-                            "fractions": list(fractions),
-                            "shares": [[s.to_dict(), v] for s, v in shares.items()],
-                        }
-                    )
-                )
+                _save_shares(saved, fractions, shares)
         args.measured_share_count = len(shares)
         cost = priced_by(shares, latency, untrained)
     shapes = budget_shapes(untrained, fractions, cost=cost, what="latency", fill=args.fill_budgets)
